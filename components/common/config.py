@@ -1,0 +1,334 @@
+"""The one project config file: a pydantic model per section, every rule with an ID.
+
+A config is loaded once (``load_config``) on the user's machine, validated, made self-contained
+(relative paths resolved against the config file, the task's JSON Schema read in) and then
+flattened (``pipeline_parameters``) into the explicit pipeline parameters that KFP compiles and the
+Vertex console compares run by run. Components never read this file: they get parameters.
+
+Every validation error names a rule ID (``TASK-002``), the field path and the fix. The rule table
+is ``RULES`` below; ``docs`` of a rule is what the user should do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+# rule ID -> (what the rule says, how to fix it). Pydantic's own error types map onto CFG-00x.
+RULES: dict[str, tuple[str, str]] = {
+    "CFG-001": ("a required field is missing", "add the field; see examples/travel/config.yaml"),
+    "CFG-002": ("unknown field", "remove it or fix its spelling; unknown keys are never ignored"),
+    "CFG-003": ("wrong type or value", "give a value of the type shown"),
+    "CFG-004": ("the config file cannot be read", "pass the path of a YAML mapping"),
+    "TASK-001": ("structured tasks need a JSON Schema", "set task.schema to a .json file path"),
+    "TASK-002": ("the JSON Schema cannot be loaded", "point task.schema at a readable JSON Schema file"),
+    "DATA-001": ("the data locator is empty", "set data.train to a JSONL path (local or gs://)"),
+    "DATA-002": ("local data file not found", "fix the path; relative paths start at the config file"),
+    "DATA-003": ("eval_fraction out of range", "use a fraction in (0, 0.5]"),
+    "MODEL-001": (
+        "unrecognised base model",
+        "use tiny://<example>, a hub id (org/name), a local directory, or a gs:// directory",
+    ),
+    "MODEL-002": ("LoRA settings given for a full fine-tune", "set model.method: lora, or drop model.lora"),
+    "TRAIN-001": ("non-positive training setting", "use a positive number"),
+    "GATE-001": ("gate rule needs exactly one bound", "give min: or max:, not both or neither"),
+    "GATE-002": ("gate rule names an unknown metric", "use one of the metrics the task reports"),
+}
+
+# Metrics a structured task reports (components/common/task.py computes them); gates may name these
+# or a per-field metric "field_match/<path>".
+STRUCTURED_METRICS = ("json_validity", "schema_validity", "exact_match", "field_match")
+
+
+class ConfigError(ValueError):
+    """A config that breaks one or more rules; ``str()`` lists each as ``RULE at field: msg. Fix: ...``."""
+
+    def __init__(self, violations: list[tuple[str, str, str]]):
+        self.violations = violations  # (rule_id, field path, message)
+        lines = []
+        for rule, where, msg in violations:
+            fix = RULES.get(rule, ("", ""))[1]
+            lines.append(f"[{rule}] {where}: {msg}" + (f". Fix: {fix}" if fix else ""))
+        super().__init__("invalid config:\n  " + "\n  ".join(lines))
+
+
+def _rule(rule: str, msg: str) -> PydanticCustomError:
+    return PydanticCustomError(rule, msg)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TaskConfig(_Section):
+    type: Literal["structured"] = Field(
+        "structured", description="structured: JSON output checked by a schema"
+    )
+    system_prompt: str = Field("", description="system message put before every prompt, in training and eval")
+    schema_path: str | None = Field(None, alias="schema", description="JSON Schema file of the output")
+    output_schema: dict[str, Any] | None = Field(
+        None, description="the schema itself; filled from task.schema at load time"
+    )
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _needs_schema(self) -> TaskConfig:
+        if self.type == "structured" and self.output_schema is None:
+            raise _rule("TASK-001", "task.type is structured but no schema was given")
+        return self
+
+
+class SplitConfig(_Section):
+    eval_fraction: float = Field(0.1, description="share of rows held out for evaluation, in whole groups")
+    seed: int = Field(13, description="seed of the group shuffle; same seed + data = same split")
+
+    @field_validator("eval_fraction")
+    @classmethod
+    def _fraction(cls, v: float) -> float:
+        if not 0 < v <= 0.5:
+            raise _rule("DATA-003", f"eval_fraction={v} is outside (0, 0.5]")
+        return v
+
+
+class FieldMap(_Section):
+    prompt: str = Field("prompt", description="source column with the user prompt text")
+    completion: str = Field("completion", description="source column with the target output text")
+    group: str | None = Field("group", description="source column with a group id; null = every row alone")
+    id: str | None = Field("id", description="source column with a row id; null = use the row number")
+
+
+class DataConfig(_Section):
+    train: str = Field(..., description="locator of the training data: JSONL path, local or gs://")
+    fields: FieldMap = Field(default_factory=FieldMap, description="source column names")
+    split: SplitConfig = Field(default_factory=SplitConfig)
+
+    @field_validator("train")
+    @classmethod
+    def _locator(cls, v: str) -> str:
+        if not v.strip():
+            raise _rule("DATA-001", "data.train is empty")
+        return v
+
+
+class LoraConfig(_Section):
+    r: int = Field(16, description="adapter rank")
+    alpha: int = Field(32, description="scaling numerator (alpha / r)")
+    dropout: float = Field(0.0, description="dropout on the adapter input")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["all-linear"], description="module names, or all-linear"
+    )
+    modules_to_save: list[str] = Field(
+        default_factory=list,
+        description="modules trained in full next to the adapter (e.g. embed_tokens for a random-init base)",
+    )
+
+
+class ModelConfig(_Section):
+    base: str = Field(..., description="tiny://<example>, hub id, local dir, or gs:// dir")
+    method: Literal["full", "lora"] = Field("lora", description="full fine-tune or LoRA adapter")
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+
+    @field_validator("base")
+    @classmethod
+    def _base(cls, v: str) -> str:
+        ok = v.startswith(("tiny://", "gs://", "/", "./", "../")) or v.count("/") == 1
+        if not ok or (v.endswith("/") and v.startswith("tiny://")):
+            raise _rule("MODEL-001", f"model.base={v!r} is none of the supported forms")
+        return v
+
+
+class TrainConfig(_Section):
+    max_steps: int = Field(500, description="optimizer steps")
+    batch_size: int = Field(32, description="examples per step, per device")
+    learning_rate: float = Field(2e-4, description="peak learning rate")
+    lr_scheduler: str = Field("cosine", description="transformers scheduler name")
+    warmup_ratio: float = Field(0.03, description="share of steps spent warming up")
+    max_length: int = Field(256, description="tokens per example (prompt + completion); longer is truncated")
+    seed: int = Field(42, description="seed of init, dropout and data order")
+
+    @field_validator("max_steps", "batch_size", "max_length", "learning_rate")
+    @classmethod
+    def _positive(cls, v: float) -> float:
+        if v <= 0:
+            raise _rule("TRAIN-001", f"{v} is not positive")
+        return v
+
+
+class EvalConfig(_Section):
+    max_new_tokens: int = Field(128, description="generation budget per example, in tokens")
+    batch_size: int = Field(64, description="prompts generated together")
+    max_examples: int = Field(-1, description="evaluate at most this many rows; -1 = all")
+
+
+class GateRule(_Section):
+    metric: str = Field(..., description="metric name, e.g. exact_match or field_match/[].flow")
+    min: float | None = Field(None, description="pass when metric >= min")
+    max: float | None = Field(None, description="pass when metric <= max")
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> GateRule:
+        if (self.min is None) == (self.max is None):
+            raise _rule(
+                "GATE-001", f"rule on {self.metric!r} has {'both' if self.min is not None else 'no'} bounds"
+            )
+        if self.metric.split("/")[0] not in STRUCTURED_METRICS:
+            raise _rule("GATE-002", f"metric {self.metric!r} is not one of {', '.join(STRUCTURED_METRICS)}")
+        return self
+
+
+class GatesConfig(_Section):
+    rules: list[GateRule] = Field(default_factory=list, description="all must pass for registration")
+
+
+class RegistryConfig(_Section):
+    backend: Literal["mlflow"] = Field("mlflow", description="where candidates are registered")
+    tracking_uri: str = Field("", description="MLflow tracking URI; empty = sqlite under .slmforge/")
+    model_name: str | None = Field(None, description="registered model name; default: the config name")
+
+
+class VertexConfig(_Section):
+    project: str = Field("", description="GCP project id")
+    region: str = Field("us-central1", description="Vertex AI region")
+    pipeline_root: str = Field("", description="gs:// prefix for pipeline artifacts")
+    service_account: str = Field("", description="service account the pipeline runs as")
+    experiment: str = Field("", description="Vertex Experiment the runs are grouped under")
+    accelerator_type: str = Field("NVIDIA_L4", description="accelerator of the train step")
+    accelerator_count: int = Field(1, description="accelerators on the train step")
+
+
+Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{1,62}$")]
+
+
+class Config(_Section):
+    name: Name = Field(..., description="project name: lowercase, digits, dashes")
+    task: TaskConfig
+    data: DataConfig
+    model: ModelConfig
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    gates: GatesConfig = Field(default_factory=GatesConfig)
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    vertex: VertexConfig = Field(default_factory=VertexConfig)
+
+    @model_validator(mode="after")
+    def _lora_only_for_lora(self) -> Config:
+        if self.model.method == "full" and "lora" in self.model.model_fields_set:
+            raise _rule("MODEL-002", "model.lora is set but model.method is full")
+        return self
+
+
+_PYDANTIC_RULES = {"missing": "CFG-001", "extra_forbidden": "CFG-002"}
+
+
+def _is_local(locator: str) -> bool:
+    return "://" not in locator and not locator.startswith(("hf:",))
+
+
+def _prepare(raw: dict[str, Any], base_dir: Path) -> tuple[dict[str, Any], list[tuple[str, str, str]]]:
+    """Resolve relative paths against the config's folder and read the task schema in."""
+    problems: list[tuple[str, str, str]] = []
+    data = raw.get("data")
+    if isinstance(data, dict) and isinstance(data.get("train"), str) and data["train"].strip():
+        loc = data["train"]
+        if _is_local(loc):
+            path = (base_dir / loc).resolve()
+            if not path.is_file():
+                problems.append(("DATA-002", "data.train", f"{path} does not exist"))
+            data["train"] = str(path)
+    task = raw.get("task")
+    if isinstance(task, dict) and isinstance(task.get("schema"), str) and "output_schema" not in task:
+        path = (base_dir / task["schema"]).resolve()
+        try:
+            task["output_schema"] = json.loads(path.read_text(encoding="utf-8"))
+            task["schema"] = str(path)
+        except (OSError, json.JSONDecodeError) as e:
+            problems.append(("TASK-002", "task.schema", f"{path}: {e}"))
+    model = raw.get("model")
+    if (
+        isinstance(model, dict)
+        and isinstance(model.get("base"), str)
+        and model["base"].startswith((".", "/"))
+    ):
+        model["base"] = str((base_dir / model["base"]).resolve())
+    return raw, problems
+
+
+def parse_config(raw: Any, base_dir: Path | str = ".") -> Config:
+    """Validate a config mapping; raise ``ConfigError`` naming every broken rule."""
+    if not isinstance(raw, dict):
+        raise ConfigError([("CFG-004", "(top)", f"expected a mapping, got {type(raw).__name__}")])
+    raw, problems = _prepare(json.loads(json.dumps(raw)), Path(base_dir))
+    if problems:
+        raise ConfigError(problems)
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as e:
+        violations = []
+        for err in e.errors():
+            rule = err["type"] if err["type"] in RULES else _PYDANTIC_RULES.get(err["type"], "CFG-003")
+            where = ".".join(str(p) for p in err["loc"]) or "(top)"
+            violations.append((rule, where, err["msg"]))
+        raise ConfigError(violations) from None
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a YAML config file."""
+    import yaml
+
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError([("CFG-004", str(path), str(e))]) from None
+    return parse_config(raw, path.resolve().parent)
+
+
+def config_hash(cfg: Config) -> str:
+    """sha256 of the validated config in canonical JSON: the identity of a run's settings."""
+    blob = json.dumps(cfg.model_dump(mode="json", by_alias=True), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def pipeline_parameters(cfg: Config) -> dict[str, Any]:
+    """Flatten a config into the finetune pipeline's explicit parameters (names match its signature)."""
+    lora = cfg.model.lora
+    return {
+        "config_name": cfg.name,
+        "config_hash": config_hash(cfg),
+        "system_prompt": cfg.task.system_prompt,
+        "output_schema": json.dumps(cfg.task.output_schema, sort_keys=True),
+        "train_data": cfg.data.train,
+        "prompt_field": cfg.data.fields.prompt,
+        "completion_field": cfg.data.fields.completion,
+        "group_field": cfg.data.fields.group or "",
+        "id_field": cfg.data.fields.id or "",
+        "eval_fraction": cfg.data.split.eval_fraction,
+        "split_seed": cfg.data.split.seed,
+        "base_model": cfg.model.base,
+        "method": cfg.model.method,
+        "lora_r": lora.r,
+        "lora_alpha": lora.alpha,
+        "lora_dropout": lora.dropout,
+        "lora_target_modules": ",".join(lora.target_modules),
+        "lora_modules_to_save": ",".join(lora.modules_to_save),
+        "max_steps": cfg.train.max_steps,
+        "batch_size": cfg.train.batch_size,
+        "learning_rate": cfg.train.learning_rate,
+        "lr_scheduler": cfg.train.lr_scheduler,
+        "warmup_ratio": cfg.train.warmup_ratio,
+        "max_length": cfg.train.max_length,
+        "train_seed": cfg.train.seed,
+        "eval_max_new_tokens": cfg.eval.max_new_tokens,
+        "eval_batch_size": cfg.eval.batch_size,
+        "eval_max_examples": cfg.eval.max_examples,
+        "gate_rules": json.dumps([r.model_dump(exclude_none=True) for r in cfg.gates.rules]),
+        "tracking_uri": cfg.registry.tracking_uri,
+        "model_name": cfg.registry.model_name or cfg.name,
+        "accelerator_type": cfg.vertex.accelerator_type,
+        "accelerator_count": cfg.vertex.accelerator_count,
+    }

@@ -1,0 +1,72 @@
+"""Provenance stamped on every artifact's metadata: what it is (content hash), how it was made (config
+hash, package version, git SHA) and from what (the upstream artifacts' hashes)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from components.common.home import repo_root
+
+_CHUNK = 1 << 20  # bytes read at a time
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sha256_path(path: str | Path) -> str:
+    """Hash a file, or a folder as the sorted list of (relative path, file hash): renames count."""
+    path = Path(path)
+    if path.is_file():
+        return sha256_file(path)
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(f.relative_to(path).as_posix().encode() + b"\0" + sha256_file(f).encode() + b"\n")
+    return h.hexdigest()
+
+
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("slmforge")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def git_sha() -> str:
+    """The source revision: $SLMFORGE_GIT_SHA (set in images and CI) or the checkout's HEAD."""
+    if sha := os.environ.get("SLMFORGE_GIT_SHA"):
+        return sha
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=repo_root(), capture_output=True, text=True, timeout=5
+        )
+        return out.stdout.strip() if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def stamp(metadata: dict[str, Any], path: str | Path, *, config_hash: str, upstream: dict[str, str]) -> str:
+    """Write provenance into an artifact's metadata dict; return the artifact's content hash.
+
+    ``upstream`` maps an input name to that input's content hash (its lineage)."""
+    digest = sha256_path(path)
+    metadata.update(
+        {
+            "sha256": digest,
+            "config_hash": config_hash,
+            "slmforge_version": package_version(),
+            "git_sha": git_sha(),
+            "upstream": dict(upstream),
+        }
+    )
+    return digest

@@ -1,0 +1,82 @@
+"""KFP component of the train stage (logic in core.py)."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
+
+from components.images import TRAINER_IMAGE
+
+
+@dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
+def train_op(
+    train_data: Input[Dataset],
+    base_model: str,
+    system_prompt: str,
+    method: str,
+    max_steps: int,
+    batch_size: int,
+    learning_rate: float,
+    lr_scheduler: str,
+    warmup_ratio: float,
+    max_length: int,
+    seed: int,
+    lora_r: int,
+    lora_alpha: int,
+    lora_dropout: float,
+    lora_target_modules: str,
+    lora_modules_to_save: str,
+    config_hash: str,
+    model: Output[Model],
+    metrics: Output[Metrics],
+):
+    """Fine-tune the base model with TRL's SFTTrainer; loss on completion tokens only.
+
+    Args:
+        train_data: canonical training rows.
+        base_model: tiny://<example>, a hub id, a local folder or a gs:// folder.
+        system_prompt: system message rendered before every prompt (same as in evaluation).
+        method: full or lora.
+        max_steps: optimizer steps.
+        batch_size: examples per step per device.
+        learning_rate: peak learning rate.
+        lr_scheduler: transformers scheduler name, e.g. cosine.
+        warmup_ratio: share of steps spent warming up.
+        max_length: tokens per example (prompt + completion); longer rows are truncated.
+        seed: seed of init, dropout and data order.
+        lora_r: LoRA rank (method lora).
+        lora_alpha: LoRA alpha (method lora).
+        lora_dropout: LoRA dropout (method lora).
+        lora_target_modules: comma-separated module names, or all-linear.
+        lora_modules_to_save: comma-separated modules trained in full beside the adapter.
+        config_hash: sha256 of the validated config, recorded as provenance.
+        model: weights or adapter, tokenizer and slmforge_model.json.
+        metrics: first/final loss, steps, runtime and parameter counts.
+    """
+    from components.common.provenance import stamp
+    from components.train.core import TrainOptions, train
+
+    split = lambda s: [x.strip() for x in s.split(",") if x.strip()]  # noqa: E731
+    opts = TrainOptions(
+        method,
+        max_steps,
+        batch_size,
+        learning_rate,
+        lr_scheduler,
+        warmup_ratio,
+        max_length,
+        seed,
+        lora_r,
+        lora_alpha,
+        lora_dropout,
+        split(lora_target_modules),
+        split(lora_modules_to_save),
+    )
+    result = train(train_data.path, base_model, system_prompt, opts, model.path)
+    model.metadata.update({"method": method, "base_model": base_model, "framework": "transformers"})
+    stamp(
+        model.metadata,
+        model.path,
+        config_hash=config_hash,
+        upstream={"train_data": train_data.metadata.get("sha256", "")},
+    )
+    for key in ("first_loss", "final_loss", "steps", "runtime_s", "trainable_params", "total_params"):
+        metrics.log_metric(key, float(getattr(result, key)))

@@ -1,0 +1,164 @@
+"""The ``slmforge`` command line (and ``submit``, its Vertex shortcut)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Fine-tune small language models with KFP."
+)
+console = Console()
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "examples" / "travel" / "config.yaml"
+
+
+def _load(config: Path):
+    from components.common.config import ConfigError, load_config
+
+    try:
+        return load_config(config)
+    except ConfigError as e:
+        console.print(f"[red]{e}[/red]", highlight=False)
+        raise typer.Exit(2) from None
+
+
+def _metrics_table(candidate: dict, base: dict) -> Table:
+    table = Table(title="Evaluation on the held-out split")
+    table.add_column("metric")
+    table.add_column("candidate", justify="right")
+    table.add_column("base (untrained)", justify="right")
+    names = [k for k in candidate if isinstance(candidate[k], (int, float))]
+    for name in sorted(names, key=lambda n: (n.startswith("field_match/"), n)):
+        fmt = (lambda v: f"{v:.0f}") if name == "examples" else (lambda v: f"{v:.3f}")
+        table.add_row(name, fmt(candidate[name]), fmt(base.get(name, float("nan"))))
+    return table
+
+
+@app.command()
+def validate(config: Path = typer.Argument(..., help="config YAML")) -> None:
+    """Validate a config; print the pipeline parameters it flattens into."""
+    from components.common.config import pipeline_parameters
+
+    params = pipeline_parameters(_load(config))
+    shown = {k: (v if len(str(v)) < 80 else str(v)[:77] + "...") for k, v in params.items()}
+    console.print_json(json.dumps(shown))
+    console.print(f"[green]{config}: valid[/green]")
+
+
+@app.command()
+def run(
+    config: Path = typer.Argument(..., help="config YAML"),
+    local: bool = typer.Option(False, "--local", help="run here through kfp.local (required for now)"),
+    runner: str = typer.Option("subprocess", help="subprocess, or docker (images from images/)"),
+    runs_root: Path = typer.Option(None, help="where local runs are written (default: $SLMFORGE_HOME/runs)"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="stream every task's log"),
+) -> None:
+    """Run the finetune pipeline on a config."""
+    from components.common.config import pipeline_parameters
+    from components.common.home import slmforge_home
+    from pipelines.local import run_pipeline_local
+
+    if not local:
+        console.print("To run on Vertex AI: `python compile.py && submit CONFIG`. To run here: add --local.")
+        raise typer.Exit(2)
+    cfg = _load(config)
+    os.environ["SLMFORGE_HOME"] = str(slmforge_home())  # absolute, inherited by every task subprocess
+    params = pipeline_parameters(cfg)
+    root = runs_root or slmforge_home() / "runs"
+    # Bound to the terminal now: while the pipeline runs, sys.stdout is redirected into its log file.
+    console = Console(file=sys.stdout)
+    console.print(
+        f"[bold]slmforge[/bold] {cfg.name}: base {cfg.model.base}, method {cfg.model.method}, "
+        f"{cfg.train.max_steps} steps — local runner: {runner}"
+    )
+    with console.status("starting the pipeline...") as status:
+
+        def on_event(task: str, state: str) -> None:
+            if state == "running":
+                status.update(f"running [cyan]{task}[/cyan] ...")
+            else:
+                mark = "[green]✓[/green]" if state == "success" else "[red]✗[/red]"
+                console.print(f"  {mark} {task}")
+
+        try:
+            result = run_pipeline_local(params, root, runner=runner, on_event=on_event, echo=verbose)
+        except Exception as e:  # a task failed (or the run could not start): show where to look
+            console.print(f"[red]pipeline failed: {e}[/red]")
+            logs = sorted(Path(root).glob("*/pipeline.log"))
+            if logs:
+                tail = logs[-1].read_text(encoding="utf-8", errors="replace").splitlines()[-40:]
+                console.print("\n".join(tail), markup=False, highlight=False)
+                console.print(f"full log: {logs[-1]}")
+            raise typer.Exit(1) from None
+    console.print(_metrics_table(result.candidate_metrics, result.base_metrics))
+    verdict = "[green]PASSED[/green]" if result.gate_passed else "[red]FAILED[/red]"
+    console.print(f"gate: {verdict}")
+    console.print(result.gate_reasons, markup=False, highlight=False)
+    if result.registered:
+        console.print(
+            f"registered: [bold]{result.registered['model_uri']}[/bold] (alias candidate) "
+            f"in {params['tracking_uri'] or 'sqlite:///' + str(slmforge_home() / 'mlflow.db')}"
+        )
+    else:
+        console.print("not registered: the gate did not pass")
+    console.print(f"artifacts: {result.run_dir}   ({result.seconds:.0f} s)")
+
+
+@app.command()
+def demo(verbose: bool = typer.Option(False, "--verbose", "-v", help="stream every task's log")) -> None:
+    """Run the travel demo end to end, offline, on the tiny://travel model."""
+    run(DEMO_CONFIG, local=True, runner="subprocess", runs_root=None, verbose=verbose)
+
+
+@app.command(name="compile")
+def compile_cmd(out: Path = typer.Option(Path("build/pipelines"), help="output folder")) -> None:
+    """Compile every pipeline to YAML (same as python compile.py)."""
+    from pipelines.compiler import compile_all
+
+    for path in compile_all(out):
+        console.print(str(path))
+
+
+@app.command()
+def submit(
+    config: Path = typer.Argument(..., help="config YAML"),
+    template: Path = typer.Option(Path("build/pipelines/finetune.yaml"), help="compiled pipeline"),
+    compile_first: bool = typer.Option(False, "--compile", help="compile before submitting"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the request; submit nothing"),
+    wait: bool = typer.Option(False, "--wait", help="wait for the run to end"),
+) -> None:
+    """Submit the finetune pipeline to Vertex AI Pipelines."""
+    from components.common.config import pipeline_parameters
+    from pipelines.vertex import VertexConfigError, job_request, submit_job
+
+    cfg = _load(config)
+    if compile_first:
+        compile_cmd(template.parent)
+    if not template.is_file():
+        console.print(f"[red]{template} not found: run `python compile.py` first (or pass --compile)[/red]")
+        raise typer.Exit(2)
+    try:
+        request = job_request(cfg, pipeline_parameters(cfg), template)
+    except VertexConfigError as e:
+        console.print(f"[red]{e}[/red]", highlight=False)
+        raise typer.Exit(2) from None
+    if dry_run:
+        console.print_json(json.dumps(request, default=str))
+        return
+    console.print(f"submitted: {submit_job(request, wait=wait)}")
+
+
+def main() -> None:
+    app()
+
+
+def submit_main() -> None:
+    """``submit CONFIG`` == ``slmforge submit CONFIG``."""
+    sys.argv.insert(1, "submit")
+    app()

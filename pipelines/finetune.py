@@ -1,0 +1,175 @@
+"""The main DAG: ingest -> split -> train -> evaluate (candidate and base) -> gate -> register.
+
+Only wiring lives here: which output feeds which input, resources, retries, caching and the gate
+condition. Every parameter is explicit so the Vertex console compares runs parameter by parameter;
+``components.common.config.pipeline_parameters`` produces exactly these names from a config file.
+"""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import Metrics
+
+from components import evaluate_base_op, evaluate_op, gate_op, ingest_op, register_op, split_op, train_op
+
+
+class FinetuneOutputs(NamedTuple):
+    candidate_metrics: Metrics
+    base_metrics: Metrics
+    gate_passed: bool
+    gate_reasons: str
+
+
+RETRIES = {"num_retries": 2, "backoff_duration": "60s", "backoff_factor": 2.0}  # transient infra failures
+
+
+@dsl.pipeline(
+    name="slmforge-finetune", description="Fine-tune, evaluate, gate and register a small language model."
+)
+def finetune(
+    config_name: str,
+    config_hash: str,
+    train_data: str,
+    output_schema: str,
+    system_prompt: str = "",
+    prompt_field: str = "prompt",
+    completion_field: str = "completion",
+    group_field: str = "group",
+    id_field: str = "id",
+    eval_fraction: float = 0.1,
+    split_seed: int = 13,
+    base_model: str = "tiny://travel",
+    method: str = "lora",
+    lora_r: int = 16,
+    lora_alpha: int = 32,
+    lora_dropout: float = 0.0,
+    lora_target_modules: str = "all-linear",
+    lora_modules_to_save: str = "",
+    max_steps: int = 500,
+    batch_size: int = 32,
+    learning_rate: float = 2e-4,
+    lr_scheduler: str = "cosine",
+    warmup_ratio: float = 0.03,
+    max_length: int = 256,
+    train_seed: int = 42,
+    eval_max_new_tokens: int = 128,
+    eval_batch_size: int = 64,
+    eval_max_examples: int = -1,
+    gate_rules: str = "[]",
+    tracking_uri: str = "",
+    model_name: str = "",
+    accelerator_type: str = "NVIDIA_L4",
+    accelerator_count: int = 1,
+) -> FinetuneOutputs:
+    """Fine-tune a small language model on a task dataset, evaluate it against its base, gate, register.
+
+    Args:
+        config_name: project name from the config (used for display).
+        config_hash: sha256 of the validated config; every artifact records it.
+        train_data: JSONL locator of the task data, local path or gs://.
+        output_schema: the task's JSON Schema, as JSON text.
+        system_prompt: system message rendered before every prompt, in training and evaluation.
+        prompt_field: source field with the prompt text.
+        completion_field: source field with the target text.
+        group_field: source field with a group id; empty = none.
+        id_field: source field with a stable row id; empty = the line number.
+        eval_fraction: share of rows held out (whole groups).
+        split_seed: seed of the split.
+        base_model: tiny://<example>, hub id, local folder or gs:// folder.
+        method: full or lora.
+        lora_r: LoRA rank.
+        lora_alpha: LoRA alpha.
+        lora_dropout: LoRA dropout.
+        lora_target_modules: comma-separated module names, or all-linear.
+        lora_modules_to_save: comma-separated modules trained in full beside the adapter.
+        max_steps: optimizer steps.
+        batch_size: examples per step per device.
+        learning_rate: peak learning rate.
+        lr_scheduler: transformers scheduler name.
+        warmup_ratio: share of steps spent warming up.
+        max_length: tokens per training example.
+        train_seed: seed of init, dropout and data order.
+        eval_max_new_tokens: generation budget per example.
+        eval_batch_size: prompts generated together.
+        eval_max_examples: evaluate at most this many rows; -1 = all.
+        gate_rules: JSON list of gate rules.
+        tracking_uri: MLflow tracking URI; empty = embedded sqlite store.
+        model_name: registered model name.
+        accelerator_type: accelerator of the train and evaluate steps on Vertex (ignored locally).
+        accelerator_count: accelerators per train and evaluate step (ignored locally).
+
+    Returns:
+        candidate_metrics: the fine-tuned model's evaluation.
+        base_metrics: the untrained base model's evaluation, same data and decoding.
+        gate_passed: whether the candidate passed the gate (and was registered).
+        gate_reasons: every gate rule's verdict in words.
+    """
+    ingest = ingest_op(
+        locator=train_data,
+        prompt_field=prompt_field,
+        completion_field=completion_field,
+        group_field=group_field,
+        id_field=id_field,
+        config_hash=config_hash,
+    ).set_retry(**RETRIES)
+    split = split_op(
+        dataset=ingest.outputs["dataset"],
+        eval_fraction=eval_fraction,
+        seed=split_seed,
+        config_hash=config_hash,
+    ).set_retry(**RETRIES)
+    train = (
+        train_op(
+            train_data=split.outputs["train_data"],
+            base_model=base_model,
+            system_prompt=system_prompt,
+            method=method,
+            max_steps=max_steps,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            lr_scheduler=lr_scheduler,
+            warmup_ratio=warmup_ratio,
+            max_length=max_length,
+            seed=train_seed,
+            lora_r=lora_r,
+            lora_alpha=lora_alpha,
+            lora_dropout=lora_dropout,
+            lora_target_modules=lora_target_modules,
+            lora_modules_to_save=lora_modules_to_save,
+            config_hash=config_hash,
+        )
+        .set_accelerator_type(accelerator_type)
+        .set_accelerator_limit(accelerator_count)
+        .set_cpu_limit("8")
+        .set_memory_limit("32G")
+    )
+    eval_args = dict(
+        eval_data=split.outputs["eval_data"],
+        system_prompt=system_prompt,
+        output_schema=output_schema,
+        max_new_tokens=eval_max_new_tokens,
+        batch_size=eval_batch_size,
+        max_examples=eval_max_examples,
+        config_hash=config_hash,
+    )
+    candidate = evaluate_op(model=train.outputs["model"], **eval_args).set_display_name("evaluate-candidate")
+    base = evaluate_base_op(base_model=base_model, **eval_args).set_display_name("evaluate-base")
+    for task in (candidate, base):
+        task.set_accelerator_type(accelerator_type).set_accelerator_limit(accelerator_count).set_retry(
+            **RETRIES
+        )
+    gate = gate_op(candidate=candidate.outputs["metrics"], rules=gate_rules).set_caching_options(False)
+    with dsl.If(gate.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 (KFP condition syntax)
+        register_op(
+            model=train.outputs["model"],
+            metrics=candidate.outputs["metrics"],
+            train_data=split.outputs["train_data"],
+            model_name=model_name,
+            tracking_uri=tracking_uri,
+            config_hash=config_hash,
+            gate_reasons=gate.outputs["reasons"],
+            pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+        ).set_retry(**RETRIES).set_caching_options(False)
+    return FinetuneOutputs(
+        candidate.outputs["metrics"], base.outputs["metrics"], gate.outputs["Output"], gate.outputs["reasons"]
+    )

@@ -1,0 +1,118 @@
+"""Run a pipeline on this machine through kfp.local: the same components and DAG that run on Vertex.
+
+SubprocessRunner runs each task as a Python subprocess of the current environment (use_venv=False, so
+the installed slmforge package is importable); DockerRunner runs each task in its component's image
+where a Docker engine answers. Resources, accelerators and retries are ignored locally (KFP does so).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import re
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+@dataclass
+class LocalRun:
+    """What a local run produced: where, the pipeline's outputs, and the registration record if any."""
+
+    run_dir: Path
+    log_path: Path
+    seconds: float
+    candidate_metrics: dict[str, Any]
+    base_metrics: dict[str, Any]
+    gate_passed: bool
+    gate_reasons: str
+    registered: dict[str, Any] | None = field(default=None)
+
+
+class _LogSink(io.TextIOBase):
+    """Takes everything kfp.local prints (its logs and the tasks' output), keeps it in a log file, and
+    calls ``on_event(task, state)`` when a task starts or finishes so a CLI can show progress."""
+
+    def __init__(self, log, on_event: Callable[[str, str], None] | None):
+        self._log, self._on_event, self._buffer = log, on_event, ""
+
+    def write(self, text: str) -> int:
+        self._log.write(text)
+        self._buffer += text
+        *lines, self._buffer = self._buffer.split("\n")
+        for line in lines:
+            plain = _ANSI.sub("", line)
+            if self._on_event and (m := re.search(r"Executing task '([^']+)'", plain)):
+                self._on_event(m.group(1), "running")
+            elif self._on_event and (m := re.search(r"Task '([^']+)' finished with status (\w+)", plain)):
+                self._on_event(m.group(1), m.group(2).lower())
+        return len(text)
+
+    def flush(self) -> None:
+        self._log.flush()
+
+
+def _runner(kind: str):
+    from kfp import local
+
+    if kind == "subprocess":
+        return local.SubprocessRunner(use_venv=False)
+    if kind == "docker":
+        return local.DockerRunner()
+    raise ValueError(f"runner {kind!r}: use subprocess or docker")
+
+
+def run_pipeline_local(
+    params: dict[str, Any],
+    runs_root: str | Path,
+    *,
+    pipeline: str = "finetune",
+    runner: str = "subprocess",
+    on_event: Callable[[str, str], None] | None = None,
+    echo: bool = False,
+) -> LocalRun:
+    """Run ``pipeline`` with ``params`` under a fresh folder of ``runs_root``; raise on any task failure.
+
+    With ``echo`` the full kfp.local log streams to the terminal; otherwise it goes to the run's
+    ``pipeline.log`` and only task events reach ``on_event``."""
+    from kfp import local
+
+    from pipelines import REGISTRY
+
+    os.environ.setdefault(
+        "OMP_NUM_THREADS", "1"
+    )  # tasks inherit it: 1 thread is the fast, stable choice on CPU
+    root = Path(runs_root).resolve() / time.strftime("%Y%m%d-%H%M%S")
+    root.mkdir(parents=True, exist_ok=True)
+    local.init(runner=_runner(runner), pipeline_root=str(root), raise_on_error=True)
+    log_path = root / "pipeline.log"
+    start = time.perf_counter()
+    with open(log_path, "w", encoding="utf-8") as log:
+        sink = _LogSink(log, on_event)
+        redirect = contextlib.nullcontext() if echo else contextlib.redirect_stdout(sink)
+        with redirect, warnings.catch_warnings():
+            # Expected locally, said once here instead of per task: SubprocessRunner ignores base images
+            # and resource/accelerator settings (the compiled YAML carries them; tests assert on it).
+            warnings.filterwarnings("ignore", message=r".*custom or non-Python base image")
+            warnings.filterwarnings("ignore", message=r".*have no effect in the current local runner")
+            task = REGISTRY[pipeline](**params)
+    seconds = time.perf_counter() - start
+    run_dir = next(d for d in root.iterdir() if d.is_dir())
+    registered_file = run_dir / "register-op" / "registered"
+    return LocalRun(
+        run_dir=run_dir,
+        log_path=log_path,
+        seconds=seconds,
+        candidate_metrics=dict(task.outputs["candidate_metrics"].metadata),
+        base_metrics=dict(task.outputs["base_metrics"].metadata),
+        gate_passed=bool(task.outputs["gate_passed"]),
+        gate_reasons=str(task.outputs["gate_reasons"]),
+        registered=json.loads(registered_file.read_text()) if registered_file.is_file() else None,
+    )

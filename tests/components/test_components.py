@@ -1,0 +1,168 @@
+"""Each component's python_func, called with real artifacts in tmp_path: the KFP layer around core.py
+writes the files, metrics and provenance the next stage reads."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from kfp.dsl import Dataset, Markdown, Metrics, Model
+
+from components import evaluate_base_op, evaluate_op, gate_op, ingest_op, register_op, split_op, train_op
+from components.common.config import pipeline_parameters
+
+SHA = "0" * 64
+
+
+def artifact(cls, tmp_path, name, metadata=None):
+    a = cls(uri=str(tmp_path / name))
+    a.metadata.update(metadata or {})
+    return a
+
+
+@pytest.fixture(scope="module")
+def params(travel_config) -> dict:
+    return pipeline_parameters(travel_config)
+
+
+@pytest.fixture()
+def split_outputs(tmp_path, params):
+    data = artifact(Dataset, tmp_path, "dataset")
+    ingest_op.python_func(
+        locator=params["train_data"],
+        prompt_field="prompt",
+        completion_field="completion",
+        group_field="group",
+        id_field="id",
+        config_hash=SHA,
+        dataset=data,
+    )
+    train, held = artifact(Dataset, tmp_path, "train"), artifact(Dataset, tmp_path, "eval")
+    split_op.python_func(
+        dataset=data, eval_fraction=0.1, seed=13, config_hash=SHA, train_data=train, eval_data=held
+    )
+    return data, train, held
+
+
+def test_ingest_and_split_write_counts_and_provenance(split_outputs):
+    data, train, held = split_outputs
+    assert data.metadata["rows"] == data.metadata["rows_in"] == 3000
+    assert len(data.metadata["sha256"]) == 64 and data.metadata["config_hash"] == SHA
+    assert data.metadata["slmforge_version"] == "0.1.0" and data.metadata["git_sha"]
+    assert train.metadata["rows"] + held.metadata["rows"] == 3000
+    assert train.metadata["upstream"] == {"dataset": data.metadata["sha256"]}
+    assert held.metadata["sha256"] != train.metadata["sha256"]
+
+
+def test_train_then_evaluate_candidate_and_base(split_outputs, tmp_path, params):
+    _, train, held = split_outputs
+    model, train_metrics = artifact(Model, tmp_path, "model"), artifact(Metrics, tmp_path, "train_metrics")
+    train_op.python_func(
+        train_data=train,
+        base_model="tiny://travel",
+        system_prompt=params["system_prompt"],
+        method="full",
+        max_steps=10,
+        batch_size=8,
+        learning_rate=3e-3,
+        lr_scheduler="cosine",
+        warmup_ratio=0.0,
+        max_length=192,
+        seed=1,
+        lora_r=8,
+        lora_alpha=16,
+        lora_dropout=0.0,
+        lora_target_modules="all-linear",
+        lora_modules_to_save="",
+        config_hash=SHA,
+        model=model,
+        metrics=train_metrics,
+    )
+    assert train_metrics.metadata["steps"] == 10.0
+    assert train_metrics.metadata["final_loss"] < train_metrics.metadata["first_loss"]
+    assert model.metadata["upstream"] == {"train_data": train.metadata["sha256"]}
+    assert model.metadata["method"] == "full" and model.metadata["base_model"] == "tiny://travel"
+
+    common = dict(
+        eval_data=held,
+        system_prompt=params["system_prompt"],
+        output_schema=params["output_schema"],
+        max_new_tokens=16,
+        batch_size=16,
+        max_examples=24,
+        config_hash=SHA,
+    )
+    cand_m, cand_p = artifact(Metrics, tmp_path, "cm"), artifact(Dataset, tmp_path, "cp")
+    evaluate_op.python_func(model=model, metrics=cand_m, predictions=cand_p, **common)
+    base_m, base_p = artifact(Metrics, tmp_path, "bm"), artifact(Dataset, tmp_path, "bp")
+    evaluate_base_op.python_func(base_model="tiny://travel", metrics=base_m, predictions=base_p, **common)
+    for m, p in ((cand_m, cand_p), (base_m, base_p)):
+        assert m.metadata["examples"] == 24.0
+        assert set(m.metadata) >= {"json_validity", "schema_validity", "exact_match", "field_match"}
+        assert "sha256" not in m.metadata  # Metrics carry metrics only; provenance is on predictions
+        assert p.metadata["examples"] == 24 and p.metadata["upstream"]["eval_data"] == held.metadata["sha256"]
+    assert cand_p.metadata["upstream"]["model"] == model.metadata["sha256"]
+    assert base_p.metadata["model"] == "base:tiny://travel"
+    assert base_m.metadata["exact_match"] == 0.0  # random weights
+
+
+@pytest.mark.parametrize(("exact", "expected"), [(0.95, True), (0.5, False)])
+def test_gate(tmp_path, params, exact, expected):
+    metrics = artifact(Metrics, tmp_path, "m", {"exact_match": exact, "schema_validity": 1.0})
+    report, reasons = artifact(Markdown, tmp_path, "report"), tmp_path / "reasons"
+    assert (
+        gate_op.python_func(
+            candidate=metrics, rules=params["gate_rules"], report=report, reasons=str(reasons)
+        )
+        is expected
+    )
+    assert (
+        reasons.read_text().splitlines()[0].startswith("PASS exact_match" if expected else "FAIL exact_match")
+    )
+    assert (tmp_path / "report").read_text().startswith(f"# Gate: {'PASSED' if expected else 'FAILED'}")
+
+
+def test_register_is_idempotent_by_weights_hash(tmp_path, tiny_model):
+    import shutil
+
+    from mlflow import MlflowClient
+
+    from components.common.models import write_model_info
+    from components.common.provenance import sha256_path
+
+    shutil.copytree(tiny_model, tmp_path / "model")
+    write_model_info(tmp_path / "model", kind="full", base_model="tiny://travel")
+    weights = sha256_path(tmp_path / "model")
+    model = artifact(
+        Model, tmp_path, "model", {"sha256": weights, "base_model": "tiny://travel", "git_sha": "abc"}
+    )
+    metrics = artifact(Metrics, tmp_path, "m", {"exact_match": 0.97, "field_match/[].value": 0.9})
+    data = artifact(Dataset, tmp_path, "d", {"sha256": "d" * 64})
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    kwargs = dict(
+        model=model,
+        metrics=metrics,
+        train_data=data,
+        model_name="travel-test",
+        tracking_uri=uri,
+        config_hash=SHA,
+        gate_reasons="PASS exact_match",
+        pipeline_run="run-1",
+    )
+    first = register_op.python_func(registered=artifact(Model, tmp_path, "r1"), **kwargs)
+    second = register_op.python_func(registered=artifact(Model, tmp_path, "r2"), **kwargs)
+    assert first == second == "models:/travel-test/1"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    assert len(client.search_model_versions("name = 'travel-test'")) == 1
+    mv = client.get_model_version_by_alias("travel-test", "candidate")
+    assert mv.version in ("1", 1)
+    assert mv.tags["data_sha256"] == "d" * 64 and mv.tags["config_hash"] == SHA
+    assert mv.tags["pipeline_run"] == "run-1" and mv.tags["weights_sha256"] == weights
+    record = json.loads((tmp_path / "r1").read_text())
+    assert record["created"] is True and json.loads((tmp_path / "r2").read_text())["created"] is False
+    run = client.get_run(record["run_id"])
+    assert run.data.metrics["exact_match"] == 0.97 and "field_match/_.value" in run.data.metrics
+    assert {a.path for a in client.list_artifacts(record["run_id"], "model")} >= {
+        "model/model.safetensors",
+        "model/slmforge_model.json",
+    }
