@@ -62,6 +62,7 @@ def run(
     """Run the finetune pipeline on a config."""
     from components.common.config import pipeline_parameters
     from components.common.home import slmforge_home
+    from components.register.core import default_tracking_uri
     from pipelines.local import run_pipeline_local
 
     if not local:
@@ -72,42 +73,42 @@ def run(
     params = pipeline_parameters(cfg)
     root = runs_root or slmforge_home() / "runs"
     # Bound to the terminal now: while the pipeline runs, sys.stdout is redirected into its log file.
-    console = Console(file=sys.stdout)
-    console.print(
+    term = Console(file=sys.stdout)
+    term.print(
         f"[bold]slmforge[/bold] {cfg.name}: base {cfg.model.base}, method {cfg.model.method}, "
         f"{cfg.train.max_steps} steps — local runner: {runner}"
     )
-    with console.status("starting the pipeline...") as status:
+    with term.status("starting the pipeline...") as status:
 
         def on_event(task: str, state: str) -> None:
             if state == "running":
                 status.update(f"running [cyan]{task}[/cyan] ...")
             else:
                 mark = "[green]✓[/green]" if state == "success" else "[red]✗[/red]"
-                console.print(f"  {mark} {task}")
+                term.print(f"  {mark} {task}")
 
         try:
             result = run_pipeline_local(params, root, runner=runner, on_event=on_event, echo=verbose)
         except Exception as e:  # a task failed (or the run could not start): show where to look
-            console.print(f"[red]pipeline failed: {e}[/red]")
+            term.print(f"[red]pipeline failed: {e}[/red]")
             logs = sorted(Path(root).glob("*/pipeline.log"))
             if logs:
                 tail = logs[-1].read_text(encoding="utf-8", errors="replace").splitlines()[-40:]
-                console.print("\n".join(tail), markup=False, highlight=False)
-                console.print(f"full log: {logs[-1]}")
+                term.print("\n".join(tail), markup=False, highlight=False)
+                term.print(f"full log: {logs[-1]}")
             raise typer.Exit(1) from None
-    console.print(_metrics_table(result.candidate_metrics, result.base_metrics))
+    term.print(_metrics_table(result.candidate_metrics, result.base_metrics))
     verdict = "[green]PASSED[/green]" if result.gate_passed else "[red]FAILED[/red]"
-    console.print(f"gate: {verdict}")
-    console.print(result.gate_reasons, markup=False, highlight=False)
+    term.print(f"gate: {verdict}")
+    term.print(result.gate_reasons, markup=False, highlight=False)
     if result.registered:
-        console.print(
+        term.print(
             f"registered: [bold]{result.registered['model_uri']}[/bold] (alias candidate) "
-            f"in {params['tracking_uri'] or 'sqlite:///' + str(slmforge_home() / 'mlflow.db')}"
+            f"in {params['tracking_uri'] or default_tracking_uri()}"
         )
     else:
-        console.print("not registered: the gate did not pass")
-    console.print(f"artifacts: {result.run_dir}   ({result.seconds:.0f} s)")
+        term.print("not registered: the gate did not pass")
+    term.print(f"artifacts: {result.run_dir}   ({result.seconds:.0f} s)")
 
 
 @app.command()
