@@ -163,3 +163,7 @@ def submit_main() -> None:
     """``submit CONFIG`` == ``slmforge submit CONFIG``."""
     sys.argv.insert(1, "submit")
     app()
+
+
+if __name__ == "__main__":
+    main()

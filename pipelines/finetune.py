@@ -52,6 +52,7 @@ def finetune(
     warmup_ratio: float = 0.03,
     max_length: int = 256,
     train_seed: int = 42,
+    group_by_length: bool = False,
     eval_max_new_tokens: int = 128,
     eval_batch_size: int = 64,
     eval_max_examples: int = -1,
@@ -89,6 +90,7 @@ def finetune(
         warmup_ratio: share of steps spent warming up.
         max_length: tokens per training example.
         train_seed: seed of init, dropout and data order.
+        group_by_length: batch rows of similar length (less padding, faster steps).
         eval_max_new_tokens: generation budget per example.
         eval_batch_size: prompts generated together.
         eval_max_examples: evaluate at most this many rows; -1 = all.
@@ -136,6 +138,7 @@ def finetune(
             lora_dropout=lora_dropout,
             lora_target_modules=lora_target_modules,
             lora_modules_to_save=lora_modules_to_save,
+            group_by_length=group_by_length,
             config_hash=config_hash,
         )
         .set_accelerator_type(accelerator_type)

@@ -94,7 +94,7 @@ def run_pipeline_local(
     local.init(runner=_runner(runner), pipeline_root=str(root), raise_on_error=True)
     log_path = root / "pipeline.log"
     start = time.perf_counter()
-    with open(log_path, "w", encoding="utf-8") as log:
+    with open(log_path, "w", encoding="utf-8", buffering=1) as log:  # line-buffered: `tail -f` works
         sink = _LogSink(log, on_event)
         redirect = contextlib.nullcontext() if echo else contextlib.redirect_stdout(sink)
         with redirect, warnings.catch_warnings():

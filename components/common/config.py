@@ -150,6 +150,10 @@ class TrainConfig(_Section):
     warmup_ratio: float = Field(0.03, description="share of steps spent warming up")
     max_length: int = Field(256, description="tokens per example (prompt + completion); longer is truncated")
     seed: int = Field(42, description="seed of init, dropout and data order")
+    group_by_length: bool = Field(
+        False,
+        description="batch rows of similar length: less padding per step, but on small data it learned slower",
+    )
 
     @field_validator("max_steps", "batch_size", "max_length", "learning_rate")
     @classmethod
@@ -323,6 +327,7 @@ def pipeline_parameters(cfg: Config) -> dict[str, Any]:
         "warmup_ratio": cfg.train.warmup_ratio,
         "max_length": cfg.train.max_length,
         "train_seed": cfg.train.seed,
+        "group_by_length": cfg.train.group_by_length,
         "eval_max_new_tokens": cfg.eval.max_new_tokens,
         "eval_batch_size": cfg.eval.batch_size,
         "eval_max_examples": cfg.eval.max_examples,

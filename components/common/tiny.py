@@ -33,7 +33,7 @@ CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
-BUILD_VERSION = 2  # bump when the recipe changes: the cache key includes it
+BUILD_VERSION = 3  # bump when the recipe changes: the cache key includes it
 
 
 def tiny_name(base: str) -> str:
@@ -41,8 +41,10 @@ def tiny_name(base: str) -> str:
 
 
 def example_corpus(name: str) -> Iterator[str]:
-    """Every string in the example's shipped JSONL files: the text the tokenizer is trained on."""
-    files = sorted((repo_root() / "examples" / name / "data").glob("*.jsonl"))
+    """The text the tokenizer is trained on: the system prompt of the example's config.yaml (repeated, so
+    it merges into few tokens like the rest of the task's text) and every string in its JSONL data."""
+    folder = repo_root() / "examples" / name
+    files = sorted((folder / "data").glob("*.jsonl"))
     if not files:
         raise FileNotFoundError(
             f"tiny://{name}: no examples/{name}/data/*.jsonl to train a tokenizer on; "
@@ -59,6 +61,16 @@ def example_corpus(name: str) -> Iterator[str]:
             for v in value:
                 yield from strings(v)
 
+    config = folder / "config.yaml"
+    if config.is_file():
+        import yaml
+
+        system_prompt = (yaml.safe_load(config.read_text(encoding="utf-8")).get("task") or {}).get(
+            "system_prompt"
+        )
+        if system_prompt:
+            yield from [system_prompt] * 100
+    yield from ["system", "user", "assistant"] * 100  # the chat template's role names
     for f in files:
         with f.open(encoding="utf-8") as fh:
             for line in fh:
@@ -70,21 +82,29 @@ def build_tiny_model(
     corpus: Iterable[str],
     out_dir: str | Path,
     *,
-    vocab_size: int = 768,
+    vocab_size: int = 1024,
     hidden_size: int = 128,
     layers: int = 2,
     heads: int = 4,
+    tie_embeddings: bool = False,
     seed: int = 0,
 ) -> Path:
     """Train a tokenizer on ``corpus`` and save it with a seeded random Qwen2 model into ``out_dir``."""
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
     tok = Tokenizer(models.BPE())
-    # Digits one per token so numbers are copied digit by digit; byte-level so any text is encodable.
+    # The pre-tokenization Qwen2Tokenizer applies when AutoTokenizer loads this folder (it re-sets it from
+    # the model type): training the merges under the same split keeps them valid. It puts every digit in
+    # a token of its own, so numbers are copied digit by digit. Byte-level: any text is encodable.
+    tok.normalizer = normalizers.NFC()
     tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+        [
+            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
     )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
@@ -107,8 +127,6 @@ def build_tiny_model(
 
     out = Path(out_dir)
     fast.save_pretrained(out)
-    from transformers import AutoTokenizer
-
     fast = AutoTokenizer.from_pretrained(out)  # size the model by what every stage will load
     torch.manual_seed(seed)
     config = Qwen2Config(
@@ -119,7 +137,10 @@ def build_tiny_model(
         num_attention_heads=heads,
         num_key_value_heads=heads,
         max_position_embeddings=1024,
-        tie_word_embeddings=True,
+        # Untied by default: tied, this random-init model did not learn to copy a token that is the same in
+        # prompt and answer (a digit) within hundreds of steps; untied, it did (benchmarks/tiny_copy.py,
+        # results in benchmarks/RESULTS.md). Real Qwen2 checkpoints of 0.5B-1.5B are tied.
+        tie_word_embeddings=tie_embeddings,
         pad_token_id=fast.pad_token_id,
         eos_token_id=fast.eos_token_id,
         bos_token_id=None,

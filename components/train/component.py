@@ -24,6 +24,7 @@ def train_op(
     lora_dropout: float,
     lora_target_modules: str,
     lora_modules_to_save: str,
+    group_by_length: bool,
     config_hash: str,
     model: Output[Model],
     metrics: Output[Metrics],
@@ -47,6 +48,7 @@ def train_op(
         lora_dropout: LoRA dropout (method lora).
         lora_target_modules: comma-separated module names, or all-linear.
         lora_modules_to_save: comma-separated modules trained in full beside the adapter.
+        group_by_length: batch rows of similar length (less padding).
         config_hash: sha256 of the validated config, recorded as provenance.
         model: weights or adapter, tokenizer and slmforge_model.json.
         metrics: first/final loss, steps, runtime and parameter counts.
@@ -69,6 +71,7 @@ def train_op(
         lora_dropout,
         split(lora_target_modules),
         split(lora_modules_to_save),
+        group_by_length,
     )
     result = train(train_data.path, base_model, system_prompt, opts, model.path)
     model.metadata.update({"method": method, "base_model": base_model, "framework": "transformers"})

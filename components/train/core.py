@@ -34,6 +34,7 @@ class TrainOptions:
     lora_dropout: float = 0.0
     lora_target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
     lora_modules_to_save: list[str] = field(default_factory=list)
+    group_by_length: bool = False  # batch rows of similar length: less padding, but less mixed batches
     logging_steps: int = 10
 
 
@@ -92,7 +93,7 @@ def build_trainer(
             modules_to_save=opts.lora_modules_to_save or None,
             # With tied embeddings, a trained embed_tokens copy must stay tied to the output layer, or the
             # LM head stays random and the loss stalls near ln(vocab).
-            ensure_weight_tying=bool(opts.lora_modules_to_save),
+            ensure_weight_tying=bool(opts.lora_modules_to_save) and bool(model.config.tie_word_embeddings),
             task_type="CAUSAL_LM",
         )
 
@@ -116,6 +117,7 @@ def build_trainer(
         lr_scheduler_type=opts.lr_scheduler,
         warmup_steps=round(opts.warmup_ratio * opts.max_steps),
         max_length=opts.max_length,
+        train_sampling_strategy="group_by_length" if opts.group_by_length else "random",
         completion_only_loss=True,
         logging_steps=opts.logging_steps,
         logging_first_step=True,

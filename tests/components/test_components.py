@@ -74,6 +74,7 @@ def test_train_then_evaluate_candidate_and_base(split_outputs, tmp_path, params)
         lora_dropout=0.0,
         lora_target_modules="all-linear",
         lora_modules_to_save="",
+        group_by_length=True,
         config_hash=SHA,
         model=model,
         metrics=train_metrics,

@@ -51,7 +51,7 @@ def test_lora_learns_and_saves_an_adapter(canonical_table, tmp_path, tiny_model)
         learning_rate=3e-3,
         lora_r=16,
         lora_alpha=32,
-        lora_modules_to_save=["embed_tokens"],
+        lora_modules_to_save=["embed_tokens", "lm_head"],
         logging_steps=5,
     )
     result = train(canonical_table, "tiny://travel", SYSTEM, opts, tmp_path / "adapter")

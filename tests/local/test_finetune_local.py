@@ -1,0 +1,109 @@
+"""The real finetune pipeline through kfp.local (SubprocessRunner), on the tiny model, offline.
+
+The first test is the demo's acceptance check: the shipped config, unchanged, end to end. The others
+drive the real CLI the way a user does."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO = REPO / "examples" / "travel" / "config.yaml"
+
+pytestmark = [pytest.mark.local, pytest.mark.slow]
+
+
+def _client(home: Path):
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{home / 'mlflow.db'}"
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def test_demo_config_end_to_end(tmp_path, monkeypatch, travel_config):
+    """Shipped demo config: candidate >= 0.90 exact match and >= 0.99 schema validity on held-out rows,
+    base ~0, gate passes, an MLflow model version with alias candidate and lineage tags."""
+    from components.common.config import pipeline_parameters
+    from pipelines.local import run_pipeline_local
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("SLMFORGE_HOME", str(home))
+    params = pipeline_parameters(travel_config)
+    run = run_pipeline_local(params, tmp_path / "runs")
+
+    cand, base = run.candidate_metrics, run.base_metrics
+    assert cand["examples"] == base["examples"] == 300
+    assert cand["exact_match"] >= 0.90, cand
+    assert cand["schema_validity"] >= 0.99, cand
+    assert base["exact_match"] <= 0.01 and base["schema_validity"] <= 0.01, base
+    assert run.gate_passed
+    assert run.gate_reasons.splitlines()[0].startswith("PASS exact_match")
+
+    assert run.registered is not None and run.registered["created"]
+    client = _client(home)
+    mv = client.get_model_version_by_alias("travel-commands", "candidate")
+    assert f"models:/travel-commands/{mv.version}" == run.registered["model_uri"]
+    split_meta = yaml.safe_load((run.run_dir / "split-op" / "executor_output.json").read_text())
+    train_sha = next(a for a in split_meta["artifacts"]["train_data"]["artifacts"])["metadata"]["sha256"]
+    assert mv.tags["data_sha256"] == train_sha
+    assert mv.tags["config_hash"] == params["config_hash"]
+    assert mv.tags["pipeline_run"] == run.run_dir.name
+    assert mv.tags["base_model"] == "tiny://travel"
+    run_metrics = client.get_run(mv.run_id).data.metrics
+    assert run_metrics["exact_match"] == pytest.approx(cand["exact_match"])
+
+
+def _cli(*args: str, home: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "SLMFORGE_HOME": str(home), "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+def test_cli_failing_gate_registers_nothing(tmp_path):
+    """`slmforge run CONFIG --local` with a short training: the gate fails, the register step is skipped."""
+    raw = yaml.safe_load(DEMO.read_text())
+    raw["data"]["train"] = str(DEMO.parent / raw["data"]["train"])
+    raw["task"]["schema"] = str(DEMO.parent / raw["task"]["schema"])
+    raw["train"]["max_steps"] = 3
+    raw["eval"].update(max_examples=16, max_new_tokens=8)
+    config = tmp_path / "short.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    home = tmp_path / "home"
+    out = _cli("run", str(config), "--local", home=home)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "✓ train-op" in out.stdout and "✓ gate-op" in out.stdout
+    assert "gate: FAILED" in out.stdout
+    assert "FAIL exact_match = 0.0000 (needs >= 0.9)" in out.stdout
+    assert "not registered: the gate did not pass" in out.stdout
+    assert "register-op" not in out.stdout
+    runs = list((home / "runs").glob("*/slmforge-finetune-*"))
+    assert len(runs) == 1 and not (runs[0] / "register-op").exists()
+    assert (runs[0] / "gate-op" / "report").read_text().startswith("# Gate: FAILED")
+
+
+def test_cli_invalid_config_names_the_rule(tmp_path):
+    raw = yaml.safe_load(DEMO.read_text())
+    raw["data"]["split"]["eval_fraction"] = 0.9
+    config = tmp_path / "bad.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    out = _cli("run", str(config), "--local", home=tmp_path / "home")
+    assert out.returncode == 2
+    assert "[DATA-003] data.split.eval_fraction: eval_fraction=0.9 is outside (0, 0.5]" in out.stdout
+    assert not (tmp_path / "home" / "runs").exists()
+
+
+def test_cli_run_without_local_points_to_submit(tmp_path):
+    out = _cli("run", str(DEMO), home=tmp_path / "home")
+    assert out.returncode == 2 and "submit CONFIG" in out.stdout
