@@ -30,7 +30,6 @@ def generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, ba
     import torch
 
     pad = tokenizer.pad_token_id
-    outputs: list[str] = []
     # Longest prompts first keeps padding low within a batch; results are put back in input order.
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     texts: dict[int, str] = {}
@@ -54,8 +53,7 @@ def generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, ba
             )
         for row, i in enumerate(idx):
             texts[i] = tokenizer.decode(out[row, width:], skip_special_tokens=True)
-    outputs = [texts[i] for i in range(len(prompts))]
-    return outputs
+    return [texts[i] for i in range(len(prompts))]
 
 
 def evaluate(
