@@ -31,7 +31,7 @@ def in_process(params: dict, work: Path) -> dict[str, float]:
     from components.ingest.core import FieldMap, ingest
     from components.register.core import register
     from components.split.core import split
-    from components.train.core import TrainOptions, train
+    from components.train.core import TrainOptions, module_names, train
 
     times: dict[str, float] = {}
 
@@ -54,7 +54,6 @@ def in_process(params: dict, work: Path) -> dict[str, float]:
         params["eval_fraction"],
         params["split_seed"],
     )
-    names = lambda s: [x for x in s.split(",") if x]  # noqa: E731
     opts = TrainOptions(
         params["method"],
         params["max_steps"],
@@ -67,8 +66,8 @@ def in_process(params: dict, work: Path) -> dict[str, float]:
         params["lora_r"],
         params["lora_alpha"],
         params["lora_dropout"],
-        names(params["lora_target_modules"]),
-        names(params["lora_modules_to_save"]),
+        module_names(params["lora_target_modules"]),
+        module_names(params["lora_modules_to_save"]),
     )
     timed(
         "train",

@@ -90,7 +90,7 @@ def finetune(
         warmup_ratio: share of steps spent warming up.
         max_length: tokens per training example.
         train_seed: seed of init, dropout and data order.
-        group_by_length: batch rows of similar length (less padding, faster steps).
+        group_by_length: batch rows of similar length (less padding; on small data it learned slower).
         eval_max_new_tokens: generation budget per example.
         eval_batch_size: prompts generated together.
         eval_max_examples: evaluate at most this many rows; -1 = all.

@@ -48,15 +48,14 @@ def train_op(
         lora_dropout: LoRA dropout (method lora).
         lora_target_modules: comma-separated module names, or all-linear.
         lora_modules_to_save: comma-separated modules trained in full beside the adapter.
-        group_by_length: batch rows of similar length (less padding).
+        group_by_length: batch rows of similar length (less padding; on small data it learned slower).
         config_hash: sha256 of the validated config, recorded as provenance.
         model: weights or adapter, tokenizer and slmforge_model.json.
         metrics: first/final loss, steps, runtime and parameter counts.
     """
     from components.common.provenance import stamp
-    from components.train.core import TrainOptions, train
+    from components.train.core import TrainOptions, module_names, train
 
-    split = lambda s: [x.strip() for x in s.split(",") if x.strip()]  # noqa: E731
     opts = TrainOptions(
         method,
         max_steps,
@@ -69,8 +68,8 @@ def train_op(
         lora_r,
         lora_alpha,
         lora_dropout,
-        split(lora_target_modules),
-        split(lora_modules_to_save),
+        module_names(lora_target_modules),
+        module_names(lora_modules_to_save),
         group_by_length,
     )
     result = train(train_data.path, base_model, system_prompt, opts, model.path)

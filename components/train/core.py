@@ -38,6 +38,11 @@ class TrainOptions:
     logging_steps: int = 10
 
 
+def module_names(comma_separated: str) -> list[str]:
+    """A pipeline parameter like "q_proj, v_proj" as a list of module names ("" = none)."""
+    return [name.strip() for name in comma_separated.split(",") if name.strip()]
+
+
 @dataclass
 class TrainResult:
     first_loss: float
