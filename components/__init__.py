@@ -8,6 +8,7 @@ from components.version import __version__
 
 _COMPONENTS = {
     "ingest_op": "components.ingest.component",
+    "clean_op": "components.clean.component",
     "split_op": "components.split.component",
     "train_op": "components.train.component",
     "evaluate_op": "components.evaluate.component",

@@ -11,9 +11,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from pipelines.cli_data import data_app
+
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Fine-tune small language models with KFP."
 )
+app.add_typer(data_app, name="data")
 console = Console()
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "examples" / "travel" / "config.yaml"
 

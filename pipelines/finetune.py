@@ -1,4 +1,4 @@
-"""The main DAG: ingest -> split -> train -> evaluate (candidate and base) -> gate -> register.
+"""The main DAG: ingest -> clean -> split -> train -> evaluate (candidate and base) -> gate -> register.
 
 Only wiring lives here: which output feeds which input, resources, retries, caching and the gate
 condition. Every parameter is explicit so the Vertex console compares runs parameter by parameter;
@@ -10,7 +10,16 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import Metrics
 
-from components import evaluate_base_op, evaluate_op, gate_op, ingest_op, register_op, split_op, train_op
+from components import (
+    clean_op,
+    evaluate_base_op,
+    evaluate_op,
+    gate_op,
+    ingest_op,
+    register_op,
+    split_op,
+    train_op,
+)
 
 
 class FinetuneOutputs(NamedTuple):
@@ -32,6 +41,15 @@ def finetune(
     train_data: str,
     output_schema: str,
     system_prompt: str = "",
+    eval_data: str = "",
+    data_shape: str = "auto",
+    max_reject_rate: float = 0.01,
+    max_row_bytes: int = 1_000_000,
+    pii: str = "redact",
+    pii_types: str = "EMAIL,PHONE,CREDIT_CARD,IBAN,IP_ADDRESS",
+    near_dup_threshold: float = 0.9,
+    max_tokens: int = 256,
+    split_cover: str = "null",
     prompt_field: str = "prompt",
     completion_field: str = "completion",
     group_field: str = "group",
@@ -67,9 +85,18 @@ def finetune(
     Args:
         config_name: project name from the config (used for display).
         config_hash: sha256 of the validated config; every artifact records it.
-        train_data: JSONL locator of the task data, local path or gs://.
+        train_data: locator of the task data: PATH, jsonl:/json:/csv:/parquet:PATH (local or gs://), hf:NAME:SPLIT.
         output_schema: the task's JSON Schema, as JSON text.
         system_prompt: system message rendered before every prompt, in training and evaluation.
+        eval_data: locator of an explicit eval set; empty = hold out eval_fraction of train_data.
+        data_shape: auto, prompt_completion, alpaca, messages or sharegpt.
+        max_reject_rate: fail when ingest and clean reject more than this share of rows.
+        max_row_bytes: source rows larger than this are rejected.
+        pii: redact, block or off.
+        pii_types: comma-separated PII types to detect.
+        near_dup_threshold: Jaccard similarity from which rows are near-duplicates; -1 = exact only.
+        max_tokens: rows whose rendered example has more tokens are rejected; -1 = no limit.
+        split_cover: JSON list of fields whose every value must be in train; null = the schema's enums.
         prompt_field: source field with the prompt text.
         completion_field: source field with the target text.
         group_field: source field with a group id; empty = none.
@@ -107,17 +134,37 @@ def finetune(
         gate_reasons: every gate rule's verdict in words.
     """
     ingest = ingest_op(
-        locator=train_data,
+        train_locator=train_data,
+        eval_locator=eval_data,
+        shape=data_shape,
         prompt_field=prompt_field,
         completion_field=completion_field,
         group_field=group_field,
         id_field=id_field,
+        output_schema=output_schema,
+        max_row_bytes=max_row_bytes,
+        max_reject_rate=max_reject_rate,
+        config_hash=config_hash,
+    ).set_retry(**RETRIES)
+    clean = clean_op(
+        dataset=ingest.outputs["dataset"],
+        upstream_events=ingest.outputs["events"],
+        pii=pii,
+        pii_types=pii_types,
+        near_dup_threshold=near_dup_threshold,
+        max_tokens=max_tokens,
+        base_model=base_model,
+        system_prompt=system_prompt,
+        max_reject_rate=max_reject_rate,
         config_hash=config_hash,
     ).set_retry(**RETRIES)
     split = split_op(
-        dataset=ingest.outputs["dataset"],
+        dataset=clean.outputs["cleaned"],
+        upstream_events=clean.outputs["events"],
         eval_fraction=eval_fraction,
         seed=split_seed,
+        cover=split_cover,
+        output_schema=output_schema,
         config_hash=config_hash,
     ).set_retry(**RETRIES)
     train = (

@@ -30,6 +30,11 @@ RULES: dict[str, tuple[str, str]] = {
     "DATA-001": ("the data locator is empty", "set data.train to a JSONL path (local or gs://)"),
     "DATA-002": ("local data file not found", "fix the path; relative paths start at the config file"),
     "DATA-003": ("eval_fraction out of range", "use a fraction in (0, 0.5]"),
+    "DATA-004": (
+        "malformed data locator",
+        "use PATH, jsonl:/json:/csv:/parquet:PATH (local or gs://), or hf:NAME:SPLIT",
+    ),
+    "DATA-005": ("rate or threshold out of range", "use a number in [0, 1] (near_dup_threshold: -1 = off)"),
     "MODEL-001": (
         "unrecognised base model",
         "use tiny://<example>, a hub id (org/name), a local directory, or a gs:// directory",
@@ -86,6 +91,11 @@ class TaskConfig(_Section):
 class SplitConfig(_Section):
     eval_fraction: float = Field(0.1, description="share of rows held out for evaluation, in whole groups")
     seed: int = Field(13, description="seed of the group shuffle; same seed + data = same split")
+    cover: list[str] | None = Field(
+        None,
+        description="fields whose every value must appear in train; null = the schema's enum/const values, "
+        "[completion] = the whole target is a label, [] = no guarantee",
+    )
 
     @field_validator("eval_fraction")
     @classmethod
@@ -102,17 +112,74 @@ class FieldMap(_Section):
     id: str | None = Field("id", description="source column with a row id; null = use the row number")
 
 
+class CleanConfig(_Section):
+    pii: Literal["redact", "block", "off"] = Field(
+        "redact", description="redact: replace PII with <TYPE>; block: reject the row; off: keep it"
+    )
+    pii_types: list[Literal["EMAIL", "PHONE", "CREDIT_CARD", "IBAN", "IP_ADDRESS"]] = Field(
+        default_factory=lambda: ["EMAIL", "PHONE", "CREDIT_CARD", "IBAN", "IP_ADDRESS"],
+        description="PII types to look for (names are not detected: no offline recogniser)",
+    )
+    near_dup_threshold: float = Field(
+        0.9, description="Jaccard (character 5-grams) at which a row is a near-duplicate; -1 = exact only"
+    )
+    max_tokens: int | None = Field(
+        None,
+        description="tokens per rendered example; longer rows are rejected. null = train.max_length, -1 = off",
+    )
+
+    @field_validator("near_dup_threshold")
+    @classmethod
+    def _threshold(cls, v: float) -> float:
+        if v != -1 and not 0 < v < 1:  # 1.0 would be exact duplicates, which are always removed
+            raise _rule("DATA-005", f"near_dup_threshold={v} is outside (0, 1) and not -1")
+        return v
+
+
+SHAPES = ("auto", "prompt_completion", "alpaca", "messages", "sharegpt")
+
+
 class DataConfig(_Section):
-    train: str = Field(..., description="locator of the training data: JSONL path, local or gs://")
+    train: str = Field(..., description="locator of the training data (see components/ingest/sources.py)")
+    eval: str = Field("", description="optional locator of an explicit eval set; empty = split from train")
+    shape: Literal["auto", "prompt_completion", "alpaca", "messages", "sharegpt"] = Field(
+        "auto", description="row layout; auto = detect from 20 sample rows (needs confidence >= 0.8)"
+    )
     fields: FieldMap = Field(default_factory=FieldMap, description="source column names")
+    max_reject_rate: float = Field(
+        0.01, description="fail the run when more rows than this share are rejected"
+    )
+    max_row_bytes: int = Field(1_000_000, description="larger source rows are rejected (ROW_TOO_LARGE)")
+    clean: CleanConfig = Field(default_factory=CleanConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
 
-    @field_validator("train")
+    @field_validator("train", "eval")
     @classmethod
-    def _locator(cls, v: str) -> str:
-        if not v.strip():
+    def _locator(cls, v: str, info) -> str:
+        if info.field_name == "train" and not v.strip():
             raise _rule("DATA-001", "data.train is empty")
+        if v.strip():
+            from components.ingest.sources import LocatorError, parse_locator
+
+            try:
+                parse_locator(v)
+            except LocatorError as e:
+                raise _rule("DATA-004", str(e)) from None
         return v
+
+    @field_validator("max_reject_rate")
+    @classmethod
+    def _rate(cls, v: float) -> float:
+        if not 0 <= v <= 1:
+            raise _rule("DATA-005", f"max_reject_rate={v} is outside [0, 1]")
+        return v
+
+    @property
+    def effective_shape(self) -> str:
+        """auto, unless data.fields names the prompt/completion columns (a field map in the config)."""
+        if self.shape == "auto" and {"prompt", "completion"} & self.fields.model_fields_set:
+            return "prompt_completion"
+        return self.shape
 
 
 class LoraConfig(_Section):
@@ -230,20 +297,28 @@ _PYDANTIC_RULES = {"missing": "CFG-001", "extra_forbidden": "CFG-002"}
 
 
 def _is_local(locator: str) -> bool:
-    return "://" not in locator and not locator.startswith(("hf:",))
+    return "://" not in locator and not locator.startswith("hf:")
+
+
+def _resolve_locator(loc: str, base_dir: Path) -> tuple[str, str | None]:
+    """A local locator with its path made absolute (format prefix kept), and the problem if it is missing."""
+    head, sep, rest = loc.partition(":")
+    prefix, path = (head + sep, rest) if sep and head in ("jsonl", "json", "csv", "parquet") else ("", loc)
+    if not _is_local(path):
+        return loc, None
+    resolved = (base_dir / path).resolve()
+    return prefix + str(resolved), None if resolved.exists() else f"{resolved} does not exist"
 
 
 def _prepare(raw: dict[str, Any], base_dir: Path) -> tuple[dict[str, Any], list[tuple[str, str, str]]]:
     """Resolve relative paths against the config's folder and read the task schema in."""
     problems: list[tuple[str, str, str]] = []
     data = raw.get("data")
-    if isinstance(data, dict) and isinstance(data.get("train"), str) and data["train"].strip():
-        loc = data["train"]
-        if _is_local(loc):
-            path = (base_dir / loc).resolve()
-            if not path.is_file():
-                problems.append(("DATA-002", "data.train", f"{path} does not exist"))
-            data["train"] = str(path)
+    for key in ("train", "eval"):
+        if isinstance(data, dict) and isinstance(data.get(key), str) and data[key].strip():
+            data[key], problem = _resolve_locator(data[key].strip(), base_dir)
+            if problem:
+                problems.append(("DATA-002", f"data.{key}", problem))
     task = raw.get("task")
     if isinstance(task, dict) and isinstance(task.get("schema"), str) and "output_schema" not in task:
         path = (base_dir / task["schema"]).resolve()
@@ -307,6 +382,17 @@ def pipeline_parameters(cfg: Config) -> dict[str, Any]:
         "system_prompt": cfg.task.system_prompt,
         "output_schema": json.dumps(cfg.task.output_schema, sort_keys=True),
         "train_data": cfg.data.train,
+        "eval_data": cfg.data.eval,
+        "data_shape": cfg.data.effective_shape,
+        "max_reject_rate": cfg.data.max_reject_rate,
+        "max_row_bytes": cfg.data.max_row_bytes,
+        "pii": cfg.data.clean.pii,
+        "pii_types": ",".join(cfg.data.clean.pii_types),
+        "near_dup_threshold": cfg.data.clean.near_dup_threshold,
+        "max_tokens": cfg.train.max_length
+        if cfg.data.clean.max_tokens is None
+        else cfg.data.clean.max_tokens,
+        "split_cover": json.dumps(cfg.data.split.cover),
         "prompt_field": cfg.data.fields.prompt,
         "completion_field": cfg.data.fields.completion,
         "group_field": cfg.data.fields.group or "",

@@ -2,29 +2,97 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
-# Canonical columns: a stable id, a group id (paraphrase family; rows of one group stay on one side of
-# the split), the user prompt text and the target completion text.
-COLUMNS = ("id", "group", "prompt", "completion")
+# Canonical columns:
+#   id          stable row id (from the data, or "<source>:<row number>")
+#   group       group id (paraphrase family / conversation); a group never straddles the split
+#   source      "train" or "eval": which data locator the row came from (eval = an explicit eval set)
+#   history     JSON list of {role, content} turns before the last user turn ("[]" for one-turn rows);
+#               a system turn here replaces task.system_prompt for this row
+#   prompt      the last user turn
+#   completion  the target: the assistant's answer to the prompt
+COLUMNS = ("id", "group", "source", "history", "prompt", "completion")
+REQUIRED = ("id", "group", "prompt", "completion")
+DEFAULTS = {"source": "train", "history": "[]"}
+BATCH_ROWS = 8192  # rows per parquet row group written / batch read: bounded memory on any input size
 
 
-def write_rows(rows: list[dict[str, str]], path: str | Path) -> int:
+def _schema():
     import pyarrow as pa
+
+    return pa.schema([(c, pa.string()) for c in COLUMNS])
+
+
+def _complete(row: dict) -> dict:
+    return {c: row[c] if c in row else DEFAULTS[c] for c in COLUMNS}
+
+
+class RowWriter:
+    """Append canonical rows to a parquet file in row groups of ``BATCH_ROWS`` (streaming)."""
+
+    def __init__(self, path: str | Path):
+        import pyarrow.parquet as pq
+
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._writer = pq.ParquetWriter(str(path), _schema())
+        self._buffer: list[dict] = []
+        self.rows = 0
+
+    def write(self, row: dict) -> None:
+        self._buffer.append(_complete(row))
+        if len(self._buffer) >= BATCH_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+
+        if self._buffer:
+            self._writer.write_table(pa.Table.from_pylist(self._buffer, schema=_schema()))
+            self.rows += len(self._buffer)
+            self._buffer = []
+
+    def close(self) -> None:
+        self._flush()
+        self._writer.close()
+
+    def __enter__(self) -> RowWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def write_rows(rows, path: str | Path) -> int:
+    with RowWriter(path) as w:
+        for r in rows:
+            w.write(r)
+    return w.rows
+
+
+def _check(path, names) -> None:
+    missing = [c for c in REQUIRED if c not in names]
+    if missing:
+        raise ValueError(f"{path}: not a canonical slmforge table (missing columns {missing})")
+
+
+def iter_row_batches(path: str | Path, batch_size: int = BATCH_ROWS) -> Iterator[list[dict[str, str]]]:
+    """Canonical rows in batches, streaming: memory stays bounded by one batch."""
     import pyarrow.parquet as pq
 
-    schema = pa.schema([(c, pa.string()) for c in COLUMNS])
-    table = pa.Table.from_pylist([{c: r[c] for c in COLUMNS} for r in rows], schema=schema)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, str(path))
-    return table.num_rows
+    pf = pq.ParquetFile(str(path))
+    _check(path, pf.schema_arrow.names)
+    for batch in pf.iter_batches(batch_size=batch_size):
+        yield [_complete(r) for r in batch.to_pylist()]
 
 
 def read_rows(path: str | Path) -> list[dict[str, str]]:
+    """All canonical rows of a (train or eval) table."""
+    return [r for batch in iter_row_batches(path) for r in batch]
+
+
+def count_rows(path: str | Path) -> int:
     import pyarrow.parquet as pq
 
-    table = pq.read_table(str(path))
-    missing = [c for c in COLUMNS if c not in table.column_names]
-    if missing:
-        raise ValueError(f"{path}: not a canonical slmforge table (missing columns {missing})")
-    return table.select(list(COLUMNS)).to_pylist()
+    return pq.ParquetFile(str(path)).metadata.num_rows

@@ -13,25 +13,39 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-def prompt_messages(system_prompt: str, prompt: str) -> list[dict[str, str]]:
-    """The conversation up to the answer: optional system turn, then the user turn."""
-    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    return [*messages, {"role": "user", "content": prompt}]
+def prompt_messages(system_prompt: str, prompt: str, history: str | list = "[]") -> list[dict[str, str]]:
+    """The conversation up to the answer: the system turn, earlier turns (``history``, the canonical
+    column: JSON text or a list), then the user turn. A system turn in the history replaces
+    ``system_prompt`` — the row's own instructions win over the config's default."""
+    turns = json.loads(history) if isinstance(history, str) else list(history)
+    own_system = bool(turns) and turns[0]["role"] == "system"
+    system = [{"role": "system", "content": system_prompt}] if system_prompt and not own_system else []
+    return [*system, *turns, {"role": "user", "content": prompt}]
 
 
-def training_example(system_prompt: str, prompt: str, completion: str) -> dict[str, list[dict[str, str]]]:
+def conversation(system_prompt: str, prompt: str, completion: str, history: str | list = "[]") -> list[dict]:
+    """The whole example as chat messages, answer included (what a token budget is measured on)."""
+    return [*prompt_messages(system_prompt, prompt, history), {"role": "assistant", "content": completion}]
+
+
+def training_example(
+    system_prompt: str, prompt: str, completion: str, history: str | list = "[]"
+) -> dict[str, list[dict[str, str]]]:
     """A TRL conversational prompt/completion row: TRL renders it with the tokenizer's chat template and
-    puts the loss on the completion tokens only."""
+    puts the loss on the completion tokens only (earlier assistant turns in the history are context)."""
     return {
-        "prompt": prompt_messages(system_prompt, prompt),
+        "prompt": prompt_messages(system_prompt, prompt, history),
         "completion": [{"role": "assistant", "content": completion}],
     }
 
 
-def prompt_token_ids(tokenizer, system_prompt: str, prompt: str) -> list[int]:
+def prompt_token_ids(tokenizer, system_prompt: str, prompt: str, history: str | list = "[]") -> list[int]:
     """Token ids of the prompt plus the generation header, exactly as TRL tokenizes the prompt part."""
     enc = tokenizer.apply_chat_template(
-        prompt_messages(system_prompt, prompt), add_generation_prompt=True, tokenize=True, return_dict=True
+        prompt_messages(system_prompt, prompt, history),
+        add_generation_prompt=True,
+        tokenize=True,
+        return_dict=True,
     )
     return list(enc["input_ids"])
 

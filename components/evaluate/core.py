@@ -78,7 +78,7 @@ def evaluate(
     model, tokenizer = load_for_inference(model_source)
     if torch.cuda.is_available():
         model.to("cuda")
-    prompts = [prompt_token_ids(tokenizer, system_prompt, r["prompt"]) for r in rows]
+    prompts = [prompt_token_ids(tokenizer, system_prompt, r["prompt"], r["history"]) for r in rows]
     start = time.perf_counter()
     predictions = generate(model, tokenizer, prompts, max_new_tokens, batch_size)
     elapsed = time.perf_counter() - start

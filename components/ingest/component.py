@@ -1,36 +1,63 @@
 """KFP component of the ingest stage (logic in core.py)."""
 
 from kfp import dsl
-from kfp.dsl import Dataset, Output
+from kfp.dsl import Artifact, Dataset, Output
 
 from components.images import CPU_IMAGE
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def ingest_op(
-    locator: str,
+    train_locator: str,
+    eval_locator: str,
+    shape: str,
     prompt_field: str,
     completion_field: str,
     group_field: str,
     id_field: str,
+    output_schema: str,
+    max_row_bytes: int,
+    max_reject_rate: float,
     config_hash: str,
     dataset: Output[Dataset],
+    rejects: Output[Dataset],
+    events: Output[Artifact],
 ):
-    """Read a JSONL data locator and map its rows onto the canonical table (parquet).
+    """Read the data locators, recognise the row shape and map every row onto the canonical table.
 
     Args:
-        locator: JSONL file, a local path or gs://bucket/object.
-        prompt_field: source field holding the user prompt text.
-        completion_field: source field holding the target output text.
-        group_field: source field with a group id (paraphrase family); empty = none.
-        id_field: source field with a stable row id; empty = the line number.
+        train_locator: training data: PATH, jsonl:/json:/csv:/parquet:PATH (local or gs://), or hf:NAME:SPLIT.
+        eval_locator: an explicit eval set in the same forms; empty = split eval from the training data.
+        shape: auto, prompt_completion, alpaca, messages or sharegpt.
+        prompt_field: prompt column of the prompt_completion shape.
+        completion_field: target column of the prompt_completion shape.
+        group_field: column with a group id; empty = each row is its own group.
+        id_field: column with a stable row id; empty = source and row number.
+        output_schema: the task's JSON Schema as JSON text (targets must validate); empty = no check.
+        max_row_bytes: source rows larger than this are rejected.
+        max_reject_rate: fail when more than this share of rows is rejected.
         config_hash: sha256 of the validated config, recorded as provenance.
-        dataset: the canonical table: id, group, prompt, completion.
+        dataset: the canonical table (id, group, source, history, prompt, completion).
+        rejects: one JSON line per rejected row: source, row number, reason code, detail.
+        events: the audit stream, started here.
     """
-    from components.common.provenance import stamp
-    from components.ingest.core import FieldMap, ingest
+    import json
 
-    fields = FieldMap(prompt_field, completion_field, group_field, id_field)
-    result = ingest(locator, fields, dataset.path)
-    dataset.metadata.update({"rows": result.accepted, "rows_in": result.rows_in, "source": locator})
-    stamp(dataset.metadata, dataset.path, config_hash=config_hash, upstream={})
+    from components.common.events import close_stage
+    from components.common.provenance import stamp
+    from components.ingest.core import IngestOptions, ingest
+
+    opts = IngestOptions(shape, prompt_field, completion_field, group_field, id_field)
+    opts.output_schema, opts.max_row_bytes = (
+        json.loads(output_schema) if output_schema else None,
+        max_row_bytes,
+    )
+    result = ingest(train_locator, eval_locator, opts, dataset.path, rejects.path)
+    rejected = dict(result.rejected)
+    dataset.metadata.update({"rows": result.accepted, "rows_in": result.rows_in, "rejected": rejected})
+    dataset.metadata["shape"] = result.shape.shape
+    rejects.metadata.update({"rows": sum(rejected.values()), "by_reason": rejected})
+    for artifact in (dataset, rejects):
+        stamp(artifact.metadata, artifact.path, config_hash=config_hash, upstream={})
+    close_stage(events.path, None, result.events, stage="ingest", rows_in=result.rows_in, rejected=rejected,
+                max_reject_rate=max_reject_rate, samples=result.samples)  # fmt: skip

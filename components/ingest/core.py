@@ -1,112 +1,207 @@
-"""ingest: read a JSONL locator (local path or gs://) and map each row onto the canonical columns.
+"""ingest: read the data locators, recognise the shape, map every row onto the canonical columns.
 
-Every input row is accounted for: it is accepted, or rejected with its 1-based line number and a
-reason code. The spine is strict: any rejected row fails the stage with the first rejections listed
-(nothing is dropped silently).
+Every source row ends accepted (a canonical row) or rejected (a line in the rejects file with its
+source, row number, a stable reason code from components/common/events.py and a detail), so
+``rows_in == accepted + sum(rejected)`` always. Structured tasks also check each target against the
+task's JSON Schema here: a row the model could never be scored on is not training data.
+
+The optional explicit eval locator is read first and its rows are tagged ``source = "eval"``; clean
+keeps the first of any duplicates, so an eval row always wins over a training copy of it.
+Rows stream from the source to a parquet writer: memory is bounded by a batch, not the input size.
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from components.common.tables import write_rows
+from components.common.events import DataError, event
+from components.common.tables import RowWriter
+from components.ingest.shapes import Hypothesis, Reject, inspect_rows, map_row, resolve_shape
+from components.ingest.sources import iter_records, materialize, parse_locator, sample_rows
+
+SAMPLE_ROWS = 20  # rows read to recognise the shape
+MAX_SAMPLES = 5  # row numbers kept per reason code for messages and the summary
 
 
 @dataclass
-class FieldMap:
-    prompt: str = "prompt"
-    completion: str = "completion"
-    group: str = ""  # "" = no group column: each row is its own group
-    id: str = ""  # "" = use the line number
+class IngestOptions:
+    shape: str = "auto"  # auto | prompt_completion | alpaca | messages | sharegpt
+    prompt_field: str = "prompt"  # columns of the prompt_completion shape
+    completion_field: str = "completion"
+    group_field: str = "group"  # "" = no group column: a row (or conversation) is its own group
+    id_field: str = "id"  # "" = "<source>:<row number>"
+    output_schema: dict | None = None  # structured tasks: every target must validate
+    max_row_bytes: int = 1_000_000  # bytes of one source row; larger rows are ROW_TOO_LARGE
+    force_shape: bool = False  # take the best shape hypothesis even below the auto-pick confidence
+
+
+@dataclass
+class SourceStats:
+    locator: str
+    format: str
+    rows_in: int = 0
+    accepted: int = 0
+    rejected: Counter = field(default_factory=Counter)
+    sha256: str = ""  # of the source file(s) read; "" for a streamed hub dataset
 
 
 @dataclass
 class IngestResult:
-    rows_in: int
-    accepted: int
-    rejected: list[tuple[int, str, str]] = field(default_factory=list)  # (line, reason code, detail)
+    shape: Hypothesis
+    sources: dict[str, SourceStats]  # "train" / "eval"
+    samples: dict[str, list[str]] = field(default_factory=dict)  # reason -> "source:row" examples
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def rows_in(self) -> int:
+        return sum(s.rows_in for s in self.sources.values())
+
+    @property
+    def accepted(self) -> int:
+        return sum(s.accepted for s in self.sources.values())
+
+    @property
+    def rejected(self) -> Counter:
+        total: Counter = Counter()
+        for s in self.sources.values():
+            total.update(s.rejected)
+        return total
 
 
-def local_copy(locator: str, workdir: str | Path) -> Path:
-    """A local path for the locator: itself, or a download of a gs:// object into ``workdir``."""
-    loc = locator.removeprefix("jsonl:")
-    if not loc.startswith("gs://"):
-        path = Path(loc)
-        if not path.is_file():
-            raise FileNotFoundError(f"data locator {locator!r}: no such file")
-        return path
-    from google.cloud import storage
+def _sha256_of(path: Path | None) -> str:
+    from components.common.provenance import sha256_path
 
-    bucket, _, name = loc.removeprefix("gs://").partition("/")
-    dest = Path(workdir) / Path(name).name
-    storage.Client().bucket(bucket).blob(name).download_to_filename(str(dest))
-    return dest
+    return sha256_path(path) if path is not None else ""
 
 
-def _text(row: dict, column: str, line: int, rejected: list) -> str | None:
-    if column not in row:
-        rejected.append((line, "MISSING_FIELD", f"no {column!r} field"))
-        return None
-    value = row[column]
-    if not isinstance(value, str):
-        rejected.append((line, "WRONG_TYPE", f"{column!r} is {type(value).__name__}, expected a string"))
-        return None
-    if not value.strip():
-        rejected.append((line, "EMPTY_FIELD", f"{column!r} is empty"))
-        return None
-    return value
+class _Validator:
+    """Target check for structured tasks: parse as JSON, then validate against the schema."""
 
+    def __init__(self, schema: dict | None):
+        from components.common.task import schema_validator
 
-def map_rows(lines, fields: FieldMap) -> tuple[list[dict[str, str]], IngestResult]:
-    """Map JSONL lines (an iterable of str) onto canonical rows, accounting for each line."""
-    rows: list[dict[str, str]] = []
-    rejected: list[tuple[int, str, str]] = []
-    seen_ids: set[str] = set()
-    rows_in = 0
-    for line_no, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue  # blank lines are not rows
-        rows_in += 1
+        self.validator = schema_validator(schema) if schema is not None else None
+
+    def check(self, completion: str) -> None:
+        if self.validator is None:
+            return
         try:
-            raw = json.loads(line)
-        except json.JSONDecodeError as e:
-            rejected.append((line_no, "NOT_JSON", e.msg))
-            continue
-        if not isinstance(raw, dict):
-            rejected.append((line_no, "NOT_OBJECT", f"a JSON {type(raw).__name__}, expected an object"))
-            continue
-        before = len(rejected)
-        prompt = _text(raw, fields.prompt, line_no, rejected)
-        completion = _text(raw, fields.completion, line_no, rejected)
-        if len(rejected) > before:
-            continue
-        row_id = str(raw.get(fields.id, "")) if fields.id else ""
-        row_id = row_id or f"row-{line_no}"
-        if row_id in seen_ids:
-            rejected.append((line_no, "DUPLICATE_ID", f"id {row_id!r} already used"))
-            continue
-        seen_ids.add(row_id)
-        group = str(raw.get(fields.group, "")) if fields.group else ""
-        rows.append({"id": row_id, "group": group or row_id, "prompt": prompt, "completion": completion})
-    return rows, IngestResult(rows_in=rows_in, accepted=len(rows), rejected=rejected)
+            value = json.loads(completion)
+        except ValueError as e:
+            raise Reject("TARGET_NOT_JSON", str(e)) from None
+        if not self.validator.is_valid(value):  # the fast path; the message is built only on failure
+            err = next(iter(self.validator.iter_errors(value)))
+            where = "/".join(str(p) for p in err.absolute_path) or "(root)"
+            raise Reject("TARGET_SCHEMA", f"at {where}: {err.message}")
 
 
-def ingest(locator: str, fields: FieldMap, out_path: str | Path) -> IngestResult:
-    """Read ``locator``, write the canonical parquet table to ``out_path``; fail on any rejected row."""
+def resolve(train_locator: str, options: IngestOptions, workdir: str | Path) -> Hypothesis:
+    """The shape to use: the configured one, or the best hypothesis on a sample of the training rows."""
+    if options.shape != "auto":
+        fields = {"prompt": options.prompt_field, "completion": options.completion_field}
+        return Hypothesis(options.shape, 1.0, "set in the config (data.shape / data.fields)", fields)
+    loc, path = materialize(parse_locator(train_locator), workdir)
+    return resolve_shape(inspect_rows(sample_rows(loc, path, SAMPLE_ROWS)), force=options.force_shape)
+
+
+def ingest(
+    train_locator: str,
+    eval_locator: str,
+    options: IngestOptions,
+    out_path: str | Path,
+    rejects_path: str | Path,
+) -> IngestResult:
+    """Map every row of the locators to ``out_path`` (parquet) and every reject to ``rejects_path`` (JSONL)."""
     with tempfile.TemporaryDirectory() as tmp:
-        path = local_copy(locator, tmp)
-        with path.open(encoding="utf-8") as fh:
-            rows, result = map_rows(fh, fields)
-    if result.rejected:
-        shown = "; ".join(f"line {n}: {code} ({detail})" for n, code, detail in result.rejected[:5])
-        raise ValueError(
-            f"{locator}: {len(result.rejected)} of {result.rows_in} rows rejected — {shown}. "
-            "Fix the rows or the data.fields map in the config."
+        shape = resolve(train_locator, options, tmp)
+        result = IngestResult(shape=shape, sources={})
+        result.events.append(event("ingest", "SHAPE_DETECTED", 0, f"{shape.shape}: {shape.rationale}"))
+        validator = _Validator(options.output_schema)
+        seen_ids: set[str] = set()
+        Path(rejects_path).parent.mkdir(parents=True, exist_ok=True)
+        with RowWriter(out_path) as writer, open(rejects_path, "w", encoding="utf-8") as rejects:
+            for source, locator in (("eval", eval_locator), ("train", train_locator)):
+                if not locator:
+                    continue
+                loc, path = materialize(parse_locator(locator), tmp)
+                stats = SourceStats(locator=locator, format=loc.format, sha256=_sha256_of(path))
+                result.sources[source] = stats
+                for rec in iter_records(loc, path, options.max_row_bytes):
+                    stats.rows_in += 1
+                    code, detail, raw = rec.reason, rec.detail, rec.raw
+                    if rec.value is not None:
+                        try:
+                            row = _canonical(rec.value, source, rec.row, shape, options, validator, seen_ids)
+                            writer.write(row)
+                            stats.accepted += 1
+                            continue
+                        except Reject as r:
+                            code, detail = r.code, r.detail
+                            raw = json.dumps(rec.value, ensure_ascii=False, default=str)[:200]
+                    stats.rejected[code] += 1
+                    examples = result.samples.setdefault(code, [])
+                    if len(examples) < MAX_SAMPLES:
+                        examples.append(f"{source}:{rec.row}")
+                    record = {"source": source, "row": rec.row, "code": code, "detail": detail, "raw": raw}
+                    rejects.write(json.dumps(record, ensure_ascii=False) + "\n")
+                result.events.append(_read_event(source, stats))
+                for code, count in sorted(stats.rejected.items()):
+                    where = ", ".join(e for e in result.samples[code] if e.startswith(source))
+                    result.events.append(
+                        event("ingest", code, count, f"{source}: e.g. {where}", source=source)
+                    )
+    if result.accepted == 0:
+        raise DataError(
+            f"no usable rows in {train_locator!r} ({result.rows_in} read, all rejected: "
+            f"{dict(result.rejected)}). Fix: check data.shape / data.fields against `slmforge data inspect`"
         )
-    if not rows:
-        raise ValueError(f"{locator}: no rows. Point data.train at a non-empty JSONL file.")
-    write_rows(rows, out_path)
     return result
+
+
+def _read_event(source: str, stats: SourceStats) -> dict:
+    return event(
+        "ingest",
+        "ROWS_READ",
+        stats.rows_in,
+        f"{source} {stats.locator}: {stats.rows_in} rows = {stats.accepted} accepted + "
+        f"{sum(stats.rejected.values())} rejected",
+        source=source,
+        locator=stats.locator,
+        format=stats.format,
+        sha256=stats.sha256,
+        accepted=stats.accepted,
+        rejected=dict(stats.rejected),
+    )
+
+
+def _canonical(
+    value: dict,
+    source: str,
+    row_no: int,
+    shape: Hypothesis,
+    options: IngestOptions,
+    validator: _Validator,
+    seen: set,
+) -> dict:
+    history, prompt, completion = map_row(value, shape.shape, shape.fields)
+    validator.check(completion)
+    row_id = value.get(options.id_field) if options.id_field else None
+    row_id = str(row_id) if row_id not in (None, "") else f"{source}:{row_no}"
+    if row_id in seen:
+        raise Reject("DUPLICATE_ID", f"id {row_id!r} already used by an earlier row")
+    seen.add(row_id)
+    group = value.get(options.group_field) if options.group_field else None
+    group = str(group) if group not in (None, "") else row_id
+    return {
+        "id": row_id,
+        "group": group,
+        "source": source,
+        "history": history,
+        "prompt": prompt,
+        "completion": completion,
+    }

@@ -1,7 +1,7 @@
-"""KFP component of the split stage (logic in core.py)."""
+"""KFP component of the split stage (logic in core.py, dataset card in card.py)."""
 
 from kfp import dsl
-from kfp.dsl import Dataset, Input, Output
+from kfp.dsl import Artifact, Dataset, Input, Markdown, Output
 
 from components.images import CPU_IMAGE
 
@@ -9,30 +9,60 @@ from components.images import CPU_IMAGE
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def split_op(
     dataset: Input[Dataset],
+    upstream_events: Input[Artifact],
     eval_fraction: float,
     seed: int,
+    cover: str,
+    output_schema: str,
     config_hash: str,
     train_data: Output[Dataset],
     eval_data: Output[Dataset],
+    card: Output[Artifact],
+    summary: Output[Markdown],
+    events: Output[Artifact],
 ):
-    """Split the canonical table into train and eval, whole groups to one side, seeded.
+    """Split into train and eval (seeded, whole groups, every label value in train); write the dataset card.
 
     Args:
-        dataset: the canonical table from ingest.
-        eval_fraction: share of rows (rounded to whole groups) held out for evaluation.
+        dataset: the cleaned canonical table.
+        upstream_events: the audit stream so far (ingest and clean counts for the card).
+        eval_fraction: share of rows (rounded to whole groups) held out, unless the data has an explicit eval set.
         seed: seed of the group shuffle.
+        cover: JSON list of fields whose every value must be in train; null = the schema's enum values.
+        output_schema: the task's JSON Schema as JSON text; empty = none.
         config_hash: sha256 of the validated config, recorded as provenance.
         train_data: rows to train on.
         eval_data: held-out rows; no group also appears in train_data.
+        card: folder with manifest.json, schema.json and dataset_summary.md.
+        summary: dataset_summary.md, shown in the pipeline UI.
+        events: the audit stream with the split's events appended.
     """
-    from components.common.provenance import stamp
-    from components.split.core import split
+    import json
+    import shutil
 
-    result = split(dataset.path, train_data.path, eval_data.path, eval_fraction, seed)
-    upstream = {"dataset": dataset.metadata.get("sha256", "")}
-    for artifact, rows, groups in (
-        (train_data, result.train_rows, result.train_groups),
-        (eval_data, result.eval_rows, result.eval_groups),
+    from components.common.events import read_events, write_events
+    from components.common.provenance import stamp
+    from components.split.card import write_card
+    from components.split.core import SplitOptions, split
+
+    opts = SplitOptions(
+        eval_fraction, seed, json.loads(cover), json.loads(output_schema) if output_schema else None
+    )
+    result, hashes = (
+        split(dataset.path, train_data.path, eval_data.path, opts),
+        {"dataset": dataset.metadata["sha256"]},
+    )
+    for name, artifact, rows, groups in (
+        ("train", train_data, result.train_rows, result.train_groups),
+        ("eval", eval_data, result.eval_rows, result.eval_groups),
     ):
         artifact.metadata.update({"rows": rows, "groups": groups, "seed": seed})
-        stamp(artifact.metadata, artifact.path, config_hash=config_hash, upstream=upstream)
+        hashes[name] = stamp(
+            artifact.metadata, artifact.path, config_hash=config_hash, upstream={"dataset": hashes["dataset"]}
+        )
+    man = write_card(
+        card.path, read_events(upstream_events.path), result, opts, config_hash=config_hash, hashes=hashes
+    )
+    shutil.copyfile(f"{card.path}/dataset_summary.md", summary.path)
+    card.metadata.update({"rows": man["rows"], "rejected_by_reason": man["rejected_by_reason"]})
+    write_events(events.path, upstream_events.path, result.events)

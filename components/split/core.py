@@ -1,60 +1,189 @@
-"""split: a seeded, group-aware train/eval split of the canonical table.
+"""split: a seeded, group-aware train/eval split with label coverage, streamed in two passes.
 
-Whole groups (paraphrase families) go to one side, so eval measures generalisation to unseen
-families rather than to rephrasings of training rows. Same rows + seed = same split.
+* Whole groups (paraphrase families, conversations) go to one side, so eval measures generalisation
+  to unseen families rather than to rephrasings of training rows. Same rows + seed = same split.
+* Every label value (for structured tasks: each enum/const value of the schema that occurs in a
+  target, e.g. every command and flow) appears in train: eval groups holding a value train lacks are
+  moved to train, and the move is reported (event ``MOVED_TO_TRAIN``).
+* Rows from an explicit eval locator (``source == "eval"``) are the eval set as given; clean has already
+  removed training rows that duplicate them or share their group.
 """
 
 from __future__ import annotations
 
+import json
 import random
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from components.common.tables import read_rows, write_rows
+from components.common.events import event
+from components.common.tables import RowWriter, iter_row_batches
+from components.common.task import field_name, leaves
+
+
+@dataclass
+class SplitOptions:
+    eval_fraction: float = 0.1
+    seed: int = 13
+    # Fields whose every value must occur in train. None = the enum/const values of the task schema;
+    # ["completion"] = the whole target is the label (classification); [] = no coverage guarantee.
+    cover: list[str] | None = None
+    output_schema: dict | None = None
 
 
 @dataclass
 class SplitResult:
-    train_rows: int
-    eval_rows: int
-    train_groups: int
-    eval_groups: int
+    train_rows: int = 0
+    eval_rows: int = 0
+    train_groups: int = 0
+    eval_groups: int = 0
+    explicit_eval: bool = False
+    moved_groups: list[str] = field(default_factory=list)  # eval groups moved to train for coverage
+    labels_train: Counter = field(default_factory=Counter)  # "field=value" -> rows
+    labels_eval: Counter = field(default_factory=Counter)
+    lengths: Counter = field(default_factory=Counter)  # character-length bucket -> rows
+    events: list[dict[str, Any]] = field(default_factory=list)
 
 
-def split_rows(rows: list[dict[str, str]], eval_fraction: float, seed: int):
-    """Return (train, eval): groups shuffled by ``seed`` fill eval up to ``eval_fraction`` of the rows."""
+def schema_enum_values(schema: Any) -> set[str]:
+    """Every enum / const scalar anywhere in a JSON Schema (its closed vocabularies)."""
+    found: set[str] = set()
+    if isinstance(schema, dict):
+        for key, value in schema.items():
+            if key == "enum" and isinstance(value, list):
+                found.update(json.dumps(v) for v in value if not isinstance(v, (dict, list)))
+            elif key == "const" and not isinstance(value, (dict, list)):
+                found.add(json.dumps(value))
+            else:
+                found |= schema_enum_values(value)
+    elif isinstance(schema, list):
+        for item in schema:
+            found |= schema_enum_values(item)
+    return found
+
+
+def label_values(completion: str, cover: list[str] | None, vocabulary: set[str]) -> set[str]:
+    """The labels one target carries, as ``field=value`` strings."""
+    if cover == ["completion"]:
+        return {f"completion={completion.strip()}"}
+    if cover == [] or (cover is None and not vocabulary):
+        return set()
+    try:
+        value = json.loads(completion)
+    except ValueError:
+        return set()
+    labels = set()
+    for path, leaf in leaves(value).items():
+        name, text = field_name(path), json.dumps(leaf)
+        if (cover is None and text in vocabulary) or (cover is not None and name in cover):
+            labels.add(f"{name}={text}")
+    return labels
+
+
+def length_bucket(n: int) -> str:
+    """Power-of-two character-length bucket: '0-31', '32-63', '64-127', ..."""
+    lo = 0 if n < 32 else 1 << (n.bit_length() - 1)
+    return f"{lo}-{max(31, 2 * lo - 1)}"
+
+
+def choose_eval_groups(sizes: dict[str, int], labels: dict[str, set[str]], eval_fraction: float, seed: int):
+    """(eval groups, groups moved to train for coverage), deterministic for a seed."""
     if not 0 < eval_fraction < 1:
         raise ValueError(f"eval_fraction={eval_fraction}: use a fraction in (0, 1)")
-    by_group: dict[str, list[dict[str, str]]] = {}
-    for row in rows:
-        by_group.setdefault(row["group"], []).append(row)
-    if len(by_group) < 2:
-        raise ValueError(f"{len(by_group)} group(s): a group-aware split needs at least 2")
-    groups = sorted(by_group)  # sorted first so the shuffle depends on the seed only, not input order
+    if len(sizes) < 2:
+        raise ValueError(f"{len(sizes)} group(s): a group-aware split needs at least 2")
+    groups = sorted(sizes)  # sorted first so the shuffle depends on the seed only, not on input order
     random.Random(seed).shuffle(groups)
-    target = round(eval_fraction * len(rows))
-    eval_groups: set[str] = set()
+    target = round(eval_fraction * sum(sizes.values()))
+    in_train: Counter = Counter()  # label -> train groups holding it
+    for g in groups:
+        in_train.update(labels.get(g, ()))
+    eval_groups: list[str] = []
     taken = 0
+    moved: list[str] = []
     for g in groups:
         if taken >= target or len(eval_groups) == len(groups) - 1:
             break
-        eval_groups.add(g)
-        taken += len(by_group[g])
-    train = [r for r in rows if r["group"] not in eval_groups]
-    held = [r for r in rows if r["group"] in eval_groups]
-    return train, held
+        own = labels.get(g, set())
+        if any(in_train[v] <= 1 for v in own):
+            moved.append(g)  # its only training copy of some label: keep it in train
+            continue
+        in_train.subtract(own)
+        eval_groups.append(g)
+        taken += sizes[g]
+    return set(eval_groups), moved
 
 
 def split(
-    in_path: str | Path, train_path: str | Path, eval_path: str | Path, eval_fraction: float, seed: int
-):
-    rows = read_rows(in_path)
-    train, held = split_rows(rows, eval_fraction, seed)
-    write_rows(train, train_path)
-    write_rows(held, eval_path)
-    return SplitResult(
-        train_rows=len(train),
-        eval_rows=len(held),
-        train_groups=len({r["group"] for r in train}),
-        eval_groups=len({r["group"] for r in held}),
-    )
+    in_path: str | Path, train_path: str | Path, eval_path: str | Path, options: SplitOptions
+) -> SplitResult:
+    vocabulary = schema_enum_values(options.output_schema) if options.output_schema else set()
+    result = SplitResult()
+    sizes: Counter = Counter()
+    labels: dict[str, set[str]] = {}
+    for batch in iter_row_batches(in_path):
+        for row in batch:
+            if row["source"] == "eval":
+                result.explicit_eval = True
+            sizes[row["group"]] += 1
+            own = label_values(row["completion"], options.cover, vocabulary)
+            if own:
+                labels.setdefault(row["group"], set()).update(own)
+    if result.explicit_eval:
+        eval_groups: set[str] = set()
+    else:
+        eval_groups, result.moved_groups = choose_eval_groups(
+            sizes, labels, options.eval_fraction, options.seed
+        )
+    train_groups: set[str] = set()
+    held_groups: set[str] = set()
+    with RowWriter(train_path) as train_w, RowWriter(eval_path) as eval_w:
+        for batch in iter_row_batches(in_path):
+            for row in batch:
+                held = row["source"] == "eval" if result.explicit_eval else row["group"] in eval_groups
+                (eval_w if held else train_w).write(row)
+                (held_groups if held else train_groups).add(row["group"])
+                counter = result.labels_eval if held else result.labels_train
+                counter.update(label_values(row["completion"], options.cover, vocabulary))
+                result.lengths[length_bucket(len(row["prompt"]) + len(row["completion"]))] += 1
+    result.train_rows, result.eval_rows = train_w.rows, eval_w.rows
+    result.train_groups, result.eval_groups = len(train_groups), len(held_groups)
+    if result.train_rows == 0 or result.eval_rows == 0:
+        raise ValueError(
+            f"split left {result.train_rows} train and {result.eval_rows} eval rows. Fix: more groups, "
+            "a different data.split.eval_fraction, or an explicit data.eval locator"
+        )
+    result.events = _events(result)
+    return result
+
+
+def _events(result: SplitResult) -> list[dict[str, Any]]:
+    events = [
+        event(
+            "split",
+            "SPLIT_DONE",
+            result.train_rows + result.eval_rows,
+            f"train {result.train_rows} rows / {result.train_groups} groups, eval {result.eval_rows} rows / "
+            f"{result.eval_groups} groups" + (" (explicit eval locator)" if result.explicit_eval else ""),
+        )
+    ]
+    if result.moved_groups:
+        events.append(
+            event(
+                "split",
+                "MOVED_TO_TRAIN",
+                len(result.moved_groups),
+                f"{len(result.moved_groups)} groups kept in train because they hold the only training copy of "
+                f"a label value (e.g. {', '.join(result.moved_groups[:3])})",
+            )
+        )
+    unseen = sorted(set(result.labels_eval) - set(result.labels_train))
+    if unseen:
+        events.append(
+            event(
+                "split", "UNSEEN_IN_TRAIN", len(unseen), f"eval label values never trained on: {unseen[:10]}"
+            )
+        )
+    return events

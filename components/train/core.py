@@ -83,7 +83,9 @@ def build_trainer(
         base_path, dtype=torch.bfloat16 if device["bf16"] else torch.float32
     )
     rows = read_rows(train_path)
-    dataset = Dataset.from_list([training_example(system_prompt, r["prompt"], r["completion"]) for r in rows])
+    dataset = Dataset.from_list(
+        [training_example(system_prompt, r["prompt"], r["completion"], r["history"]) for r in rows]
+    )
 
     peft_config = None
     if opts.method == "lora":

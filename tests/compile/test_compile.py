@@ -50,6 +50,7 @@ def test_yaml_loads_into_pipeline_spec_proto(tmp_path):
 def test_every_stage_is_a_task(spec):
     assert set(_tasks(spec)) == {
         "ingest-op",
+        "clean-op",
         "split-op",
         "train-op",
         "evaluate-op",
@@ -64,7 +65,7 @@ def test_images(spec):
     tasks = _tasks(spec)
     for name in ("train-op", "evaluate-op", "evaluate-base-op"):
         assert _executor(spec, tasks[name])["image"] == "slmforge/trainer:0.1.0"
-    for name in ("ingest-op", "split-op", "gate-op", "register-op"):
+    for name in ("ingest-op", "clean-op", "split-op", "gate-op", "register-op"):
         assert _executor(spec, tasks[name])["image"] == "slmforge/cpu:0.1.0"
 
 
@@ -82,7 +83,7 @@ def test_accelerators_come_from_parameters(spec):
 
 def test_retry_policy_on_every_task_but_train_and_gate(spec):
     tasks = _tasks(spec)
-    for name in ("ingest-op", "split-op", "evaluate-op", "evaluate-base-op", "register-op"):
+    for name in ("ingest-op", "clean-op", "split-op", "evaluate-op", "evaluate-base-op", "register-op"):
         assert tasks[name]["retryPolicy"]["maxRetryCount"] == 2, name
         assert tasks[name]["retryPolicy"]["backoffDuration"] == "60s"
     assert "retryPolicy" not in tasks["train-op"]  # resume on preemption is the train step's own business
@@ -95,6 +96,27 @@ def test_register_runs_only_when_the_gate_passes(spec):
         "inputs.parameter_values['pipelinechannel--gate-op-Output'] == true"
     )
     assert _tasks(spec)["gate-op"]["cachingOptions"] == {}  # caching off: decide anew every run
+
+
+def test_data_stages_chain_the_audit_stream(spec):
+    tasks = _tasks(spec)
+    clean_in = tasks["clean-op"]["inputs"]["artifacts"]
+    split_in = tasks["split-op"]["inputs"]["artifacts"]
+    assert clean_in["upstream_events"]["taskOutputArtifact"] == {
+        "outputArtifactKey": "events",
+        "producerTask": "ingest-op",
+    }
+    assert split_in["upstream_events"]["taskOutputArtifact"] == {
+        "outputArtifactKey": "events",
+        "producerTask": "clean-op",
+    }
+    assert split_in["dataset"]["taskOutputArtifact"] == {
+        "outputArtifactKey": "cleaned",
+        "producerTask": "clean-op",
+    }
+    outputs = spec["components"]["comp-split-op"]["outputDefinitions"]["artifacts"]
+    assert outputs["summary"]["artifactType"]["schemaTitle"] == "system.Markdown"
+    assert outputs["card"]["artifactType"]["schemaTitle"] == "system.Artifact"
 
 
 def test_docstrings_become_descriptions(spec):

@@ -6,10 +6,20 @@ from __future__ import annotations
 import json
 
 import pytest
-from kfp.dsl import Dataset, Markdown, Metrics, Model
+from kfp.dsl import Artifact, Dataset, Markdown, Metrics, Model
 
-from components import evaluate_base_op, evaluate_op, gate_op, ingest_op, register_op, split_op, train_op
+from components import (
+    clean_op,
+    evaluate_base_op,
+    evaluate_op,
+    gate_op,
+    ingest_op,
+    register_op,
+    split_op,
+    train_op,
+)
 from components.common.config import pipeline_parameters
+from components.common.events import read_events
 
 SHA = "0" * 64
 
@@ -27,35 +37,94 @@ def params(travel_config) -> dict:
 
 @pytest.fixture()
 def split_outputs(tmp_path, params):
-    data = artifact(Dataset, tmp_path, "dataset")
+    """ingest -> clean -> split on the travel data, as the pipeline wires them."""
+    data, rejects, events = (
+        artifact(c, tmp_path, n) for c, n in ((Dataset, "data"), (Dataset, "rej"), (Artifact, "ev"))
+    )
     ingest_op.python_func(
-        locator=params["train_data"],
+        train_locator=params["train_data"],
+        eval_locator="",
+        shape=params["data_shape"],
         prompt_field="prompt",
         completion_field="completion",
         group_field="group",
         id_field="id",
+        output_schema=params["output_schema"],
+        max_row_bytes=params["max_row_bytes"],
+        max_reject_rate=params["max_reject_rate"],
         config_hash=SHA,
         dataset=data,
+        rejects=rejects,
+        events=events,
+    )
+    cleaned, rejects2, events2 = (
+        artifact(c, tmp_path, n) for c, n in ((Dataset, "cl"), (Dataset, "rej2"), (Artifact, "ev2"))
+    )
+    report = artifact(Markdown, tmp_path, "clean.md")
+    clean_op.python_func(
+        dataset=data,
+        upstream_events=events,
+        pii=params["pii"],
+        pii_types=params["pii_types"],
+        near_dup_threshold=params["near_dup_threshold"],
+        max_tokens=params["max_tokens"],
+        base_model=params["base_model"],
+        system_prompt=params["system_prompt"],
+        max_reject_rate=params["max_reject_rate"],
+        config_hash=SHA,
+        cleaned=cleaned,
+        rejects=rejects2,
+        events=events2,
+        report=report,
     )
     train, held = artifact(Dataset, tmp_path, "train"), artifact(Dataset, tmp_path, "eval")
-    split_op.python_func(
-        dataset=data, eval_fraction=0.1, seed=13, config_hash=SHA, train_data=train, eval_data=held
+    card, summary, events3 = (
+        artifact(Artifact, tmp_path, "card"),
+        artifact(Markdown, tmp_path, "summary.md"),
+        artifact(Artifact, tmp_path, "ev3"),
     )
-    return data, train, held
+    split_op.python_func(
+        dataset=cleaned,
+        upstream_events=events2,
+        eval_fraction=0.1,
+        seed=13,
+        cover=params["split_cover"],
+        output_schema=params["output_schema"],
+        config_hash=SHA,
+        train_data=train,
+        eval_data=held,
+        card=card,
+        summary=summary,
+        events=events3,
+    )
+    return data, cleaned, train, held, card, events3
 
 
-def test_ingest_and_split_write_counts_and_provenance(split_outputs):
-    data, train, held = split_outputs
-    assert data.metadata["rows"] == data.metadata["rows_in"] == 3000
+def test_data_stages_write_counts_provenance_card_and_events(split_outputs, tmp_path):
+    data, cleaned, train, held, _card, events = split_outputs
+    assert (
+        data.metadata["rows"] == data.metadata["rows_in"] == 3000
+        and data.metadata["shape"] == "prompt_completion"
+    )
     assert len(data.metadata["sha256"]) == 64 and data.metadata["config_hash"] == SHA
     assert data.metadata["slmforge_version"] == "0.1.0" and data.metadata["git_sha"]
-    assert train.metadata["rows"] + held.metadata["rows"] == 3000
-    assert train.metadata["upstream"] == {"dataset": data.metadata["sha256"]}
+    removed = 3000 - cleaned.metadata["rows"]
+    assert 0 < removed < 150  # template-generated near-duplicates (see examples/travel/config.yaml)
+    assert train.metadata["rows"] + held.metadata["rows"] == cleaned.metadata["rows"]
+    assert train.metadata["upstream"] == {"dataset": cleaned.metadata["sha256"]}
+    assert cleaned.metadata["upstream"] == {"dataset": data.metadata["sha256"]}
     assert held.metadata["sha256"] != train.metadata["sha256"]
+    manifest = json.loads((tmp_path / "card" / "manifest.json").read_text())
+    assert manifest["rows"]["in"] == 3000 and manifest["rows"]["accounted"]
+    assert sum(manifest["rejected_by_reason"].values()) == removed
+    assert manifest["sources"][0]["sha256"] and manifest["sha256"]["train"] == train.metadata["sha256"]
+    assert (tmp_path / "summary.md").read_text() == (tmp_path / "card" / "dataset_summary.md").read_text()
+    stages = [e["stage"] for e in read_events(events.path)]
+    assert stages[0] == "ingest" and "clean" in stages and stages[-1] == "split"
 
 
 def test_train_then_evaluate_candidate_and_base(split_outputs, tmp_path, params):
-    _, train, held = split_outputs
+    _, _, train, held, _, _ = split_outputs
     model, train_metrics = artifact(Model, tmp_path, "model"), artifact(Metrics, tmp_path, "train_metrics")
     train_op.python_func(
         train_data=train,

@@ -1,0 +1,245 @@
+"""The audit stream and its one reason-code table.
+
+Every stage appends events (stage, severity, reason code, count, message) to a JSONL ``events``
+artifact that it received from the stage before: one stream per run, readable top to bottom. A row a
+data stage rejects carries one of the same codes in the rejects artifact, so a count in the events, a
+line in a rejects file and a row in ``dataset_summary.md`` all speak the same language.
+
+Codes are stable: they are part of the interface (tests, dashboards and users' scripts match on
+them). Add new codes; never rename or reuse one. ``docs/reason-codes.md`` is generated from ``REASONS``
+(``python -m components.common.events``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Reason:
+    stage: str  # the stage that emits it
+    severity: str  # info | warning | error (a row reject is an "error" for that row)
+    meaning: str
+    fix: str
+
+
+REASONS: dict[str, Reason] = {
+    # ingest: a source row cannot become a canonical row
+    "NOT_UTF8": Reason(
+        "ingest", "error", "the row's bytes are not valid UTF-8", "re-encode the file as UTF-8"
+    ),
+    "NOT_JSON": Reason(
+        "ingest", "error", "the line is not valid JSON", "fix the line, or export the data again"
+    ),
+    "TRUNCATED": Reason(
+        "ingest", "error", "the last line ends mid-record (the file was cut short)", "copy the file again"
+    ),
+    "NOT_OBJECT": Reason(
+        "ingest", "error", "the record is a JSON value, not an object", "write one object per line"
+    ),
+    "ROW_TOO_LARGE": Reason(
+        "ingest",
+        "error",
+        "the row is larger than data.max_row_bytes",
+        "drop the row or raise data.max_row_bytes",
+    ),
+    "MISSING_FIELD": Reason(
+        "ingest",
+        "error",
+        "a field the shape needs is absent",
+        "add the field, or fix data.fields / data.shape",
+    ),
+    "WRONG_TYPE": Reason(
+        "ingest", "error", "a field has the wrong type", "write the field as the type shown"
+    ),
+    "EMPTY_FIELD": Reason("ingest", "error", "a prompt or completion is empty", "fill it in or drop the row"),
+    "EMPTY_TURN": Reason(
+        "ingest", "error", "a conversation turn has no content", "fill it in or drop the turn"
+    ),
+    "BAD_ROLE": Reason(
+        "ingest",
+        "error",
+        "a turn has a role other than system/user/assistant (ShareGPT: system/human/gpt)",
+        "map the role, or drop tool turns",
+    ),
+    "BAD_ROLE_ORDER": Reason(
+        "ingest",
+        "error",
+        "turns must be: optional system first, then user and assistant alternating, ending with assistant",
+        "reorder or merge the turns",
+    ),
+    "DUPLICATE_ID": Reason("ingest", "error", "the row id was already used", "give every row a unique id"),
+    "TARGET_NOT_JSON": Reason(
+        "ingest",
+        "error",
+        "the target of a structured task is not JSON",
+        "fix the completion, or the task type",
+    ),
+    "TARGET_SCHEMA": Reason(
+        "ingest",
+        "error",
+        "the target is not valid against the task's JSON Schema",
+        "fix the completion or the schema (task.schema)",
+    ),
+    # clean: a valid row that must not be trained on
+    "PII_BLOCKED": Reason(
+        "clean",
+        "error",
+        "the row contains PII and data.clean.pii is block",
+        "remove the PII, or set pii: redact",
+    ),
+    "OVER_LENGTH": Reason(
+        "clean",
+        "error",
+        "the rendered example is longer than train.max_length tokens (the real tokenizer and chat template)",
+        "shorten the row or raise train.max_length",
+    ),
+    "DUPLICATE": Reason(
+        "clean", "error", "the row repeats an earlier row exactly", "nothing: the first is kept"
+    ),
+    "NEAR_DUPLICATE": Reason(
+        "clean",
+        "error",
+        "the row is a near-duplicate (MinHash, Jaccard >= data.clean.near_dup_threshold) of an earlier row",
+        "nothing: the first is kept; raise the threshold to keep more",
+    ),
+    "EVAL_LEAK": Reason(
+        "clean",
+        "error",
+        "a training row duplicates (exactly or nearly) an evaluation row; the evaluation row is kept",
+        "nothing: evaluation stays clean of training data",
+    ),
+    # stage-level events (no row is rejected by these)
+    "SHAPE_DETECTED": Reason("ingest", "info", "the data shape was detected from sample rows", "none"),
+    "ROWS_READ": Reason("ingest", "info", "rows read from a locator: accepted + rejected", "none"),
+    "PII_REDACTED": Reason(
+        "clean", "warning", "PII was replaced by a placeholder like <EMAIL>", "none; set pii: block to reject"
+    ),
+    "ROWS_KEPT": Reason("clean", "info", "rows that passed cleaning", "none"),
+    "SPLIT_DONE": Reason("split", "info", "rows and groups on each side of the split", "none"),
+    "MOVED_TO_TRAIN": Reason(
+        "split",
+        "warning",
+        "eval groups moved to train so every label value appears in training",
+        "none; more data per label avoids it",
+    ),
+    "UNSEEN_IN_TRAIN": Reason(
+        "split",
+        "warning",
+        "a label value of the explicit eval set never appears in training",
+        "add training rows with that value",
+    ),
+    "REJECT_RATE_EXCEEDED": Reason(
+        "ingest/clean",
+        "error",
+        "more rows were rejected than data.max_reject_rate allows; the run stops",
+        "fix the dominant reasons, or raise data.max_reject_rate",
+    ),
+}
+
+ROW_REASONS = tuple(
+    code for code, r in REASONS.items() if r.stage in ("ingest", "clean") and r.severity == "error"
+)
+
+
+def event(stage: str, code: str, count: int = 1, message: str = "", **details: Any) -> dict[str, Any]:
+    """One audit event; ``code`` must be in ``REASONS`` (a typo is a bug, not a new code)."""
+    if code not in REASONS:
+        raise KeyError(f"unknown reason code {code!r}: add it to components/common/events.py REASONS")
+    return {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "stage": stage,
+        "severity": REASONS[code].severity,
+        "code": code,
+        "count": int(count),
+        "message": message,
+        **({"details": details} if details else {}),
+    }
+
+
+class DataError(ValueError):
+    """The data cannot be used as given; the message names the rule, the counts and the fix."""
+
+
+def check_reject_rate(
+    stage: str, rows_in: int, rejected: dict[str, int], max_rate: float, samples: dict[str, list[str]]
+) -> dict[str, Any] | None:
+    """The REJECT_RATE_EXCEEDED event when rejects exceed ``max_rate`` of the rows read, else None.
+
+    The message names the dominant reasons with example rows and the fix for the top one."""
+    n = sum(rejected.values())
+    if rows_in == 0 or n / rows_in <= max_rate:
+        return None
+    top = sorted(rejected.items(), key=lambda kv: -kv[1])[:3]
+    reasons = ", ".join(
+        f"{code} {count} ({REASONS[code].meaning}; e.g. {', '.join(samples.get(code, [])[:3])})"
+        for code, count in top
+    )
+    return event(
+        stage,
+        "REJECT_RATE_EXCEEDED",
+        n,
+        f"{n} of {rows_in} rows rejected ({n / rows_in:.2%} > data.max_reject_rate {max_rate:.2%}); dominant "
+        f"reasons: {reasons}. Fix: {REASONS[top[0][0]].fix}, or raise data.max_reject_rate. "
+        "The rejects artifact lists every row.",
+    )
+
+
+def close_stage(
+    events_path: str | Path,
+    upstream: str | Path | None,
+    new: list[dict[str, Any]],
+    *,
+    stage: str,
+    rows_in: int,
+    rejected: dict[str, int],
+    max_reject_rate: float,
+    samples: dict[str, list[str]],
+) -> None:
+    """Write the stage's events; then fail the stage if its rejects (cumulative) exceed the allowed rate.
+    The events and rejects are written first: nothing already found is lost when the run stops."""
+    failure = check_reject_rate(stage, rows_in, rejected, max_reject_rate, samples)
+    write_events(events_path, upstream, new + ([failure] if failure else []))
+    if failure:
+        raise DataError(failure["message"])
+
+
+def read_events(path: str | Path | None) -> list[dict[str, Any]]:
+    if not path or not Path(path).is_file():
+        return []
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def write_events(path: str | Path, upstream: str | Path | None, new: list[dict[str, Any]]) -> int:
+    """Write the upstream stream followed by this stage's events to ``path``; return the total count."""
+    events = read_events(upstream) + list(new)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as fh:
+        for e in events:
+            fh.write(json.dumps(e, sort_keys=True) + "\n")
+    return len(events)
+
+
+def reasons_markdown() -> str:
+    """The reason-code table as Markdown (docs/reason-codes.md)."""
+    lines = [
+        "# Reason codes",
+        "",
+        "Generated from `components/common/events.py` (`python -m components.common.events`). Codes are",
+        "stable: new ones are added, none is renamed or reused.",
+        "",
+        "| code | stage | severity | meaning | fix |",
+        "|---|---|---|---|---|",
+    ]
+    for code, r in REASONS.items():
+        lines.append(f"| `{code}` | {r.stage} | {r.severity} | {r.meaning} | {r.fix} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(reasons_markdown(), end="")

@@ -1,0 +1,158 @@
+"""``slmforge data``: look at a dataset before a run — its shape, and what ingest and clean would do to it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+data_app = typer.Typer(no_args_is_help=True, help="Inspect and map datasets (shape, rejects, cleaning).")
+console = Console()
+
+
+@data_app.command()
+def inspect(
+    locator: str = typer.Argument(
+        ..., help="PATH, jsonl:/json:/csv:/parquet:PATH, gs://..., or hf:NAME:SPLIT"
+    ),
+    rows: int = typer.Option(20, help="sample rows to read"),
+    force: bool = typer.Option(False, "--force", help="show what a forced pick below 0.8 would take"),
+) -> None:
+    """Rank hypotheses about the data's shape, each with a confidence and the reason for it."""
+    from components.ingest.shapes import AUTO_PICK, ShapeError, inspect_rows, resolve_shape
+    from components.ingest.sources import materialize, parse_locator, sample_rows
+
+    with tempfile.TemporaryDirectory() as tmp:
+        loc, path = materialize(parse_locator(locator), tmp)
+        sample = sample_rows(loc, path, rows)
+    hypotheses = inspect_rows(sample)
+    table = Table(title=f"{locator} ({loc.format}, {len(sample)} sample rows)")
+    for col in ("rank", "shape", "confidence", "why", "field map"):
+        table.add_column(col, justify="right" if col in ("rank", "confidence") else "left")
+    for i, h in enumerate(hypotheses, start=1):
+        fields = ", ".join(f"{k}: {v}" for k, v in h.fields.items())
+        table.add_row(str(i), h.shape, f"{h.confidence:.2f}", h.rationale, fields)
+    console.print(table)
+    try:
+        best = resolve_shape(hypotheses, force=force)
+    except ShapeError as e:
+        console.print(f"[yellow]{e}[/yellow]", highlight=False)
+        raise typer.Exit(1) from None
+    picked = "auto-picks" if best.confidence >= AUTO_PICK else "--force takes"
+    console.print(f"[green]data.shape: auto {picked} {best.shape}[/green]")
+    if best.fields and best.fields != {"prompt": "prompt", "completion": "completion"}:
+        console.print(
+            f"config: data.fields: {{prompt: {best.fields['prompt']}, completion: {best.fields['completion']}}}"
+        )
+
+
+@data_app.command(name="map")
+def map_cmd(
+    locator: str = typer.Argument(None, help="data locator; default: the config's data.train"),
+    config: Path = typer.Option(
+        ..., "--config", "-c", help="config YAML (shape, fields, task schema, clean)"
+    ),
+    commit: bool = typer.Option(False, "--commit", help="write the mapped rows, rejects and events to --out"),
+    out: Path = typer.Option(None, help="where --commit writes (default: $SLMFORGE_HOME/data/<config name>)"),
+    force: bool = typer.Option(False, "--force", help="take the best shape even below confidence 0.8"),
+    sample: int = typer.Option(5, help="accepted rows to show"),
+) -> None:
+    """Dry-run ingest + clean on a locator: sample accepted rows and every rejection by reason."""
+    from components.clean.core import CleanOptions, clean
+    from components.common.events import REASONS, check_reject_rate, write_events
+    from components.common.home import slmforge_home
+    from components.common.tables import iter_row_batches
+    from components.ingest.core import IngestOptions, ingest
+    from components.ingest.shapes import ShapeError
+    from pipelines.cli import _load
+
+    cfg = _load(config)
+    d = cfg.data
+    opts = IngestOptions(
+        shape=d.effective_shape,
+        prompt_field=d.fields.prompt,
+        completion_field=d.fields.completion,
+        group_field=d.fields.group or "",
+        id_field=d.fields.id or "",
+        output_schema=cfg.task.output_schema,
+        max_row_bytes=d.max_row_bytes,
+        force_shape=force,
+    )
+    max_tokens = cfg.train.max_length if d.clean.max_tokens is None else d.clean.max_tokens
+    clean_opts = CleanOptions(
+        d.clean.pii,
+        tuple(d.clean.pii_types),
+        d.clean.near_dup_threshold,
+        max_tokens,
+        cfg.model.base,
+        cfg.task.system_prompt,
+    )
+    work = Path(tempfile.mkdtemp(prefix="slmforge-map-"))
+    try:
+        try:
+            ing = ingest(
+                locator or d.train,
+                "" if locator else d.eval,
+                opts,
+                work / "ingested.parquet",
+                work / "r1.jsonl",
+            )
+        except ShapeError as e:
+            console.print(f"[red]{e}[/red]", highlight=False)
+            raise typer.Exit(2) from None
+        console.print(f"shape: [bold]{ing.shape.shape}[/bold] ({ing.shape.rationale})")
+        cl = clean(work / "ingested.parquet", work / "dataset.parquet", work / "r2.jsonl", clean_opts)
+        rejected = ing.rejected + cl.rejected
+        _print_sample(next(iter_row_batches(work / "dataset.parquet", sample), []))
+        _print_rejects(rejected, {**ing.samples, **cl.samples}, REASONS)
+        console.print(
+            f"{ing.rows_in} rows in = [green]{cl.kept} accepted[/green] + {sum(rejected.values())} rejected"
+            + (f"; PII redacted in {cl.pii_rows} rows ({dict(cl.pii)})" if cl.pii_rows else "")
+        )
+        failure = check_reject_rate(
+            "clean", ing.rows_in, dict(rejected), d.max_reject_rate, {**ing.samples, **cl.samples}
+        )
+        if failure:
+            console.print(f"[red]a run would stop here: {failure['message']}[/red]", highlight=False)
+        if commit:
+            dest = out or slmforge_home() / "data" / cfg.name
+            dest.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(work / "dataset.parquet", dest / "dataset.parquet")
+            with open(dest / "rejects.jsonl", "w", encoding="utf-8") as fh:
+                for part in ("r1.jsonl", "r2.jsonl"):
+                    fh.write((work / part).read_text(encoding="utf-8"))
+            write_events(dest / "events.jsonl", None, ing.events + cl.events)
+            console.print(f"written to {dest}; use it with  data.train: parquet:{dest / 'dataset.parquet'}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _print_sample(rows: list[dict]) -> None:
+    table = Table(title=f"accepted rows (first {len(rows)})")
+    for col in ("id", "group", "history", "prompt", "completion"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        turns = len(json.loads(r["history"]))
+        table.add_row(
+            r["id"], r["group"], f"{turns} turns" if turns else "", r["prompt"][:80], r["completion"][:80]
+        )
+    console.print(table)
+
+
+def _print_rejects(rejected: Counter, samples: dict, reasons: dict) -> None:
+    if not rejected:
+        console.print("[green]no rows rejected[/green]")
+        return
+    table = Table(title="rejected rows by reason")
+    for col in ("reason", "rows", "stage", "meaning", "e.g. rows"):
+        table.add_column(col, justify="right" if col == "rows" else "left", overflow="fold")
+    for code, n in rejected.most_common():
+        r = reasons[code]
+        table.add_row(code, str(n), r.stage, r.meaning, ", ".join(samples.get(code, [])))
+    console.print(table)
