@@ -251,11 +251,9 @@ def _canonical_history(row: dict) -> str:
 def map_row(row: dict[str, Any], shape: str, fields: dict[str, str]) -> tuple[str, str, str]:
     """(history JSON, prompt, completion) of one source row; raises ``Reject`` with a reason code."""
     if shape == "prompt_completion":
-        return (
-            "[]",
-            _text(row, fields.get("prompt", "prompt")),
-            _text(row, fields.get("completion", "completion")),
-        )
+        prompt = _text(row, fields.get("prompt", "prompt"))
+        completion = _text(row, fields.get("completion", "completion"))
+        return _canonical_history(row), prompt, completion
     if shape == "alpaca":
         instruction, output = _text(row, "instruction"), _text(row, "output")
         extra = row.get("input")

@@ -115,3 +115,72 @@ def test_cli_invalid_config_names_the_rule(tmp_path):
 def test_cli_run_without_local_points_to_submit(tmp_path):
     out = _cli("run", str(DEMO), home=tmp_path / "home")
     assert out.returncode == 2 and "submit CONFIG" in out.stdout
+
+
+def _chat(rows: list[dict], with_history: bool) -> list[dict]:
+    """Travel rows as OpenAI-style conversations; every third one carries an earlier exchange."""
+    out = []
+    for i, r in enumerate(rows):
+        turns = [{"role": "user", "content": r["prompt"]}, {"role": "assistant", "content": r["completion"]}]
+        if with_history and i % 3 == 0:
+            prev = rows[i - 1]
+            turns = [
+                {"role": "user", "content": prev["prompt"]},
+                {"role": "assistant", "content": prev["completion"]},
+                *turns,
+            ]
+        out.append({"id": r["id"], "group": r["group"], "messages": turns})
+    return out
+
+
+def test_chat_data_with_an_explicit_eval_set_flows_through_train_and_evaluate(
+    tmp_path, monkeypatch, travel_rows
+):
+    """messages-shaped data (detected, not configured), multi-turn rows, an explicit eval locator: the
+    pipeline trains and evaluates on the chat template and the card says where eval came from."""
+    from components.common.config import parse_config, pipeline_parameters
+    from components.common.tables import read_rows
+    from pipelines.local import run_pipeline_local
+
+    for name, rows in (("train", travel_rows[:600]), ("eval", travel_rows[2900:2960])):
+        (tmp_path / f"{name}.jsonl").write_text("\n".join(json.dumps(c) for c in _chat(rows, True)) + "\n")
+    raw = _demo_raw()
+    raw["data"] = {
+        "train": str(tmp_path / "train.jsonl"),
+        "eval": str(tmp_path / "eval.jsonl"),
+        "max_reject_rate": 0.05,
+    }
+    raw["train"].update(max_steps=30)
+    raw["eval"].update(max_examples=24, max_new_tokens=16)
+    raw["gates"]["rules"] = []
+    monkeypatch.setenv("SLMFORGE_HOME", str(tmp_path / "home"))
+    run = run_pipeline_local(pipeline_parameters(parse_config(raw)), tmp_path / "runs")
+
+    ingest = json.loads((run.run_dir / "ingest-op" / "executor_output.json").read_text())["artifacts"]
+    assert ingest["dataset"]["artifacts"][0]["metadata"]["shape"] == "messages"
+    manifest = json.loads((run.run_dir / "split-op" / "card" / "manifest.json").read_text())
+    assert manifest["split"]["explicit_eval"] and manifest["rows"]["accounted"]
+    assert [s["source"] for s in manifest["sources"]] == ["eval", "train"]
+    held = read_rows(run.run_dir / "split-op" / "eval_data")
+    assert {r["source"] for r in held} == {"eval"} and any(r["history"] != "[]" for r in held)
+    assert run.candidate_metrics["examples"] == run.base_metrics["examples"] == 24
+    assert run.gate_passed and run.registered is not None
+
+
+def test_cli_stops_at_ingest_when_too_many_rows_are_rejected(tmp_path, travel_rows):
+    lines = [json.dumps(r) for r in travel_rows[:200]] + ["{not json"] * 5
+    (tmp_path / "d.jsonl").write_text("\n".join(lines) + "\n")
+    raw = _demo_raw()
+    raw["data"]["train"] = str(tmp_path / "d.jsonl")
+    raw["data"]["max_reject_rate"] = 0.01
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    out = _cli("run", str(config), "--local", home=tmp_path / "home")
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "✗ ingest-op" in out.stdout and "train-op" not in out.stdout
+    assert (
+        "5 of 205 rows rejected (2.44% > data.max_reject_rate 1.00%); dominant reasons: NOT_JSON 5"
+        in out.stdout
+    )
+    rejects = next((tmp_path / "home" / "runs").glob("*/slmforge-finetune-*/ingest-op/rejects"))
+    assert len(rejects.read_text().splitlines()) == 5  # written before the stage failed

@@ -44,6 +44,16 @@ def test_demo_config_paths_are_resolved(travel_config):
         (lambda r: r["data"].update(train="nope.jsonl"), "DATA-002", "data.train"),
         (lambda r: r["data"].update(train="  "), "DATA-001", "data.train"),
         (lambda r: r["data"]["split"].update(eval_fraction=0.9), "DATA-003", "data.split.eval_fraction"),
+        (lambda r: r["data"].update(eval="held/out.jsonl"), "DATA-002", "data.eval"),
+        (lambda r: r["data"].update(train="hf:only"), "DATA-004", "data.train"),
+        (lambda r: r["data"].update(max_reject_rate=1.5), "DATA-005", "data.max_reject_rate"),
+        (
+            lambda r: r["data"]["clean"].update(near_dup_threshold=1.0),
+            "DATA-005",
+            "data.clean.near_dup_threshold",
+        ),
+        (lambda r: r["data"]["clean"].update(pii="mask"), "CFG-003", "data.clean.pii"),
+        (lambda r: r["data"].update(shape="csv"), "CFG-003", "data.shape"),
         (lambda r: r["task"].pop("schema"), "TASK-001", "task"),
         (lambda r: r["task"].update(schema="missing.json"), "TASK-002", "task.schema"),
         (lambda r: r["model"].update(base="not a model"), "MODEL-001", "model.base"),
@@ -71,6 +81,25 @@ def test_error_message_names_rule_field_and_fix(raw):
     assert "[DATA-003] data.split.eval_fraction" in text
     assert "eval_fraction=2.0 is outside (0, 0.5]" in text
     assert "Fix: use a fraction in (0, 0.5]" in text
+
+
+def test_locators_keep_their_prefix_and_resolve_local_paths(raw):
+    raw["data"].update(train="jsonl:data/travel.jsonl", eval="hf:org/name:test")
+    cfg = parse_config(raw, DEMO.parent)
+    assert cfg.data.train == f"jsonl:{DEMO.parent / 'data' / 'travel.jsonl'}"
+    assert cfg.data.eval == "hf:org/name:test"  # remote: left as is
+
+
+def test_a_field_map_in_the_config_fixes_the_shape(raw, travel_config):
+    assert travel_config.data.effective_shape == "prompt_completion"  # the demo names its columns
+    raw["data"].pop("fields")
+    assert parse_config(raw, DEMO.parent).data.effective_shape == "auto"
+    raw["data"]["shape"] = "messages"
+    assert parse_config(raw, DEMO.parent).data.effective_shape == "messages"
+
+
+def test_token_budget_defaults_to_the_training_length(travel_config):
+    assert pipeline_parameters(travel_config)["max_tokens"] == travel_config.train.max_length
 
 
 def test_unreadable_file(tmp_path):

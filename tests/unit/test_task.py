@@ -93,3 +93,28 @@ def test_training_and_eval_render_the_same_prompt(tiny_model):
     assert full["input_ids"][: len(prompt)] == prompt
     assert tok.decode(full["input_ids"][len(prompt) :]).startswith(TARGET)
     assert prompt_messages("", "hi") == [{"role": "user", "content": "hi"}]
+
+
+def test_chat_history_renders_the_same_in_training_and_eval(tiny_model):
+    """A multi-turn row: earlier turns are context in both paths, the row's own system turn wins."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    history = json.dumps(
+        [
+            {"role": "system", "content": "row system"},
+            {"role": "user", "content": "Book a table in Rome"},
+            {"role": "assistant", "content": TARGET},
+        ]
+    )
+    example = training_example("config system", "For 4 people", '[{"command":"set_slot"}]', history)
+    assert [m["role"] for m in example["prompt"]] == ["system", "user", "assistant", "user"]
+    assert example["prompt"][0]["content"] == "row system"  # not the config's
+    full = tok.apply_chat_template(example["prompt"] + example["completion"], tokenize=True, return_dict=True)
+    prompt = prompt_token_ids(tok, "config system", "For 4 people", history)
+    assert full["input_ids"][: len(prompt)] == prompt
+    without_system = json.dumps(json.loads(history)[1:])
+    assert prompt_messages("config system", "x", without_system)[0] == {
+        "role": "system",
+        "content": "config system",
+    }

@@ -1,0 +1,100 @@
+"""`slmforge data inspect` and `slmforge data map`, through the real CLI app (typer's runner)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from pipelines.cli import app
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO = REPO / "examples" / "travel" / "config.yaml"
+runner = CliRunner()
+
+
+def invoke(*args):
+    result = runner.invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
+    return result.exit_code, result.output
+
+
+def test_inspect_picks_the_demo_shape():
+    code, out = invoke("data", "inspect", REPO / "examples/travel/data/travel.jsonl")
+    assert code == 0, out
+    assert "prompt_completion" in out and "0.98" in out and "auto-picks prompt_completion" in out
+
+
+def test_inspect_refuses_a_guess_without_force(tmp_path):
+    src = tmp_path / "qa.csv"
+    src.write_text("question,answer\n" + "".join(f"q{i},a{i}\n" for i in range(5)))
+    code, out = invoke("data", "inspect", src)
+    assert code == 1 and "no shape reaches confidence 0.8" in out and "data.fields" in out
+    code, out = invoke("data", "inspect", src, "--force")
+    assert code == 0 and "--force takes prompt_completion" in out
+    assert "data.fields: {prompt: question, completion: answer}" in out
+
+
+VALID = '[{"command":"start_flow","flow":"book_table"}]'
+
+
+@pytest.fixture()
+def messy_config(tmp_path, travel_rows) -> Path:
+    rows = [json.dumps({k: r[k] for k in ("id", "group", "prompt", "completion")}) for r in travel_rows[:40]]
+    rows += [
+        "{broken",
+        json.dumps({"id": "pii", "prompt": "Book a table, mail me at a.b@example.com", "completion": VALID}),
+    ]
+    (tmp_path / "data.jsonl").write_text("\n".join(rows) + "\n")
+    raw = yaml.safe_load(DEMO.read_text())
+    raw["data"] = {"train": str(tmp_path / "data.jsonl"), "clean": {"max_tokens": -1}}
+    raw["task"]["schema"] = str(DEMO.parent / "schema.json")
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_map_dry_run_shows_sample_and_rejects_and_writes_nothing(messy_config, tmp_path):
+    code, out = invoke("data", "map", "--config", messy_config, "--out", tmp_path / "out")
+    assert code == 0, out
+    assert "shape: prompt_completion" in out and "accepted rows (first 5)" in out
+    assert "NOT_JSON" in out and "train:41" in out  # the broken line, by source and line number
+    assert "DUPLICATE" in out  # travel rows 15 and 16 differ only in case
+    assert "42 rows in = 40 accepted + 2 rejected; PII redacted in 1 rows ({'EMAIL': 1})" in out
+    assert "a run would stop here: 2 of 42 rows rejected" in out  # 4.76% > the default 1%
+    assert not (tmp_path / "out").exists()
+
+
+def test_map_commit_writes_a_canonical_table_that_ingests_again(tmp_path):
+    rows = [
+        {
+            "id": f"c{i}",
+            "messages": [
+                {"role": "user", "content": f"Table for {i} in Rome"},
+                {"role": "assistant", "content": VALID},
+                {"role": "user", "content": f"Make it {i} people at {i % 12 + 1} pm, booking number {i * 7}"},
+                {
+                    "role": "assistant",
+                    "content": json.dumps([{"command": "set_slot", "slot": "people", "value": str(i)}]),
+                },
+            ],
+        }
+        for i in range(30)
+    ]
+    (tmp_path / "chat.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    raw = yaml.safe_load(DEMO.read_text())
+    raw["data"] = {"train": str(tmp_path / "chat.jsonl"), "max_reject_rate": 0.5, "clean": {"max_tokens": -1}}
+    raw["task"]["schema"] = str(DEMO.parent / "schema.json")
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
+    out_dir = tmp_path / "out"
+    code, out = invoke("data", "map", "--config", tmp_path / "c.yaml", "--commit", "--out", out_dir)
+    assert code == 0, out
+    assert "shape: messages" in out and f"parquet:{out_dir / 'dataset.parquet'}" in out.replace("\n", "")
+    assert {p.name for p in out_dir.iterdir()} == {"dataset.parquet", "rejects.jsonl", "events.jsonl"}
+    # the committed table is itself a locator: history survives a second ingest
+    raw["data"]["train"] = f"parquet:{out_dir / 'dataset.parquet'}"
+    (tmp_path / "c2.yaml").write_text(yaml.safe_dump(raw))
+    code, out = invoke("data", "map", "--config", tmp_path / "c2.yaml")
+    assert code == 0 and "shape: prompt_completion" in out and "2 turns" in out, out
