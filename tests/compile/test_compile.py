@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from components.version import __version__
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -64,9 +66,9 @@ def test_every_stage_is_a_task(spec):
 def test_images(spec):
     tasks = _tasks(spec)
     for name in ("train-op", "evaluate-op", "evaluate-base-op"):
-        assert _executor(spec, tasks[name])["image"] == "slmforge/trainer:0.1.0"
+        assert _executor(spec, tasks[name])["image"] == f"slmforge/trainer:{__version__}"
     for name in ("ingest-op", "clean-op", "split-op", "gate-op", "register-op"):
-        assert _executor(spec, tasks[name])["image"] == "slmforge/cpu:0.1.0"
+        assert _executor(spec, tasks[name])["image"] == f"slmforge/cpu:{__version__}"
 
 
 def test_accelerators_come_from_parameters(spec):

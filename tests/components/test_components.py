@@ -20,6 +20,7 @@ from components import (
 )
 from components.common.config import pipeline_parameters
 from components.common.events import read_events
+from components.version import __version__
 
 SHA = "0" * 64
 
@@ -107,7 +108,7 @@ def test_data_stages_write_counts_provenance_card_and_events(split_outputs, tmp_
         and data.metadata["shape"] == "prompt_completion"
     )
     assert len(data.metadata["sha256"]) == 64 and data.metadata["config_hash"] == SHA
-    assert data.metadata["slmforge_version"] == "0.1.0" and data.metadata["git_sha"]
+    assert data.metadata["slmforge_version"] == __version__ and data.metadata["git_sha"]
     removed = 3000 - cleaned.metadata["rows"]
     assert 0 < removed < 150  # template-generated near-duplicates (see examples/travel/config.yaml)
     assert train.metadata["rows"] + held.metadata["rows"] == cleaned.metadata["rows"]
