@@ -477,15 +477,38 @@ def spawn_stage(stage: str, args: argparse.Namespace) -> dict:
     ]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd)
-    _, status, usage = os.wait4(proc.pid, 0)  # rusage of this child only (not the max over all children)
+    killed = ""
+    while True:  # poll: the RSS guard needs to look at the child while it runs
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)  # rusage of this child only
+        if pid:
+            break
+        if args.max_rss_mb > 0 and not killed and _rss_of(proc.pid) > args.max_rss_mb:
+            killed = f"killed by the RSS guard at {args.max_rss_mb:,} MB (--max-rss-mb)"
+            proc.kill()
+        time.sleep(0.2)
     proc.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"stage {stage} failed (exit {proc.returncode}): {' '.join(cmd)}")
-    out = json.loads(result_path.read_text())
-    out["peak_rss_mb"] = usage.ru_maxrss / 1024  # Linux: KiB
-    out["process_wall"] = wall
-    return out
+    out = {"stage": stage, "peak_rss_mb": usage.ru_maxrss / 1024, "process_wall": time.perf_counter() - start}
+    if proc.returncode != 0:  # report the failure; the stages after it cannot run
+        out["failed"] = killed or f"exit status {proc.returncode}"
+        print(f"  {stage} FAILED: {out['failed']} after {out['process_wall']:.0f} s", flush=True)
+        return out
+    return {**json.loads(result_path.read_text()), **out}
+
+
+def _rss_of(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def _default_rss_limit() -> int:
+    """3/4 of the machine's memory: a runaway stage is stopped before the OOM killer picks a victim."""
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") * 0.75 / 2**20)
+    except (OSError, ValueError):
+        return 0
 
 
 # ---- the benchmark ------------------------------------------------------------------------------------
@@ -551,6 +574,12 @@ def main() -> None:
     parser.add_argument("--near-dup-threshold", type=float, default=0.9, help="-1 = exact duplicates only")
     parser.add_argument("--max-tokens", type=int, default=-1, help="-1 = no token-length filter")
     parser.add_argument("--tokenizer", default="tiny://travel", help="model locator for --max-tokens")
+    parser.add_argument(
+        "--max-rss-mb",
+        type=int,
+        default=_default_rss_limit(),
+        help="kill a stage whose RSS passes this many MB and report it as failed (default: 3/4 of RAM; 0 = off)",
+    )
     parser.add_argument("--stage-only", choices=STAGES, help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -590,10 +619,13 @@ def main() -> None:
                 print(f"reusing {paths[produces[stage]]} (stage {stage} not selected)", flush=True)
             elif action == "prepare":
                 print(f"running {stage} to prepare the next stage's input (not reported) ...", flush=True)
-                spawn_stage(stage, args)
+                if "failed" in spawn_stage(stage, args):
+                    break
             elif action == "timed":
                 print(f"running {stage} ...", flush=True)
                 r = results[stage] = spawn_stage(stage, args)
+                if "failed" in r:
+                    break
                 print(
                     f"  {stage}: {r['seconds']:.1f} s, {r['rows_in'] / r['seconds']:,.0f} rows/s, "
                     f"peak RSS {r['peak_rss_mb']:.0f} MB",
