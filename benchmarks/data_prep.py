@@ -639,6 +639,19 @@ def main() -> None:
             print(f"\nkept {args.workdir}")
 
 
+def _command() -> str:
+    """The command line, less the workdir options (machine-specific)."""
+    out, skip = [], False
+    for a in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif a in ("--workdir", "--max-rss-mb"):
+            skip = True
+        elif not a.startswith(("--workdir=", "--max-rss-mb=")) and a != "--keep":
+            out.append(a)
+    return " ".join(["OMP_NUM_THREADS=1 python benchmarks/data_prep.py", *out])
+
+
 def report(args, meta: dict, input_mb: float, results: dict[str, dict], paths: dict[str, Path]) -> None:
     outputs = {
         "ingest": _mb(paths["ingested"]),
@@ -646,10 +659,8 @@ def report(args, meta: dict, input_mb: float, results: dict[str, dict], paths: d
         "split": _mb(paths["train"]) + _mb(paths["eval"]),
     }
     rejects = {"ingest": _mb(paths["ingest_rejects"]), "clean": _mb(paths["clean_rejects"])}
-    clean_desc = (
-        f"clean (PII redact, near-dup {args.near_dup_threshold:g}"
-        if args.near_dup_threshold > 0
-        else "clean (PII redact, exact dups only"
+    clean_desc = "clean (PII redact, " + (
+        f"near-dup {args.near_dup_threshold:g}" if args.near_dup_threshold > 0 else "exact dups only"
     )
     if args.max_tokens > 0:
         clean_desc += f", max_tokens {args.max_tokens} via {args.tokenizer}"
@@ -660,9 +671,9 @@ def report(args, meta: dict, input_mb: float, results: dict[str, dict], paths: d
     }
     when = time.strftime("%Y-%m-%d")
     threads = os.environ.get("OMP_NUM_THREADS", "")
-    cmd = "OMP_NUM_THREADS=1 python benchmarks/data_prep.py " + " ".join(
-        a for a in sys.argv[1:] if not a.startswith("--workdir") and a != "--keep"
-    )
+    done = {stage: r for stage, r in results.items() if "failed" not in r}
+    failed = {stage: r for stage, r in results.items() if "failed" in r}
+    total_s = sum(r["seconds"] for r in done.values())
     print()
     print(f"machine: {_machine()}, OMP_NUM_THREADS={threads}, python {platform.python_version()}, {when}")
     print(
@@ -670,73 +681,74 @@ def report(args, meta: dict, input_mb: float, results: dict[str, dict], paths: d
     )
     print()
     head = (
-        f"{'stage':<28} {'rows in':>10} {'rows out':>10} {'s':>8} {'rows/s':>10} {'RSS before':>11} "
+        f"{'stage':<10} {'rows in':>10} {'rows out':>10} {'s':>8} {'rows/s':>10} {'RSS before':>11} "
         f"{'peak RSS':>9} {'x input':>8} {'out MB':>8}"
     )
     print(head)
     print("-" * len(head))
-    total_s = 0.0
     for stage, r in results.items():
-        total_s += r["seconds"]
+        if stage in failed:
+            print(
+                f"{stage:<10} FAILED ({r['failed']}) after {r['process_wall']:.0f} s, peak RSS "
+                f"{r['peak_rss_mb']:.0f} MB ({r['peak_rss_mb'] / input_mb:.2f}x input)"
+            )
+            continue
         print(
-            f"{stage:<28} {r['rows_in']:>10,} {r['rows_out']:>10,} {r['seconds']:>8.2f} "
+            f"{stage:<10} {r['rows_in']:>10,} {r['rows_out']:>10,} {r['seconds']:>8.2f} "
             f"{r['rows_in'] / r['seconds']:>10,.0f} {r['rss_before_mb']:>8.0f} MB {r['peak_rss_mb']:>6.0f} MB "
             f"{r['peak_rss_mb'] / input_mb:>7.2f}x {outputs[stage]:>8.1f}"
         )
-    if results:
-        print(f"{'total':<28} {args.rows:>10,} {'':>10} {total_s:>8.2f} {args.rows / total_s:>10,.0f}")
+    if done and not failed:
+        print(f"{'total':<10} {args.rows:>10,} {'':>10} {total_s:>8.2f} {args.rows / total_s:>10,.0f}")
     print()
-    for stage, r in results.items():
+    notes = [f"Injected by the generator: {_counts(meta['injected'])}."]
+    for stage, r in done.items():
         if stage in ("ingest", "clean"):
-            print(f"{stage} rejected: {_counts(r['rejected'])} (rejects file {rejects[stage]:.1f} MB)")
-        if stage == "clean":
-            print(f"clean PII redacted: {r['pii_rows']:,} rows ({_counts(r['pii'])})")
-        if stage == "split":
-            print(
-                f"split: train {r['train_rows']:,} rows / {r['train_groups']:,} groups, eval {r['eval_rows']:,} "
-                f"rows / {r['eval_groups']:,} groups, {r['moved_groups']:,} groups moved to train for coverage; "
-                f"train {_mb(paths['train']):.1f} MB + eval {_mb(paths['eval']):.1f} MB"
+            notes.append(
+                f"{stage} rejected: {_counts(r['rejected'])} (rejects file {rejects[stage]:.1f} MB)."
             )
-        print(f"{stage} child process wall (start + imports + stage): {r['process_wall']:.1f} s")
+        if stage == "clean":
+            notes.append(f"PII redacted in {r['pii_rows']:,} rows ({_counts(r['pii'])}).")
+        if stage == "split":
+            notes.append(
+                f"Split: train {r['train_rows']:,} rows / {r['train_groups']:,} groups "
+                f"({_mb(paths['train']):.1f} MB), eval {r['eval_rows']:,} rows / {r['eval_groups']:,} groups "
+                f"({_mb(paths['eval']):.1f} MB), {r['moved_groups']:,} groups moved to train for coverage."
+            )
+    for stage, r in results.items():
+        print(f"{stage} child process wall (interpreter start + imports + stage): {r['process_wall']:.1f} s")
+    print("\n".join(notes))
 
     # ---- Markdown for RESULTS.md ----
     print()
-    print(f"`{cmd.strip()}`: {args.rows:,} synthetic travel-shaped rows ({input_mb:.1f} MB JSONL), "
+    print(f"`{_command()}`: {args.rows:,} synthetic travel-shaped rows ({input_mb:.1f} MB JSONL), "
           f"{_machine()}, OMP_NUM_THREADS={threads}, {when}. Each stage ran in a fresh child process; the time "
           "is the stage call alone (imports excluded), the peak RSS is the child's whole high-water mark "
-          "(interpreter and imports included).")  # fmt: skip
+          "(interpreter and imports included; 'RSS before call' is that part).")  # fmt: skip
     print()
     print(
         "| stage | rows in | rows out | s | rows/s | RSS before call MB | peak RSS MB | peak RSS / input | output MB |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for stage, r in results.items():
+        if stage in failed:
+            print(
+                f"| {labels[stage]} | | | failed after {r['process_wall']:.0f} s: {r['failed']} | | | "
+                f"{r['peak_rss_mb']:.0f} | {r['peak_rss_mb'] / input_mb:.2f}× | |"
+            )
+            continue
         print(
             f"| {labels[stage]} | {r['rows_in']:,} | {r['rows_out']:,} | {r['seconds']:.1f} | "
             f"{r['rows_in'] / r['seconds']:,.0f} | {r['rss_before_mb']:.0f} | {r['peak_rss_mb']:.0f} | "
             f"{r['peak_rss_mb'] / input_mb:.2f}× | {outputs[stage]:.1f} |"
         )
-    if results:
-        peak = max(r["peak_rss_mb"] for r in results.values())
+    if done and not failed:
+        peak = max(r["peak_rss_mb"] for r in done.values())
         print(
             f"| **total** | {args.rows:,} | | {total_s:.1f} | {args.rows / total_s:,.0f} | | {peak:.0f} (max) | "
             f"{peak / input_mb:.2f}× | |"
         )
     print()
-    notes = [f"Injected by the generator: {_counts(meta['injected'])}."]
-    for stage in ("ingest", "clean"):
-        if stage in results:
-            notes.append(f"{stage} rejected: {_counts(results[stage]['rejected'])}.")
-    if "clean" in results:
-        notes.append(
-            f"PII redacted in {results['clean']['pii_rows']:,} rows ({_counts(results['clean']['pii'])})."
-        )
-    if "split" in results:
-        r = results["split"]
-        notes.append(
-            f"Split: train {r['train_rows']:,} rows / {r['train_groups']:,} groups, eval {r['eval_rows']:,} rows / "
-            f"{r['eval_groups']:,} groups."
-        )
     print(" ".join(notes))
 
 

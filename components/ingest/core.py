@@ -80,24 +80,38 @@ def _sha256_of(path: Path | None) -> str:
 
 
 class _Validator:
-    """Target check for structured tasks: parse as JSON, then validate against the schema."""
+    """Target check for structured tasks: parse as JSON, then validate against the schema.
+
+    jsonschema-rs (Rust) answers valid/invalid in about a microsecond a row, three orders of magnitude
+    faster than the pure-Python jsonschema on the travel schema (oneOf over $refs) — the difference
+    between ingesting a million rows in seconds or in tens of minutes. The pure-Python validator, the
+    one evaluation uses, only builds the message for a row already found invalid.
+    """
 
     def __init__(self, schema: dict | None):
-        from components.common.task import schema_validator
+        self.fast = self.slow = None
+        if schema is not None:
+            import jsonschema_rs
 
-        self.validator = schema_validator(schema) if schema is not None else None
+            from components.common.task import schema_validator
+
+            self.slow = schema_validator(schema)  # also checks the schema itself, with a clear error
+            self.fast = jsonschema_rs.validator_for(schema)
+            import orjson
+
+            self.loads, self.decode_error = orjson.loads, orjson.JSONDecodeError
 
     def check(self, completion: str) -> None:
-        if self.validator is None:
+        if self.fast is None:
             return
         try:
-            value = json.loads(completion)
-        except ValueError as e:
+            value = self.loads(completion)
+        except self.decode_error as e:
             raise Reject("TARGET_NOT_JSON", str(e)) from None
-        if not self.validator.is_valid(value):  # the fast path; the message is built only on failure
-            err = next(iter(self.validator.iter_errors(value)))
-            where = "/".join(str(p) for p in err.absolute_path) or "(root)"
-            raise Reject("TARGET_SCHEMA", f"at {where}: {err.message}")
+        if not self.fast.is_valid(value):
+            err = next(iter(self.slow.iter_errors(value)), None)
+            where = "/".join(str(p) for p in err.absolute_path) if err else ""
+            raise Reject("TARGET_SCHEMA", f"at {where or '(root)'}: {err.message if err else 'not valid'}")
 
 
 def resolve(train_locator: str, options: IngestOptions, workdir: str | Path) -> Hypothesis:

@@ -143,6 +143,8 @@ def _preview(raw: bytes | str, limit: int = 200) -> str:
 
 
 def _jsonl(path: Path, max_row_bytes: int) -> Iterator[Record]:
+    import orjson  # ~6x faster than json.loads on these rows; ingest speed is parsing speed
+
     with open(path, "rb") as fh:
         row = 0
         for line in fh:
@@ -152,17 +154,19 @@ def _jsonl(path: Path, max_row_bytes: int) -> Iterator[Record]:
                     row, None, "ROW_TOO_LARGE", f"{len(line):,} bytes > {max_row_bytes:,}", _preview(line)
                 )
                 continue
-            if not line.strip():
-                continue  # blank lines are not rows (and not counted)
             try:
-                value = json.loads(line)
-            except UnicodeDecodeError as e:
-                yield Record(row, None, "NOT_UTF8", f"byte {e.start}: {e.reason}", _preview(line))
-                continue
-            except json.JSONDecodeError as e:
+                value = orjson.loads(line)
+            except orjson.JSONDecodeError as e:
+                if not line.strip():
+                    continue  # blank lines are not rows (their line number is still counted)
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError as u:
+                    yield Record(row, None, "NOT_UTF8", f"byte {u.start}: {u.reason}", _preview(line))
+                    continue
                 # only the last line can lack its newline; if it also fails to parse, the file was cut off
                 reason = "NOT_JSON" if line.endswith(b"\n") else "TRUNCATED"
-                yield Record(row, None, reason, f"{e.msg} at column {e.colno}", _preview(line))
+                yield Record(row, None, reason, str(e), _preview(line))
                 continue
             if not isinstance(value, dict):
                 yield Record(row, None, "NOT_OBJECT", f"a JSON {type(value).__name__}", _preview(line))
