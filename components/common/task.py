@@ -8,6 +8,7 @@ Structured tasks (the only type so far) answer with JSON checked against a JSON 
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,11 +75,12 @@ def leaves(value: Any, path: str = "") -> dict[str, Any]:
     return {path: value}
 
 
+_POSITION = re.compile(r"\[\d+\]")
+
+
 def field_name(path: str) -> str:
     """The field a leaf path belongs to, positions erased: ``[1].value`` -> ``[].value``."""
-    import re
-
-    return re.sub(r"\[\d+\]", "[]", path)
+    return _POSITION.sub("[]", path)
 
 
 @dataclass

@@ -98,6 +98,7 @@ def write_predictions(rows, predictions, scores, path: str | Path) -> None:
         [
             {
                 "id": r["id"],
+                "history": r["history"],
                 "prompt": r["prompt"],
                 "expected": r["completion"],
                 "predicted": p,

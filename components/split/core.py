@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
+from functools import lru_cache
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,37 +120,42 @@ def choose_eval_groups(sizes: dict[str, int], labels: dict[str, set[str]], eval_
 def split(
     in_path: str | Path, train_path: str | Path, eval_path: str | Path, options: SplitOptions
 ) -> SplitResult:
+    """Two streaming passes: collect group sizes and labels, then write each row to its side."""
     vocabulary = schema_enum_values(options.output_schema) if options.output_schema else set()
+    # Targets repeat (a few hundred distinct label sets in a million rows): parse each distinct target
+    # once, and let groups share one frozenset per distinct label set.
+    labels_of = lru_cache(maxsize=1 << 16)(lambda c: frozenset(label_values(c, options.cover, vocabulary)))
+    shared: dict[frozenset, frozenset] = {}
     result = SplitResult()
     sizes: Counter = Counter()
-    labels: dict[str, set[str]] = {}
+    labels: dict[str, frozenset] = {}
+    eval_groups: set[str] = set()  # explicit eval set: its groups; else chosen below
     for batch in iter_row_batches(in_path):
         for row in batch:
+            group = row["group"]
             if row["source"] == "eval":
                 result.explicit_eval = True
-            sizes[row["group"]] += 1
-            own = label_values(row["completion"], options.cover, vocabulary)
+                eval_groups.add(group)
+            sizes[group] += 1
+            own = labels_of(row["completion"])
             if own:
-                labels.setdefault(row["group"], set()).update(own)
-    if result.explicit_eval:
-        eval_groups: set[str] = set()
-    else:
+                merged = labels[group] | own if group in labels else own
+                labels[group] = shared.setdefault(merged, merged)
+    if not result.explicit_eval:
         eval_groups, result.moved_groups = choose_eval_groups(
             sizes, labels, options.eval_fraction, options.seed
         )
-    train_groups: set[str] = set()
-    held_groups: set[str] = set()
     with RowWriter(train_path) as train_w, RowWriter(eval_path) as eval_w:
         for batch in iter_row_batches(in_path):
             for row in batch:
                 held = row["source"] == "eval" if result.explicit_eval else row["group"] in eval_groups
                 (eval_w if held else train_w).write(row)
-                (held_groups if held else train_groups).add(row["group"])
-                counter = result.labels_eval if held else result.labels_train
-                counter.update(label_values(row["completion"], options.cover, vocabulary))
+                (result.labels_eval if held else result.labels_train).update(labels_of(row["completion"]))
                 result.lengths[length_bucket(len(row["prompt"]) + len(row["completion"]))] += 1
     result.train_rows, result.eval_rows = train_w.rows, eval_w.rows
-    result.train_groups, result.eval_groups = len(train_groups), len(held_groups)
+    # clean removed training rows sharing a group with explicit eval rows: no group is on both sides
+    result.eval_groups = len(eval_groups)
+    result.train_groups = len(sizes) - result.eval_groups
     if result.train_rows == 0 or result.eval_rows == 0:
         raise ValueError(
             f"split left {result.train_rows} train and {result.eval_rows} eval rows. Fix: more groups, "

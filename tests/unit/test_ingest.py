@@ -167,3 +167,24 @@ def test_all_rows_rejected_is_an_error(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         run(tmp_path, str(tmp_path / "none.jsonl"))
+
+
+@pytest.mark.parametrize(
+    ("schema", "completion"),
+    [
+        (
+            {"$schema": "http://json-schema.org/draft-07/schema#", "type": "string", "format": "email"},
+            '"not-an-email"',
+        ),
+        ({"type": "string", "pattern": "^\\d+$"}, '"١٢٣"'),  # Arabic-Indic digits: \d in Python's re
+        ({"type": "number"}, "NaN"),  # Python's json reads it; orjson does not
+    ],
+)
+def test_targets_are_judged_like_evaluation_judges_them(tmp_path, schema, completion):
+    """Ingest accepts exactly what evaluation's parser and validator (json + jsonschema) accept."""
+    from components.common.task import parse_json, schema_validator
+
+    value, error = parse_json(completion)
+    assert error is None and schema_validator(schema).is_valid(value)
+    src = write_lines(tmp_path / "d.jsonl", [json.dumps({"prompt": "p", "completion": completion}).encode()])
+    assert run(tmp_path, src, output_schema=schema).rejected == Counter()
