@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +46,8 @@ class CleanResult:
     rejected: Counter = field(default_factory=Counter)
     pii: Counter = field(default_factory=Counter)  # redacted findings per PII type
     pii_rows: int = 0
-    token_lengths: list[int] = field(default_factory=list)  # of kept-so-far rows, for the summary
+    token_lengths: array = field(default_factory=lambda: array("I"))  # tokens per example within the limit
+    near_dup_stats: Any = None  # NearDupResult: candidate pairs, accepted on estimate, verified
     samples: dict[str, list[str]] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
 
@@ -115,17 +117,35 @@ class _Rejects:
         self.fh.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
+def first_occurrence(keys):
+    """For each row, the index of the first row with the same exact key (itself when it is the first)."""
+    import numpy as np
+
+    order = np.argsort(keys, kind="stable")  # stable: within one key, rows stay in index order
+    ordered = keys[order]
+    starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
+    sizes = np.diff(np.append(starts, len(keys)))
+    first = np.empty(len(keys), dtype=np.int64)
+    first[order] = np.repeat(order[starts], sizes)
+    return first
+
+
 def clean(
     in_path: str | Path, out_path: str | Path, rejects_path: str | Path, options: CleanOptions
 ) -> CleanResult:
+    """Clean ``in_path`` into ``out_path``; every removed row goes to ``rejects_path`` with its reason.
+
+    Memory per row is a few bytes (an exact-duplicate key, an eval flag, the near-duplicate index's band
+    hashes and sketch), never the rows themselves: rows stream through parquet files on disk."""
+    import numpy as np
+
     if options.pii not in ("redact", "block", "off"):
         raise ValueError(f"data.clean.pii={options.pii!r}: use redact, block or off")
     result = CleanResult()
     count_tokens = _TokenCounter(options) if options.max_tokens > 0 else None
     near = NearDupIndex(threshold=options.near_dup_threshold) if options.near_dup_threshold > 0 else None
-    first_of: dict[int, int] = {}  # exact key -> index of the kept row (in the pass-1 table)
-    kept_ids: list[str] = []  # pass-1 table index -> id, source (for reject details)
-    kept_eval = bytearray()
+    keys: list[np.ndarray] = []  # per pass-1 row: 64-bit exact key of its normalised text
+    evals: list[np.ndarray] = []  # per pass-1 row: from the explicit eval set?
     eval_groups: set[str] = set()  # groups of the explicit eval set (its rows come first)
     Path(rejects_path).parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp, open(rejects_path, "w", encoding="utf-8") as fh:
@@ -135,49 +155,76 @@ def clean(
             for batch in iter_row_batches(in_path):
                 result.rows_in += len(batch)
                 batch = _pii_pass(batch, options, result, rejects)
-                if count_tokens is not None:
+                if count_tokens is not None and batch:
                     batch = _length_pass(batch, count_tokens(batch), options.max_tokens, result, rejects)
-                texts = []
+                batch = _group_leak_pass(batch, eval_groups, rejects)
+                texts = [normalize(row_text(r)) for r in batch]
+                keys.append(np.fromiter((exact_key(t) for t in texts), dtype=np.uint64, count=len(texts)))
+                evals.append(
+                    np.fromiter((r["source"] == "eval" for r in batch), dtype=bool, count=len(batch))
+                )
                 for row in batch:
-                    if row["source"] == "eval":
-                        eval_groups.add(row["group"])
-                    elif row["group"] in eval_groups:
-                        rejects.add(row, "EVAL_LEAK", f"shares group {row['group']!r} with the eval set")
-                        continue
-                    text = row_text(row)
-                    key = exact_key(text)
-                    if key in first_of:
-                        i = first_of[key]
-                        code = "EVAL_LEAK" if kept_eval[i] and row["source"] != "eval" else "DUPLICATE"
-                        rejects.add(row, code, f"same as {kept_ids[i]}")
-                        continue
-                    first_of[key] = len(kept_ids)
-                    kept_ids.append(row["id"])
-                    kept_eval.append(row["source"] == "eval")
                     writer.write(row)
-                    texts.append(normalize(text))
                 if near is not None and texts:
                     near.add(texts)
-        del first_of
+        is_eval = np.concatenate(evals) if evals else np.zeros(0, dtype=bool)
+        first = first_occurrence(np.concatenate(keys)) if keys else np.zeros(0, dtype=np.int64)
         removed: dict[int, int] = {}
-        if near is not None:
-            pairs = near.candidate_pairs()
-            texts = _texts_of(stage1, {i for p in pairs for i in p})
-            removed = resolve_near_duplicates(pairs, texts.__getitem__, options.near_dup_threshold)
-        with RowWriter(out_path) as writer:
-            index = 0
-            for batch in iter_row_batches(stage1):
-                for row in batch:
-                    if index in removed:
-                        k = removed[index]
-                        code = "EVAL_LEAK" if kept_eval[k] and row["source"] != "eval" else "NEAR_DUPLICATE"
-                        rejects.add(row, code, f"near-duplicate of {kept_ids[k]}")
-                    else:
-                        writer.write(row)
-                    index += 1
-        result.kept = writer.rows
+        if near is not None and near.size > 1:
+            i, j, est = near.candidate_pairs()
+            near = None  # free the index (~170 MB per million rows) before resolve builds shingle arrays
+            found = resolve_near_duplicates(
+                i, j, est, lambda wanted: _texts_of(stage1, wanted), options.near_dup_threshold
+            )
+            removed, result.near_dup_stats = found.removed, found
+        result.kept = _write_survivors(stage1, out_path, first, removed, is_eval, rejects)
     result.events = _events(result)
     return result
+
+
+def _group_leak_pass(batch, eval_groups: set[str], rejects: _Rejects):
+    out = []
+    for row in batch:
+        if row["source"] == "eval":
+            eval_groups.add(row["group"])
+        elif row["group"] in eval_groups:
+            rejects.add(row, "EVAL_LEAK", f"shares group {row['group']!r} with the eval set")
+            continue
+        out.append(row)
+    return out
+
+
+def _write_survivors(
+    stage1: Path, out_path, first, removed: dict[int, int], is_eval, rejects: _Rejects
+) -> int:
+    """Pass 3: write every pass-1 row that is neither an exact nor a near duplicate of an earlier one.
+    A kept row always comes before the rows it displaces, so its id is known when they are reached.
+    A near-duplicate cluster is connected by pairs at Jaccard >= the threshold (union-find, the usual
+    MinHash-dedup clustering); its earliest row is kept, so a removed row may reach it through a chain."""
+    import numpy as np
+
+    targets = set(first[first != np.arange(len(first))].tolist()) | set(removed.values())
+    id_of: dict[int, str] = {}
+    index = 0
+    with RowWriter(out_path) as writer:
+        for batch in iter_row_batches(stage1):
+            for row in batch:
+                if index in targets:
+                    id_of[index] = row["id"]
+                k = int(first[index])
+                if k != index or index in removed:
+                    exact = k != index
+                    k = k if exact else removed[index]
+                    code = "DUPLICATE" if exact else "NEAR_DUPLICATE"
+                    if is_eval[k] and row["source"] != "eval":
+                        code = "EVAL_LEAK"
+                    rejects.add(
+                        row, code, f"{'same as' if exact else 'near-duplicate cluster of'} {id_of[k]}"
+                    )
+                else:
+                    writer.write(row)
+                index += 1
+    return writer.rows
 
 
 def _pii_pass(batch, options: CleanOptions, result: CleanResult, rejects: _Rejects):
@@ -207,7 +254,9 @@ def _length_pass(batch, lengths: list[int], max_tokens: int, result: CleanResult
     return out
 
 
-def _texts_of(path: Path, wanted: set[int]) -> dict[int, str]:
+def _texts_of(path: Path, wanted) -> dict[int, str]:
+    """Normalised texts of the pass-1 rows at the ``wanted`` indices, in one streaming pass."""
+    wanted = set(wanted)
     texts: dict[int, str] = {}
     index = 0
     for batch in iter_row_batches(path):
@@ -253,6 +302,14 @@ def report_markdown(result: CleanResult, options: CleanOptions) -> str:
         "",
         "Names are not detected (no offline name recogniser is shipped).",
     ]
+    stats = result.near_dup_stats
+    if stats is not None:
+        lines += [
+            "",
+            f"Near duplicates (Jaccard >= {options.near_dup_threshold}, character 5-grams): {stats.candidates} "
+            f"candidate pairs from MinHash LSH, {stats.accepted_on_estimate} accepted on the sketch estimate, "
+            f"{stats.verified} checked exactly ({stats.verified_accepted} at or above the threshold).",
+        ]
     if result.token_lengths:
         s = sorted(result.token_lengths)
         pct = lambda q: s[min(len(s) - 1, int(q * len(s)))]  # noqa: E731

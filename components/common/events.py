@@ -104,7 +104,8 @@ REASONS: dict[str, Reason] = {
     "NEAR_DUPLICATE": Reason(
         "clean",
         "error",
-        "the row is a near-duplicate (MinHash, Jaccard >= data.clean.near_dup_threshold) of an earlier row",
+        "the row is in a near-duplicate cluster (rows joined by MinHash pairs at Jaccard >= "
+        "data.clean.near_dup_threshold) whose earliest row is kept",
         "nothing: the first is kept; raise the threshold to keep more",
     ),
     "EVAL_LEAK": Reason(

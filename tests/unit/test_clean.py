@@ -126,7 +126,7 @@ def test_token_length_filter_uses_the_real_tokenizer_and_template(tmp_path, tiny
     assert rejects["train-1"]["code"] == "OVER_LENGTH" and rejects["train-1"]["detail"].endswith(
         f"> {n_short}"
     )
-    assert result.token_lengths == [n_short]
+    assert list(result.token_lengths) == [n_short]
     assert f"max {n_short}" in report_markdown(result, CleanOptions(max_tokens=n_short))
 
 
