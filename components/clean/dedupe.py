@@ -534,20 +534,21 @@ def shingle_sets(texts: list[str], n: int = SHINGLE_SIZE) -> tuple[np.ndarray, n
     instead of a zlib call per n-gram: ~0.1 us per shingle, sorting included, against ~0.3 us for
     shingles() alone, and 4 bytes per shingle instead of ~60 in a Python set. Works in chunks of ~2**20
     characters."""
-    normed = [normalize(t) for t in texts]
-    lengths = np.fromiter((len(t) for t in normed), dtype=np.int64, count=len(normed))
+    # normalised chunk by chunk: a second copy of every text would be the largest allocation here
+    lengths = np.fromiter((len(normalize(t)) for t in texts), dtype=np.int64, count=len(texts))
     ends = np.cumsum(lengths)
-    offsets = np.zeros(len(normed) + 1, dtype=np.int64)
+    offsets = np.zeros(len(texts) + 1, dtype=np.int64)
     # at most one shingle per n-gram (one for a row of at most n characters): written in place, so the
     # peak is the result plus one chunk (the pages of the unused tail are never touched)
     values = _mapped((int(np.maximum(lengths - n + 1, 1).sum()),), np.uint32)
     start = 0
-    while start < len(normed):
+    while start < len(texts):
         before = int(ends[start] - lengths[start])
         stop = max(
-            start + 1, min(int(np.searchsorted(ends, before + _CHUNK_CHARS, side="right")), len(normed))
+            start + 1, min(int(np.searchsorted(ends, before + _CHUNK_CHARS, side="right")), len(texts))
         )
-        counts, vals = _shingle_chunk(normed[start:stop], lengths[start:stop], n)
+        normed = [normalize(t) for t in texts[start:stop]]
+        counts, vals = _shingle_chunk(normed, lengths[start:stop], n)
         offsets[start + 1 : stop + 1] = offsets[start] + np.cumsum(counts)
         values[offsets[start] : offsets[stop]] = vals
         start = stop

@@ -86,9 +86,10 @@ def iter_row_batches(path: str | Path, batch_size: int = BATCH_ROWS) -> Iterator
     """Canonical rows in batches, streaming: memory stays bounded by one batch."""
     import pyarrow.parquet as pq
 
-    pf = pq.ParquetFile(str(path))
+    # no pre-buffering or reader threads: on 1M rows they held ~90 MB more for no measurable speed-up
+    pf = pq.ParquetFile(str(path), pre_buffer=False)
     _check(path, pf.schema_arrow.names)
-    for batch in pf.iter_batches(batch_size=batch_size):
+    for batch in pf.iter_batches(batch_size=batch_size, use_threads=False):
         yield [_complete(r) for r in batch.to_pylist()]
 
 

@@ -54,6 +54,8 @@ def test_exact_and_near_duplicates_keep_the_first(tmp_path):
     assert [r["id"] for r in kept] == ["train-0", "train-3"]
     assert rejects["train-1"]["code"] == "DUPLICATE" and rejects["train-1"]["detail"] == "same as train-0"
     assert rejects["train-2"]["code"] == "NEAR_DUPLICATE"
+    assert rejects["train-2"]["detail"] == "near-duplicate cluster of train-0"
+    assert "candidate pairs from MinHash LSH" in report_markdown(result, CleanOptions())
     exact_only, kept, _ = run(tmp_path, rows, near_dup_threshold=-1)
     assert exact_only.rejected == Counter({"DUPLICATE": 1}) and len(kept) == 3
 
