@@ -306,9 +306,12 @@ def report_markdown(result: CleanResult, options: CleanOptions) -> str:
     if stats is not None:
         lines += [
             "",
-            f"Near duplicates (Jaccard >= {options.near_dup_threshold}, character 5-grams): {stats.candidates} "
-            f"candidate pairs from MinHash LSH, {stats.accepted_on_estimate} accepted on the sketch estimate, "
-            f"{stats.verified} checked exactly ({stats.verified_accepted} at or above the threshold).",
+            (
+                f"Near duplicates (Jaccard >= {options.near_dup_threshold}, character 5-grams): "
+                f"{stats.candidates} candidate pairs from MinHash LSH, {stats.accepted_on_estimate} accepted "
+                f"on the sketch estimate, {stats.verified} checked exactly ({stats.verified_accepted} at or "
+                "above the threshold)."
+            ),
         ]
     if result.token_lengths:
         s = sorted(result.token_lengths)

@@ -50,7 +50,7 @@ def test_exact_and_near_duplicates_keep_the_first(tmp_path):
         row(2, SENTENCE.replace("Friday", "Fridey")),  # one character changed
         row(3, "Cancel my hotel booking in Rome for tomorrow night please, thanks a lot"),
     ]
-    _result, kept, rejects = run(tmp_path, rows)
+    result, kept, rejects = run(tmp_path, rows)
     assert [r["id"] for r in kept] == ["train-0", "train-3"]
     assert rejects["train-1"]["code"] == "DUPLICATE" and rejects["train-1"]["detail"] == "same as train-0"
     assert rejects["train-2"]["code"] == "NEAR_DUPLICATE"
