@@ -10,6 +10,7 @@ _COMPONENTS = {
     "ingest_op": "components.ingest.component",
     "clean_op": "components.clean.component",
     "split_op": "components.split.component",
+    "preflight_op": "components.preflight.component",
     "train_op": "components.train.component",
     "evaluate_op": "components.evaluate.component",
     "evaluate_base_op": "components.evaluate.component",

@@ -197,7 +197,9 @@ class LoraConfig(_Section):
 
 class ModelConfig(_Section):
     base: str = Field(..., description="tiny://<example>, hub id, local dir, or gs:// dir")
-    method: Literal["full", "lora"] = Field("lora", description="full fine-tune or LoRA adapter")
+    method: Literal["full", "lora", "qlora"] = Field(
+        "lora", description="full fine-tune, LoRA adapter, or QLoRA (4-bit NF4 base, CUDA GPU only)"
+    )
     lora: LoraConfig = Field(default_factory=LoraConfig)
 
     @field_validator("base")
@@ -221,12 +223,35 @@ class TrainConfig(_Section):
         False,
         description="batch rows of similar length: less padding per step, but on small data it learned slower",
     )
+    packing: bool = Field(False, description="pack several rows into one sequence (padding-free); no padding waste")
+    backend: Literal["auto", "hf", "unsloth"] = Field(
+        "auto", description="auto: Unsloth when installed and a CUDA GPU is present, else Hugging Face"
+    )
+    checkpoint_steps: int = Field(
+        100, description="save a resumable checkpoint every N steps (and on SIGTERM); a retry resumes from it"
+    )
+    experiment: str = Field("", description="MLflow / Vertex experiment of the training runs; empty = the config name")
 
-    @field_validator("max_steps", "batch_size", "max_length", "learning_rate")
+    @field_validator("max_steps", "batch_size", "max_length", "learning_rate", "checkpoint_steps")
     @classmethod
     def _positive(cls, v: float) -> float:
         if v <= 0:
             raise _rule("TRAIN-001", f"{v} is not positive")
+        return v
+
+
+class PreflightConfig(_Section):
+    strict: bool = Field(True, description="fail the run before training when a preflight check finds an error")
+    truncation_threshold: float = Field(
+        0.05, description="largest share of training rows allowed longer than train.max_length"
+    )
+    sample_rows: int = Field(2000, description="training rows rendered for the data checks; -1 = all")
+
+    @field_validator("truncation_threshold")
+    @classmethod
+    def _share(cls, v: float) -> float:
+        if not 0 <= v <= 1:
+            raise _rule("DATA-005", f"truncation_threshold={v} is outside [0, 1]")
         return v
 
 
@@ -270,6 +295,9 @@ class VertexConfig(_Section):
     experiment: str = Field("", description="Vertex Experiment the runs are grouped under")
     accelerator_type: str = Field("NVIDIA_L4", description="accelerator of the train step")
     accelerator_count: int = Field(1, description="accelerators on the train step")
+    machine_type: str = Field(
+        "", description="machine type of the train step; empty = the one that carries accelerator_count accelerators"
+    )
 
 
 Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{1,62}$")]
@@ -281,6 +309,7 @@ class Config(_Section):
     data: DataConfig
     model: ModelConfig
     train: TrainConfig = Field(default_factory=TrainConfig)
+    preflight: PreflightConfig = Field(default_factory=PreflightConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     gates: GatesConfig = Field(default_factory=GatesConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
@@ -414,6 +443,12 @@ def pipeline_parameters(cfg: Config) -> dict[str, Any]:
         "max_length": cfg.train.max_length,
         "train_seed": cfg.train.seed,
         "group_by_length": cfg.train.group_by_length,
+        "packing": cfg.train.packing,
+        "train_backend": cfg.train.backend,
+        "checkpoint_steps": cfg.train.checkpoint_steps,
+        "experiment": cfg.train.experiment or cfg.vertex.experiment or cfg.name,
+        "preflight_strict": cfg.preflight.strict,
+        "preflight_truncation_threshold": cfg.preflight.truncation_threshold,
         "eval_max_new_tokens": cfg.eval.max_new_tokens,
         "eval_batch_size": cfg.eval.batch_size,
         "eval_max_examples": cfg.eval.max_examples,
@@ -422,4 +457,5 @@ def pipeline_parameters(cfg: Config) -> dict[str, Any]:
         "model_name": cfg.registry.model_name or cfg.name,
         "accelerator_type": cfg.vertex.accelerator_type,
         "accelerator_count": cfg.vertex.accelerator_count,
+        "machine_type": cfg.vertex.machine_type,
     }

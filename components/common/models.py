@@ -17,6 +17,11 @@ from components.common.tiny import TINY_PREFIX, ensure_tiny_model
 MODEL_INFO = "slmforge_model.json"
 
 
+def module_names(comma_separated: str) -> list[str]:
+    """A pipeline parameter like "q_proj, v_proj" as a list of module names ("" = none)."""
+    return [name.strip() for name in comma_separated.split(",") if name.strip()]
+
+
 def resolve_base(base: str) -> str:
     """Turn ``model.base`` into something ``from_pretrained`` takes: a local folder or a hub id."""
     if base.startswith(TINY_PREFIX):

@@ -3,25 +3,43 @@
 Rows become conversational prompt/completion examples (components/common/task.py), which TRL renders
 with the tokenizer's chat template and masks so the loss falls on completion tokens only. The output
 folder is a loadable Model artifact: weights (or adapter) + tokenizer + slmforge_model.json.
+
+Checkpoints and resume. With ``TrainOptions.checkpoint_dir`` set, the Trainer saves a checkpoint every
+``checkpoint_steps`` optimizer steps (weights or adapter, optimizer, scheduler, RNG states and the trainer
+state, whose global step fixes the data position), and ``train()`` resumes from the newest *complete* one
+(components/train/checkpoints.py) before training; the resumed run reproduces an uninterrupted one. In the
+pipeline the component passes a folder inside its own output location: on Vertex that output URI is a GCS
+path the runtime mounts with gcsfuse (/gcs/...), so a retried task finds the checkpoints of the attempt that
+was killed. On SIGTERM (preemption, or the pod being stopped) the current step is finished, a checkpoint is
+saved and ``train()`` raises ``Preempted`` (exit status 143) without writing the final model, so the retry
+resumes instead of shipping a half-trained model. A save that outlasts the grace period (~30 s on Vertex
+before SIGKILL) is cut off; it has no completion marker, so the retry resumes from the checkpoint before it.
+
+Training stops with ``NonFiniteTraining`` at the first non-finite loss or gradient.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import signal
 import tempfile
+import threading
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from components.common.models import load_tokenizer, resolve_base, write_model_info
 from components.common.tables import read_rows
 from components.common.task import training_example
+from components.train.checkpoints import checkpoint_step, latest_complete, mark_complete, remove_newer
 
 
 @dataclass
 class TrainOptions:
-    method: str = "lora"  # full | lora
+    method: str = "lora"  # full | lora | qlora (4-bit NF4 base via bitsandbytes; CUDA only)
     max_steps: int = 500  # optimizer steps
     batch_size: int = 32  # examples per step per device
     learning_rate: float = 2e-4
@@ -36,11 +54,116 @@ class TrainOptions:
     lora_modules_to_save: list[str] = field(default_factory=list)
     group_by_length: bool = False  # batch rows of similar length: less padding, but less mixed batches
     logging_steps: int = 10
+    # Folder for resumable checkpoints ("" = none). Must outlive the process to be of use: in the pipeline
+    # a folder in the component's output location (gcsfuse on Vertex), so a retried task resumes.
+    checkpoint_dir: str = ""
+    # Optimizer steps between checkpoints. None at max_steps: the final model is written there instead.
+    checkpoint_steps: int = 100
+    # Checkpoints kept, newest first; 0 = keep all. 1 is refused: the Trainer deletes the previous
+    # checkpoint before the new one is marked complete, so a kill in between would leave none to resume.
+    save_total_limit: int = 2
+    packing: bool = False  # pack rows into full sequences (TRL bfd, padding-free): no padding waste
+    grad_accum: int = (
+        1  # micro-batches per optimizer step: batch_size // grad_accum rows each (preflight plan)
+    )
+    backend: str = "auto"  # auto | hf | unsloth: auto = Unsloth when installed and a CUDA GPU is present
+
+    def validate(self) -> None:
+        if self.method not in ("full", "lora", "qlora"):
+            raise ValueError(f"method={self.method!r}: use full, lora or qlora")
+        if self.backend not in ("auto", "hf", "unsloth"):
+            raise ValueError(f"backend={self.backend!r}: use auto, hf or unsloth")
+        if self.grad_accum < 1 or self.batch_size % self.grad_accum:
+            raise ValueError(f"grad_accum={self.grad_accum} must divide batch_size={self.batch_size}")
+        if self.checkpoint_dir:
+            if self.checkpoint_steps < 1:
+                raise ValueError(f"checkpoint_steps={self.checkpoint_steps}: use a number of steps >= 1")
+            if self.save_total_limit == 1 or self.save_total_limit < 0:
+                raise ValueError(
+                    f"save_total_limit={self.save_total_limit}: use 2 or more (0 = keep all); with 1 a kill "
+                    "during a save can leave no complete checkpoint"
+                )
 
 
-def module_names(comma_separated: str) -> list[str]:
-    """A pipeline parameter like "q_proj, v_proj" as a list of module names ("" = none)."""
-    return [name.strip() for name in comma_separated.split(",") if name.strip()]
+_CHECKPOINT_FIELDS = ("checkpoint_dir", "checkpoint_steps", "save_total_limit")
+UNSLOTH_ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def resolve_backend(backend: str, cuda: bool) -> str:
+    """hf or unsloth. Unsloth cannot even be imported without a CUDA device (it raises "cannot find any
+    torch accelerator"), so auto only looks for it when one is present; asking for it without one is an
+    error that says so."""
+    import importlib.util
+
+    if backend == "hf":
+        return "hf"
+    installed = cuda and importlib.util.find_spec("unsloth") is not None
+    if backend == "unsloth" and not installed:
+        raise ValueError(
+            "train.backend unsloth needs a CUDA GPU and the unsloth package (pip install 'slmforge[gpu]'); "
+            f"here: cuda={cuda}. Fix: train.backend auto or hf, or run on the trainer image with a GPU"
+        )
+    return "unsloth" if installed else "hf"
+
+
+def _load_model(base_path: str, opts: TrainOptions, device: dict, backend: str):
+    """(model, tokenizer, peft_config) for the method and backend; peft_config None when already applied."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    dtype = torch.bfloat16 if device["bf16"] else torch.float32
+    if opts.method == "qlora" and device["use_cpu"]:
+        raise ValueError(
+            "model.method qlora loads the base model in 4-bit NF4 with bitsandbytes kernels that need a CUDA "
+            "GPU, and none is present. Fix: run the train step on a GPU (vertex.accelerator_type), or use "
+            "model.method lora on CPU"
+        )
+    targets = opts.lora_target_modules
+    if backend == "unsloth":  # GPU only (resolve_backend); its own loader and LoRA patching
+        from unsloth import FastLanguageModel
+
+        model, tokenizer = FastLanguageModel.from_pretrained(
+            base_path, max_seq_length=opts.max_length, dtype=None, load_in_4bit=opts.method == "qlora"
+        )
+        if opts.method != "full":
+            model = FastLanguageModel.get_peft_model(
+                model,
+                r=opts.lora_r,
+                lora_alpha=opts.lora_alpha,
+                lora_dropout=opts.lora_dropout,
+                target_modules=UNSLOTH_ALL_LINEAR if targets == ["all-linear"] else targets,
+                modules_to_save=opts.lora_modules_to_save or None,
+                random_state=opts.seed,
+            )
+        return model, tokenizer, None
+    tokenizer = load_tokenizer(base_path)
+    quantization = None
+    if opts.method == "qlora":
+        from transformers import BitsAndBytesConfig
+
+        quantization = BitsAndBytesConfig(  # the QLoRA recipe: NF4, double quantization, bf16 compute
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype,
+        )
+    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype, quantization_config=quantization)
+    peft_config = None
+    if opts.method in ("lora", "qlora"):
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(
+            r=opts.lora_r,
+            lora_alpha=opts.lora_alpha,
+            lora_dropout=opts.lora_dropout,
+            target_modules="all-linear" if targets == ["all-linear"] else targets,
+            modules_to_save=opts.lora_modules_to_save or None,
+            # With tied embeddings, a trained embed_tokens copy must stay tied to the output layer, or the
+            # LM head stays random and the loss stalls near ln(vocab).
+            ensure_weight_tying=bool(opts.lora_modules_to_save) and bool(model.config.tie_word_embeddings),
+            task_type="CAUSAL_LM",
+        )
+    return model, tokenizer, peft_config
 
 
 @dataclass
@@ -48,10 +171,42 @@ class TrainResult:
     first_loss: float
     final_loss: float
     steps: int
-    runtime_s: float
+    runtime_s: float  # this attempt's training time; a resumed run counts only the steps it ran
     trainable_params: int
     total_params: int
-    loss_history: list[float]
+    loss_history: list[float]  # every logged loss of the whole run, the ones before a resume included
+    resumed_from_step: int = 0  # global step of the checkpoint this attempt resumed from (0 = fresh start)
+    tracking: Any = None  # TrackingSummary: run id, tokens, padding efficiency, tokens/s, loss-curve PNG
+
+
+class NonFiniteTraining(FloatingPointError):
+    """The loss or the gradients became NaN/inf: training diverged (or the data is broken)."""
+
+    def __init__(self, what: str, step: int, learning_rate: float, detail: str = ""):
+        self.what, self.step = what, step
+        super().__init__(
+            f"non-finite {what} at step {step}{detail}: training diverged or its input is broken. Lower the "
+            f"learning rate (now {learning_rate:g}) or add warmup; check the data (empty completions, broken "
+            "rows) and the base model"
+        )
+
+
+class Preempted(SystemExit):
+    """SIGTERM arrived: a checkpoint was saved and the final model was not written; a retry resumes.
+
+    A SystemExit so it ends the process with status 143 (128 + SIGTERM) and no generic handler swallows it.
+    """
+
+    def __init__(self, step: int, checkpoint: Path | None):
+        super().__init__(143)
+        self.step, self.checkpoint = step, checkpoint
+
+    def __str__(self) -> str:
+        where = f"checkpoint saved to {self.checkpoint}" if self.checkpoint else "no complete checkpoint"
+        return (
+            f"preempted (SIGTERM) at step {self.step}: {where}; the final model was not written, "
+            "a retry resumes from the checkpoint"
+        )
 
 
 def _device_flags() -> dict:
@@ -64,71 +219,95 @@ def _device_flags() -> dict:
     return {"bf16": False, "use_cpu": True}
 
 
-def build_trainer(
-    train_path: str | Path, base_model: str, system_prompt: str, opts: TrainOptions, scratch: str
-):
-    """The configured SFTTrainer (and the list its callback fills with logged losses)."""
+def _guard_callbacks(losses: list[float], checkpointing: bool) -> list:
+    """Callbacks that record losses, stop at the first non-finite loss or gradient, and mark checkpoints."""
     import torch
+    from transformers import TrainerCallback
+
+    class RecordAndGuard(TrainerCallback):
+        def on_pre_optimizer_step(self, args, state, control, model=None, **kw):
+            # Every step, after clipping and before the update: a non-finite loss or gradient norm leaves
+            # a non-finite gradient (clipping by a NaN/inf norm turns the gradients NaN), and the check
+            # runs before the weights are spoiled. One host sync per step (the Trainer already has several).
+            named = [(n, p.grad) for n, p in model.named_parameters() if p.grad is not None]
+            finite = torch.stack([torch.isfinite(g).all() for _, g in named]) if named else None
+            if finite is not None and not bool(finite.all()):
+                bad = [n for (n, _), ok in zip(named, finite.tolist(), strict=True) if not ok]
+                more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+                detail = f" (in {', '.join(bad[:3])}{more})"
+                raise NonFiniteTraining("gradient", state.global_step + 1, args.learning_rate, detail)
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            for key in ("loss", "grad_norm"):
+                if logs and key in logs and not math.isfinite(float(logs[key])):
+                    raise NonFiniteTraining(f"{key} {logs[key]}", state.global_step, args.learning_rate)
+            if logs and "loss" in logs:
+                losses.append(float(logs["loss"]))
+
+    class MarkComplete(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            # No checkpoint at max_steps (the Trainer's default): train() writes the final model right
+            # after, and resuming from there would run one step past max_steps (transformers 5.x).
+            if state.global_step >= state.max_steps:
+                control.should_save = False
+
+        def on_save(self, args, state, control, **kw):
+            # Trainer._save_checkpoint has written the whole folder (weights, optimizer, scheduler, RNG,
+            # trainer_state.json) and rotated old ones before on_save runs (transformers 5.x trainer.py,
+            # _maybe_log_save_evaluate), so the marker goes last.
+            if args.should_save:  # the main process; the only one writing trainer_state.json
+                mark_complete(Path(args.output_dir) / f"checkpoint-{state.global_step}", state.global_step)
+
+    return [RecordAndGuard(), *([MarkComplete()] if checkpointing else [])]
+
+
+def build_trainer(
+    train_path: str | Path,
+    base_model: str,
+    system_prompt: str,
+    opts: TrainOptions,
+    scratch: str,
+    callbacks: Sequence = (),
+):
+    """The configured SFTTrainer (and the list its callback fills with logged losses).
+
+    Checkpoints go to ``opts.checkpoint_dir`` when set, else nowhere (``scratch`` holds the Trainer's
+    other files). ``callbacks``: extra TrainerCallbacks, e.g. experiment tracking.
+    """
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, TrainerCallback, set_seed
+    from transformers import set_seed
     from trl import SFTConfig, SFTTrainer
 
-    if opts.method not in ("full", "lora"):
-        raise ValueError(f"method={opts.method!r}: use full or lora (qlora needs the GPU image)")
+    opts.validate()
     set_seed(opts.seed)
     device = _device_flags()
-    base_path = resolve_base(base_model)
-    tokenizer = load_tokenizer(base_path)
-    model = AutoModelForCausalLM.from_pretrained(
-        base_path, dtype=torch.bfloat16 if device["bf16"] else torch.float32
-    )
+    backend = resolve_backend(opts.backend, cuda=not device["use_cpu"])
+    model, tokenizer, peft_config = _load_model(resolve_base(base_model), opts, device, backend)
     rows = read_rows(train_path)
     dataset = Dataset.from_list(
         [training_example(system_prompt, r["prompt"], r["completion"], r["history"]) for r in rows]
     )
 
-    peft_config = None
-    if opts.method == "lora":
-        from peft import LoraConfig
-
-        targets = opts.lora_target_modules
-        peft_config = LoraConfig(
-            r=opts.lora_r,
-            lora_alpha=opts.lora_alpha,
-            lora_dropout=opts.lora_dropout,
-            target_modules="all-linear" if targets == ["all-linear"] else targets,
-            modules_to_save=opts.lora_modules_to_save or None,
-            # With tied embeddings, a trained embed_tokens copy must stay tied to the output layer, or the
-            # LM head stays random and the loss stalls near ln(vocab).
-            ensure_weight_tying=bool(opts.lora_modules_to_save) and bool(model.config.tie_word_embeddings),
-            task_type="CAUSAL_LM",
-        )
-
     losses: list[float] = []
-
-    class _Record(TrainerCallback):
-        def on_log(self, args, state, control, logs=None, **kw):
-            if logs and "loss" in logs:
-                loss = float(logs["loss"])
-                if not math.isfinite(loss):
-                    raise FloatingPointError(
-                        f"non-finite loss {loss} at step {state.global_step}; lower the lr"
-                    )
-                losses.append(loss)
-
+    checkpointing = bool(opts.checkpoint_dir)
     args = SFTConfig(
-        output_dir=scratch,
+        output_dir=opts.checkpoint_dir or scratch,
         max_steps=opts.max_steps,
-        per_device_train_batch_size=opts.batch_size,
+        per_device_train_batch_size=opts.batch_size // opts.grad_accum,
+        gradient_accumulation_steps=opts.grad_accum,
         learning_rate=opts.learning_rate,
         lr_scheduler_type=opts.lr_scheduler,
         warmup_steps=round(opts.warmup_ratio * opts.max_steps),
         max_length=opts.max_length,
         train_sampling_strategy="group_by_length" if opts.group_by_length else "random",
         completion_only_loss=True,
+        packing=opts.packing,  # TRL's bfd packing is padding-free: rows share sequences, no pad tokens
         logging_steps=opts.logging_steps,
         logging_first_step=True,
-        save_strategy="no",
+        logging_nan_inf_filter=False,  # the default hides a NaN step loss behind the running mean
+        save_strategy="steps" if checkpointing else "no",
+        save_steps=opts.checkpoint_steps,
+        save_total_limit=opts.save_total_limit or None,  # None = keep all
         report_to=[],
         seed=opts.seed,
         data_seed=opts.seed,
@@ -142,9 +321,43 @@ def build_trainer(
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[_Record()],
+        callbacks=[*_guard_callbacks(losses, checkpointing), *callbacks],
     )
     return trainer, losses
+
+
+class _SigtermFlag:
+    """Set by the SIGTERM handler; read at the end of every optimizer step (handlers must not do more)."""
+
+    def __init__(self) -> None:
+        self.raised = False
+
+    def __call__(self, signum, frame) -> None:
+        self.raised = True
+
+
+def _stop_on_sigterm_callback(flag: _SigtermFlag):
+    from transformers import TrainerCallback
+
+    class StopOnSigterm(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            if flag.raised and state.global_step < state.max_steps:  # at max_steps the model is written
+                print(f"SIGTERM: saving a checkpoint at step {state.global_step}, then stopping", flush=True)
+                control.should_save = True
+                control.should_training_stop = True
+
+    return StopOnSigterm()
+
+
+def _run(trainer, resume_from: Path | None, flag: _SigtermFlag | None) -> None:
+    """``trainer.train()`` with ``flag`` as the SIGTERM handler meanwhile (main thread only)."""
+    catch = flag is not None and threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, flag) if catch else None
+    try:
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    finally:
+        if catch:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def train(
@@ -153,22 +366,78 @@ def train(
     system_prompt: str,
     opts: TrainOptions,
     out_dir: str | Path,
+    callbacks: Sequence = (),
+    *,
+    experiment: str = "",
+    tracking_uri: str = "",
+    artifact_dir: str | Path = "",
 ) -> TrainResult:
-    """Fine-tune ``base_model`` on the canonical table at ``train_path``; save the result to ``out_dir``."""
+    """Fine-tune ``base_model`` on the canonical table at ``train_path``; save the result to ``out_dir``.
+
+    With ``experiment`` set, params and per-step loss, learning rate, grad norm, tokens/s and padding
+    efficiency go to MLflow (``tracking_uri``, else $MLFLOW_TRACKING_URI, else the embedded sqlite store)
+    and, on Vertex, to Vertex AI Experiments (components/train/tracking.py); the loss-curve PNG is
+    written to ``artifact_dir``.
+
+    With ``opts.checkpoint_dir`` set, resumes from its newest complete checkpoint, and raises ``Preempted``
+    (status 143, final model not written) when SIGTERM stops training. Raises ``NonFiniteTraining`` at the
+    first non-finite loss or gradient.
+    """
+    opts.validate()
+    resume_from, resumed_step = None, 0
+    if opts.checkpoint_dir:
+        resume_from = latest_complete(opts.checkpoint_dir)
+        resumed_step = checkpoint_step(resume_from) if resume_from else 0
+        if resumed_step >= opts.max_steps:
+            raise ValueError(
+                f"{resume_from} is at step {resumed_step}, max_steps={opts.max_steps}: these checkpoints "
+                "belong to a longer run; use an empty checkpoint_dir or raise max_steps"
+            )
+        for leftover in remove_newer(opts.checkpoint_dir, resumed_step):
+            print(f"removed incomplete checkpoint {leftover}", flush=True)
+        if resume_from:
+            print(f"resuming from step {resumed_step} ({resume_from})", flush=True)
     with tempfile.TemporaryDirectory() as scratch:
-        trainer, losses = build_trainer(train_path, base_model, system_prompt, opts, scratch)
+        tracker = None
+        if experiment:
+            from components.train.tracking import TrackingCallback, tracking_sinks
+
+            params = {"base_model": base_model, "resumed_from_step": resumed_step, **asdict(opts)}
+            tracker = TrackingCallback(
+                tracking_sinks(experiment, tracking_uri), params, artifact_dir or scratch
+            )
+            callbacks = [*callbacks, tracker]
+        trainer, _ = build_trainer(train_path, base_model, system_prompt, opts, scratch, callbacks)
         trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
         total = sum(p.numel() for p in trainer.model.parameters())
+        flag = _SigtermFlag() if opts.checkpoint_dir else None
+        if flag:
+            trainer.add_callback(_stop_on_sigterm_callback(flag))
         start = time.perf_counter()
-        trainer.train()
+        try:
+            _run(trainer, resume_from, flag)
+        except BaseException:
+            if tracker is not None:  # a diverged or broken run is recorded as FAILED, not left running
+                tracker.end("FAILED")
+            raise
         runtime = time.perf_counter() - start
+    if flag and flag.raised and trainer.state.global_step < opts.max_steps:
+        saved = latest_complete(opts.checkpoint_dir)
+        stop = Preempted(trainer.state.global_step, saved)
+        print(stop, flush=True)
+        raise stop
+    # The whole run's losses: a resumed trainer state carries the log history of the attempts before it.
+    losses = [float(e["loss"]) for e in trainer.state.log_history if "loss" in e]
     if not losses:
         raise RuntimeError("training logged no loss; max_steps must be >= 1")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     trainer.model.save_pretrained(out, safe_serialization=True)
     trainer.processing_class.save_pretrained(out)
-    write_model_info(out, kind=opts.method, base_model=base_model, train_options=asdict(opts))
+    # Where and how often checkpoints went says nothing about the model, and a run-specific path would make
+    # the artifact's content hash differ between identical runs.
+    recipe = {k: v for k, v in asdict(opts).items() if k not in _CHECKPOINT_FIELDS}
+    write_model_info(out, kind=opts.method, base_model=base_model, train_options=recipe)
     return TrainResult(
         first_loss=losses[0],
         final_loss=losses[-1],
@@ -177,4 +446,6 @@ def train(
         trainable_params=trainable,
         total_params=total,
         loss_history=losses,
+        resumed_from_step=resumed_step,
+        tracking=tracker.summary if tracker is not None else None,
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -67,5 +69,38 @@ def test_lora_learns_and_saves_an_adapter(canonical_table, tmp_path, tiny_model)
 
 
 def test_unknown_method(canonical_table, tmp_path):
-    with pytest.raises(ValueError, match="method='qlora'"):
+    with pytest.raises(ValueError, match="method='dora': use full, lora or qlora"):
+        train(canonical_table, "tiny://travel", SYSTEM, TrainOptions(method="dora"), tmp_path / "m")
+
+
+@pytest.mark.skipif(
+    __import__("torch").cuda.is_available(), reason="the CPU error; GPU runs QLoRA (gpu tests)"
+)
+def test_qlora_on_cpu_is_a_clear_error(canonical_table, tmp_path):
+    with pytest.raises(
+        ValueError, match=r"qlora loads the base model in 4-bit NF4.*need a CUDA GPU.*use model.method lora"
+    ):
         train(canonical_table, "tiny://travel", SYSTEM, TrainOptions(method="qlora"), tmp_path / "m")
+
+
+def test_backend_resolution():
+    from components.train.core import resolve_backend
+
+    assert resolve_backend("auto", cuda=False) == "hf" and resolve_backend("hf", cuda=True) == "hf"
+    with pytest.raises(ValueError, match="unsloth needs a CUDA GPU and the unsloth package"):
+        resolve_backend("unsloth", cuda=False)
+
+
+def test_packing_trains_padding_free(canonical_table, tmp_path):
+    opts = TrainOptions(method="full", max_steps=3, batch_size=4, logging_steps=1, packing=True)
+    result = train(canonical_table, "tiny://travel", SYSTEM, opts, tmp_path / "m", experiment="packing-test")
+    assert result.tracking.padding_efficiency == 1.0 and result.tracking.tokens > 0
+    assert math.isfinite(result.final_loss)
+
+
+def test_gradient_accumulation_keeps_the_optimizer_batch(canonical_table, tmp_path):
+    opts = TrainOptions(method="full", max_steps=2, batch_size=8, grad_accum=4, logging_steps=1)
+    result = train(canonical_table, "tiny://travel", SYSTEM, opts, tmp_path / "m", experiment="accum-test")
+    assert result.steps == 2 and result.tracking.tokens > 0
+    with pytest.raises(ValueError, match="grad_accum=3 must divide batch_size=8"):
+        TrainOptions(batch_size=8, grad_accum=3).validate()

@@ -1,0 +1,229 @@
+"""Checkpoints and resume in the train stage: a SIGTERM'd run resumes where it stopped and ends exactly where
+an uninterrupted run ends; half-written checkpoints are never resumed from; divergence stops training."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from components.common.models import read_model_info
+from components.train.checkpoints import (
+    MARKER,
+    incomplete_reason,
+    latest_complete,
+    mark_complete,
+    remove_newer,
+)
+from components.train.core import NonFiniteTraining, TrainOptions, train
+
+SYSTEM = "You turn a travel request into a JSON list of commands."
+REPO = Path(__file__).resolve().parents[2]
+
+# One training run in a fresh interpreter, as the KFP task runs it; prints the TrainResult as JSON.
+_TRAIN_SCRIPT = """
+import dataclasses, json, sys
+from components.train.core import TrainOptions, train
+result = train(sys.argv[1], "tiny://travel", sys.argv[2], TrainOptions(**json.loads(sys.argv[3])), sys.argv[4])
+print("RESULT " + json.dumps(dataclasses.asdict(result)), flush=True)
+"""
+
+
+def _start(table: Path, opts: dict, out: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-u", "-c", _TRAIN_SCRIPT, str(table), SYSTEM, json.dumps(opts), str(out)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _is_step_log(line: str) -> bool:
+    return line.startswith("{'loss'")  # transformers' PrinterCallback: one dict per logged step
+
+
+def _fake_checkpoint(root: Path, step: int, *, complete: bool) -> Path:
+    folder = root / f"checkpoint-{step}"
+    folder.mkdir(parents=True)
+    (folder / "trainer_state.json").write_text(json.dumps({"global_step": step}), encoding="utf-8")
+    (folder / "model.safetensors").write_bytes(b"w" * 1000)
+    (folder / "optimizer.pt").write_bytes(b"o" * 2000)
+    if complete:
+        mark_complete(folder, step)
+    return folder
+
+
+@pytest.mark.slow
+def test_sigterm_then_resume_matches_an_uninterrupted_run(canonical_table, tiny_model, tmp_path):
+    opts = {
+        "method": "full",
+        "max_steps": 40,
+        "batch_size": 8,
+        "learning_rate": 3e-3,
+        "logging_steps": 1,
+        "checkpoint_dir": str(tmp_path / "checkpoints"),
+        "checkpoint_steps": 10,
+    }
+    # Attempt 1: SIGTERM once the log shows step 15.
+    proc = _start(canonical_table, opts, tmp_path / "model")
+    watchdog = threading.Timer(300, proc.kill)
+    watchdog.start()
+    lines, seen = [], 0
+    for line in proc.stdout:
+        lines.append(line)
+        if _is_step_log(line):
+            seen += 1
+            if seen == 15:
+                proc.send_signal(signal.SIGTERM)
+    watchdog.cancel()
+    log = "".join(lines)
+    assert proc.wait() == 143, log
+    saved = [
+        int(line.split("step ")[1].split(",")[0]) for line in lines if line.startswith("SIGTERM: saving")
+    ]
+    assert len(saved) == 1, log
+    stopped_at = saved[0]
+    assert 15 <= stopped_at < 40 and stopped_at - 15 < opts["checkpoint_steps"], log
+    assert f"preempted (SIGTERM) at step {stopped_at}" in log
+    checkpoint = tmp_path / "checkpoints" / f"checkpoint-{stopped_at}"
+    assert (checkpoint / MARKER).is_file() and incomplete_reason(checkpoint) == ""
+    assert not (tmp_path / "model").exists()  # no final model from a preempted attempt
+
+    # A newer half-written checkpoint (killed mid-save, no marker) must be passed over and cleared away.
+    half = tmp_path / "checkpoints" / f"checkpoint-{stopped_at + 3}"
+    half.mkdir()
+    (half / "model.safetensors").write_bytes((checkpoint / "model.safetensors").read_bytes()[:1000])
+
+    # Attempt 2: resumes from the SIGTERM checkpoint and runs to the end.
+    retry = _start(canonical_table, opts, tmp_path / "model")
+    out, _ = retry.communicate(timeout=300)
+    assert retry.returncode == 0, out
+    assert f"resuming from step {stopped_at} ({checkpoint})" in out
+    assert f"removed incomplete checkpoint {half}" in out and not half.exists()
+    resumed = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
+    assert resumed["resumed_from_step"] == stopped_at and resumed["steps"] == 40
+    assert len(resumed["loss_history"]) == 40  # the losses logged before the resume are kept
+    assert (tmp_path / "model" / "model.safetensors").is_file()
+    recipe = read_model_info(tmp_path / "model")["train_options"]
+    assert recipe["max_steps"] == 40 and "checkpoint_dir" not in recipe  # the model, not where it was made
+
+    # The same options without checkpoints, uninterrupted, in this process.
+    plain = {**opts, "checkpoint_dir": ""}
+    reference = train(canonical_table, "tiny://travel", SYSTEM, TrainOptions(**plain), tmp_path / "ref")
+    difference = abs(resumed["final_loss"] - reference.final_loss)
+    print(
+        f"\nSIGTERM after step 15 -> checkpoint at {stopped_at}; resumed final loss {resumed['final_loss']!r}, "
+        f"uninterrupted {reference.final_loss!r}, |diff| {difference:.3g}"
+    )
+    assert difference <= 1e-4, (resumed["loss_history"], reference.loss_history)
+    assert resumed["loss_history"][:stopped_at] == pytest.approx(
+        reference.loss_history[:stopped_at], abs=1e-4
+    )
+
+
+def test_half_written_checkpoints_are_ignored(tmp_path, caplog):
+    root = tmp_path / "checkpoints"
+    assert latest_complete(root) is None  # no folder yet
+    good = _fake_checkpoint(root, 10, complete=True)
+    _fake_checkpoint(root, 20, complete=False)  # killed before the marker
+    truncated = _fake_checkpoint(root, 30, complete=True)
+    with (truncated / "optimizer.pt").open("r+b") as fh:  # marked, then a file lost its tail
+        fh.truncate(100)
+    state_changed = _fake_checkpoint(root, 40, complete=True)
+    (state_changed / "trainer_state.json").write_text(json.dumps({"global_step": 41}), encoding="utf-8")
+    moved = _fake_checkpoint(root, 50, complete=True)
+    moved.rename(root / "checkpoint-60")  # a marker for another step
+    (root / "README.md").write_text("model card", encoding="utf-8")  # TRL writes one; not a checkpoint
+
+    with caplog.at_level(logging.WARNING, logger="components.train.checkpoints"):
+        assert latest_complete(root) == good
+    reasons = "\n".join(caplog.messages)
+    assert f"no {MARKER}" in reasons
+    assert "optimizer.pt has 100 bytes, the marker recorded 2000" in reasons
+    assert "trainer_state.json differs" in reasons
+    assert "marker says step 50, folder says 60" in reasons
+
+    removed = remove_newer(root, 10)
+    assert len(removed) == 4 and sorted(p.name for p in root.iterdir()) == ["README.md", "checkpoint-10"]
+
+
+def test_resume_refuses_checkpoints_of_a_longer_run(canonical_table, tmp_path):
+    _fake_checkpoint(tmp_path / "checkpoints", 50, complete=True)
+    opts = TrainOptions(method="full", max_steps=40, checkpoint_dir=str(tmp_path / "checkpoints"))
+    with pytest.raises(ValueError, match="at step 50, max_steps=40"):
+        train(canonical_table, "tiny://travel", SYSTEM, opts, tmp_path / "model")
+
+
+@pytest.mark.parametrize("limit", [1, -1])
+def test_save_total_limit_must_keep_two(canonical_table, tmp_path, limit):
+    opts = TrainOptions(checkpoint_dir=str(tmp_path / "c"), save_total_limit=limit)
+    with pytest.raises(ValueError, match=f"save_total_limit={limit}: use 2 or more"):
+        train(canonical_table, "tiny://travel", SYSTEM, opts, tmp_path / "model")
+
+
+def _nan_weights_copy(model_dir: Path, dest: Path) -> Path:
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(model_dir, dest)
+    weights = load_file(dest / "model.safetensors")
+    name = next(k for k in weights if k.endswith("q_proj.weight"))
+    weights[name][0, 0] = float("nan")
+    save_file(weights, dest / "model.safetensors", metadata={"format": "pt"})
+    return dest
+
+
+@pytest.mark.parametrize(
+    ("cause", "learning_rate", "first_bad_step"),
+    [("a learning rate of 1e10", 1e10, 2), ("a NaN weight in the base model", 2e-4, 1)],
+)
+def test_training_stops_at_the_first_non_finite_step(
+    canonical_table, tiny_model, tmp_path, cause, learning_rate, first_bad_step
+):
+    base = "tiny://travel"
+    if "NaN" in cause:
+        base = str(_nan_weights_copy(tiny_model, tmp_path / "nan-model"))
+    opts = TrainOptions(
+        method="full", max_steps=10, batch_size=4, learning_rate=learning_rate, logging_steps=5
+    )
+    with pytest.raises(
+        NonFiniteTraining,
+        match=rf"non-finite gradient at step {first_bad_step} \(in .*\): .*"
+        r"Lower the learning rate",
+    ) as e:
+        train(canonical_table, base, SYSTEM, opts, tmp_path / "model")
+    assert e.value.step == first_bad_step, cause
+    assert isinstance(e.value, FloatingPointError) and not (tmp_path / "model").exists()
+
+
+@pytest.mark.parametrize("key", ["loss", "grad_norm"])
+def test_a_non_finite_logged_loss_or_grad_norm_stops_training(tmp_path, key):
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+
+    from components.train.core import _guard_callbacks
+
+    losses: list[float] = []
+    guard = _guard_callbacks(losses, checkpointing=False)[0]
+    args = TrainingArguments(output_dir=str(tmp_path), learning_rate=0.5, report_to=[], use_cpu=True)
+    logs = {"loss": 1.5, "grad_norm": 0.3, key: math.inf}
+    with pytest.raises(NonFiniteTraining, match=rf"non-finite {key} inf at step 7.*now 0.5") as e:
+        guard.on_log(args, TrainerState(global_step=7), TrainerControl(), logs=logs)
+    assert e.value.step == 7 and losses == []
+    guard.on_log(args, TrainerState(global_step=8), TrainerControl(), logs={"loss": 1.25, "grad_norm": 0.3})
+    assert losses == [1.25]
+
+
+def test_a_checkpoint_without_trainer_state_cannot_be_marked(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a finished Trainer checkpoint"):
+        mark_complete(tmp_path, 3)
