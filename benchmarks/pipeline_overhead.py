@@ -25,13 +25,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 def in_process(params: dict, work: Path) -> dict[str, float]:
     """The stages called directly, in DAG order; returns seconds per stage."""
+    from components.common.models import module_names
     from components.common.provenance import sha256_path
     from components.evaluate.core import evaluate
     from components.gate.core import apply_rules
     from components.ingest.core import FieldMap, ingest
     from components.register.core import register
     from components.split.core import split
-    from components.train.core import TrainOptions, module_names, train
+    from components.train.core import TrainOptions, train
 
     times: dict[str, float] = {}
 

@@ -120,6 +120,82 @@ def demo(verbose: bool = typer.Option(False, "--verbose", "-v", help="stream eve
     run(DEMO_CONFIG, local=True, runner="subprocess", runs_root=None, verbose=verbose)
 
 
+@app.command(name="preflight")
+def preflight_cmd(
+    config: Path = typer.Argument(..., help="config YAML"),
+    table: Path = typer.Option(
+        None, help="canonical table to check (from `data map --commit`); default: data.train"
+    ),
+    method: str = typer.Option(None, help="full, lora or qlora; default: model.method"),
+    accelerator: str = typer.Option(None, help="Vertex accelerator type; default: vertex.accelerator_type"),
+    count: int = typer.Option(None, help="accelerators; default: vertex.accelerator_count"),
+    strict: bool = typer.Option(
+        None, "--strict/--no-strict", help="exit 1 on an error; default: preflight.strict"
+    ),
+    tokens_per_s: float = typer.Option(0.0, help="measured training tokens/s (0 = assumed)"),
+    usd_per_hour: float = typer.Option(0.0, help="machine price in USD/h (0 = the price table)"),
+    out: Path = typer.Option(None, help="also write report.md and plan.json to this folder"),
+) -> None:
+    """Memory fit, cost and template/data checks on CPU, before any GPU is asked for."""
+    import tempfile
+
+    from rich.markdown import Markdown
+
+    from components.ingest.core import IngestOptions, ingest
+    from components.preflight.core import (
+        PreflightFailed,
+        PreflightOptions,
+        check_strict,
+        preflight,
+        report_markdown,
+        write_outputs,
+    )
+
+    cfg = _load(config)
+    opts = PreflightOptions(
+        method=method or cfg.model.method,
+        max_length=cfg.train.max_length,
+        batch_size=cfg.train.batch_size,
+        max_steps=cfg.train.max_steps,
+        accelerator_type=accelerator or cfg.vertex.accelerator_type,
+        accelerator_count=count or cfg.vertex.accelerator_count,
+        machine_type=cfg.vertex.machine_type,
+        strict=cfg.preflight.strict if strict is None else strict,
+        truncation_threshold=cfg.preflight.truncation_threshold,
+        sample_rows=cfg.preflight.sample_rows,
+        tokens_per_s=tokens_per_s,
+        usd_per_hour=usd_per_hour,
+        lora_r=cfg.model.lora.r,
+        lora_target_modules=list(cfg.model.lora.target_modules),
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        if table is None:  # ingest only (no clean): rows clean would drop are still checked
+            d, table = cfg.data, Path(tmp) / "train.parquet"
+            fields = {"prompt_field": d.fields.prompt, "completion_field": d.fields.completion}
+            ingest_opts = IngestOptions(
+                shape=d.effective_shape,
+                **fields,
+                group_field=d.fields.group or "",
+                id_field=d.fields.id or "",
+                output_schema=cfg.task.output_schema,
+                max_row_bytes=d.max_row_bytes,
+            )
+            ingest(d.train, "", ingest_opts, table, Path(tmp) / "rejects.jsonl")
+        try:
+            result = preflight(table, cfg.model.base, cfg.task.system_prompt, opts)
+        except ValueError as e:
+            console.print(f"[red]{e}[/red]", highlight=False)
+            raise typer.Exit(2) from None
+    console.print(Markdown(report_markdown(result)))
+    if out:
+        write_outputs(result, out / "report.md", out / "plan.json")
+    try:
+        check_strict(result)
+    except PreflightFailed as e:
+        console.print(f"[red]{e}[/red]", highlight=False)
+        raise typer.Exit(1) from None
+
+
 @app.command(name="compile")
 def compile_cmd(out: Path = typer.Option(Path("build/pipelines"), help="output folder")) -> None:
     """Compile every pipeline to YAML (same as python compile.py)."""

@@ -1,4 +1,4 @@
-"""The main DAG: ingest -> clean -> split -> train -> evaluate (candidate and base) -> gate -> register.
+"""The main DAG: ingest -> clean -> split -> preflight -> train -> evaluate (candidate and base) -> gate -> register.
 
 Only wiring lives here: which output feeds which input, resources, retries, caching and the gate
 condition. Every parameter is explicit so the Vertex console compares runs parameter by parameter;
@@ -16,6 +16,7 @@ from components import (
     evaluate_op,
     gate_op,
     ingest_op,
+    preflight_op,
     register_op,
     split_op,
     train_op,
@@ -71,6 +72,12 @@ def finetune(
     max_length: int = 256,
     train_seed: int = 42,
     group_by_length: bool = False,
+    packing: bool = False,
+    train_backend: str = "auto",
+    checkpoint_steps: int = 100,
+    experiment: str = "",
+    preflight_strict: bool = True,
+    preflight_truncation_threshold: float = 0.05,
     eval_max_new_tokens: int = 128,
     eval_batch_size: int = 64,
     eval_max_examples: int = -1,
@@ -79,6 +86,7 @@ def finetune(
     model_name: str = "",
     accelerator_type: str = "NVIDIA_L4",
     accelerator_count: int = 1,
+    machine_type: str = "",
 ) -> FinetuneOutputs:
     """Fine-tune a small language model on a task dataset, evaluate it against its base, gate, register.
 
@@ -118,6 +126,12 @@ def finetune(
         max_length: tokens per training example.
         train_seed: seed of init, dropout and data order.
         group_by_length: batch rows of similar length (less padding; on small data it learned slower).
+        packing: pack rows into full sequences, padding-free.
+        train_backend: auto, hf or unsloth.
+        checkpoint_steps: resumable checkpoint every N steps (and on SIGTERM); a retry resumes from it.
+        experiment: MLflow / Vertex experiment of the training runs.
+        preflight_strict: fail before training when a preflight check finds an error.
+        preflight_truncation_threshold: largest share of training rows allowed longer than max_length.
         eval_max_new_tokens: generation budget per example.
         eval_batch_size: prompts generated together.
         eval_max_examples: evaluate at most this many rows; -1 = all.
@@ -126,6 +140,7 @@ def finetune(
         model_name: registered model name.
         accelerator_type: accelerator of the train and evaluate steps on Vertex (ignored locally).
         accelerator_count: accelerators per train and evaluate step (ignored locally).
+        machine_type: Vertex machine type of the train step; empty = the one carrying the accelerators.
 
     Returns:
         candidate_metrics: the fine-tuned model's evaluation.
@@ -167,6 +182,23 @@ def finetune(
         output_schema=output_schema,
         config_hash=config_hash,
     ).set_retry(**RETRIES)
+    preflight = preflight_op(
+        train_data=split.outputs["train_data"],
+        base_model=base_model,
+        system_prompt=system_prompt,
+        method=method,
+        max_length=max_length,
+        batch_size=batch_size,
+        max_steps=max_steps,
+        accelerator_type=accelerator_type,
+        accelerator_count=accelerator_count,
+        machine_type=machine_type,
+        lora_r=lora_r,
+        lora_target_modules=lora_target_modules,
+        strict=preflight_strict,
+        truncation_threshold=preflight_truncation_threshold,
+        config_hash=config_hash,
+    )  # no retries: its verdicts are deterministic
     train = (
         train_op(
             train_data=split.outputs["train_data"],
@@ -186,12 +218,20 @@ def finetune(
             lora_target_modules=lora_target_modules,
             lora_modules_to_save=lora_modules_to_save,
             group_by_length=group_by_length,
+            packing=packing,
+            backend=train_backend,
+            grad_accum=preflight.outputs["grad_accum"],
+            checkpoint_steps=checkpoint_steps,
+            experiment=experiment,
+            tracking_uri=tracking_uri,
             config_hash=config_hash,
         )
         .set_accelerator_type(accelerator_type)
         .set_accelerator_limit(accelerator_count)
         .set_cpu_limit("8")
         .set_memory_limit("32G")
+        # preemption (spot GPUs): the step saves a checkpoint on SIGTERM and exits 143; a retry resumes
+        .set_retry(num_retries=3, backoff_duration="60s", backoff_factor=1.0)
     )
     eval_args = dict(
         eval_data=split.outputs["eval_data"],

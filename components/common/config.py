@@ -223,14 +223,18 @@ class TrainConfig(_Section):
         False,
         description="batch rows of similar length: less padding per step, but on small data it learned slower",
     )
-    packing: bool = Field(False, description="pack several rows into one sequence (padding-free); no padding waste")
+    packing: bool = Field(
+        False, description="pack several rows into one sequence (padding-free); no padding waste"
+    )
     backend: Literal["auto", "hf", "unsloth"] = Field(
         "auto", description="auto: Unsloth when installed and a CUDA GPU is present, else Hugging Face"
     )
     checkpoint_steps: int = Field(
         100, description="save a resumable checkpoint every N steps (and on SIGTERM); a retry resumes from it"
     )
-    experiment: str = Field("", description="MLflow / Vertex experiment of the training runs; empty = the config name")
+    experiment: str = Field(
+        "", description="MLflow / Vertex experiment of the training runs; empty = the config name"
+    )
 
     @field_validator("max_steps", "batch_size", "max_length", "learning_rate", "checkpoint_steps")
     @classmethod
@@ -241,7 +245,9 @@ class TrainConfig(_Section):
 
 
 class PreflightConfig(_Section):
-    strict: bool = Field(True, description="fail the run before training when a preflight check finds an error")
+    strict: bool = Field(
+        True, description="fail the run before training when a preflight check finds an error"
+    )
     truncation_threshold: float = Field(
         0.05, description="largest share of training rows allowed longer than train.max_length"
     )
@@ -296,7 +302,8 @@ class VertexConfig(_Section):
     accelerator_type: str = Field("NVIDIA_L4", description="accelerator of the train step")
     accelerator_count: int = Field(1, description="accelerators on the train step")
     machine_type: str = Field(
-        "", description="machine type of the train step; empty = the one that carries accelerator_count accelerators"
+        "",
+        description="machine type of the train step; empty = the one that carries accelerator_count accelerators",
     )
 
 

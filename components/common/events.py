@@ -121,7 +121,9 @@ REASONS: dict[str, Reason] = {
         "the pad token is the eos token: eos is masked out with the padding and the model never learns to stop",
         "give the tokenizer its own pad token",
     ),
-    "NO_PAD_TOKEN": Reason("preflight", "error", "the tokenizer has no pad token", "add a pad token distinct from eos"),
+    "NO_PAD_TOKEN": Reason(
+        "preflight", "error", "the tokenizer has no pad token", "add a pad token distinct from eos"
+    ),
     "DOUBLE_BOS": Reason(
         "preflight",
         "error",

@@ -1,7 +1,7 @@
 """KFP component of the train stage (logic in core.py)."""
 
 from kfp import dsl
-from kfp.dsl import Dataset, Input, Metrics, Model, Output
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
 from components.images import TRAINER_IMAGE
 
@@ -25,9 +25,16 @@ def train_op(
     lora_target_modules: str,
     lora_modules_to_save: str,
     group_by_length: bool,
+    packing: bool,
+    backend: str,
+    grad_accum: int,
+    checkpoint_steps: int,
+    experiment: str,
+    tracking_uri: str,
     config_hash: str,
     model: Output[Model],
     metrics: Output[Metrics],
+    loss_curve: Output[Artifact],
 ):
     """Fine-tune the base model with TRL's SFTTrainer; loss on completion tokens only.
 
@@ -49,12 +56,24 @@ def train_op(
         lora_target_modules: comma-separated module names, or all-linear.
         lora_modules_to_save: comma-separated modules trained in full beside the adapter.
         group_by_length: batch rows of similar length (less padding; on small data it learned slower).
+        packing: pack rows into full sequences, padding-free (TRL bfd packing).
+        backend: auto, hf or unsloth (auto = Unsloth when installed and a CUDA GPU is present).
+        grad_accum: micro-batches per optimizer step (from the preflight plan); it divides batch_size.
+        checkpoint_steps: save a resumable checkpoint every N steps, and on SIGTERM. Checkpoints live next
+            to the model in this step's output location, so a retried (preempted) task resumes from them.
+        experiment: MLflow experiment (and Vertex experiment on Vertex) of the training run.
+        tracking_uri: MLflow tracking URI; empty = $MLFLOW_TRACKING_URI or the embedded sqlite store.
         config_hash: sha256 of the validated config, recorded as provenance.
         model: weights or adapter, tokenizer and slmforge_model.json.
-        metrics: first/final loss, steps, runtime and parameter counts.
+        metrics: first/final loss, steps, runtime, parameter counts, tokens/s, padding efficiency.
+        loss_curve: folder with loss_curve.png (loss per step).
     """
+    import os
+    import shutil
+
+    from components.common.models import module_names
     from components.common.provenance import stamp
-    from components.train.core import TrainOptions, module_names, train
+    from components.train.core import TrainOptions, train
 
     opts = TrainOptions(
         method,
@@ -71,8 +90,14 @@ def train_op(
         module_names(lora_target_modules),
         module_names(lora_modules_to_save),
         group_by_length,
+        checkpoint_dir=os.path.join(os.path.dirname(model.path), "checkpoints"),
+        checkpoint_steps=checkpoint_steps,
+        packing=packing,
+        backend=backend,
+        grad_accum=grad_accum,
     )
-    result = train(train_data.path, base_model, system_prompt, opts, model.path)
+    result = train(train_data.path, base_model, system_prompt, opts, model.path, experiment=experiment,
+                   tracking_uri=tracking_uri, artifact_dir=loss_curve.path)  # fmt: skip
     model.metadata.update({"method": method, "base_model": base_model, "framework": "transformers"})
     stamp(
         model.metadata,
@@ -80,5 +105,10 @@ def train_op(
         config_hash=config_hash,
         upstream={"train_data": train_data.metadata.get("sha256", "")},
     )
-    for key in ("first_loss", "final_loss", "steps", "runtime_s", "trainable_params", "total_params"):
-        metrics.log_metric(key, float(getattr(result, key)))
+    values = {k: float(getattr(result, k)) for k in ("first_loss", "final_loss", "steps", "runtime_s",
+              "trainable_params", "total_params", "resumed_from_step")}  # fmt: skip
+    values.update({k: float(getattr(result.tracking, k)) for k in ("tokens_per_s", "padding_efficiency")})
+    for key, value in values.items():
+        metrics.log_metric(key, value)
+    loss_curve.metadata.update({"mlflow_run_id": result.tracking.run_id, "file": "loss_curve.png"})
+    shutil.rmtree(opts.checkpoint_dir, ignore_errors=True)  # the model is written: resuming is moot

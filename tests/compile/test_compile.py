@@ -54,6 +54,7 @@ def test_every_stage_is_a_task(spec):
         "ingest-op",
         "clean-op",
         "split-op",
+        "preflight-op",
         "train-op",
         "evaluate-op",
         "evaluate-base-op",
@@ -83,12 +84,24 @@ def test_accelerators_come_from_parameters(spec):
     assert "accelerator" not in _executor(spec, tasks["ingest-op"]).get("resources", {})
 
 
-def test_retry_policy_on_every_task_but_train_and_gate(spec):
+def test_retry_policy(spec):
     tasks = _tasks(spec)
     for name in ("ingest-op", "clean-op", "split-op", "evaluate-op", "evaluate-base-op", "register-op"):
         assert tasks[name]["retryPolicy"]["maxRetryCount"] == 2, name
         assert tasks[name]["retryPolicy"]["backoffDuration"] == "60s"
-    assert "retryPolicy" not in tasks["train-op"]  # resume on preemption is the train step's own business
+    # a preempted train step exits 143 after a checkpoint; its retries resume from it
+    assert tasks["train-op"]["retryPolicy"]["maxRetryCount"] == 3
+    assert "retryPolicy" not in tasks["preflight-op"] and "retryPolicy" not in tasks["gate-op"]
+
+
+def test_preflight_runs_on_cpu_and_plans_the_train_batch(spec):
+    tasks = _tasks(spec)
+    assert _executor(spec, tasks["preflight-op"])["image"] == f"slmforge/cpu:{__version__}"
+    assert "accelerator" not in _executor(spec, tasks["preflight-op"]).get("resources", {})
+    grad_accum = tasks["train-op"]["inputs"]["parameters"]["grad_accum"]["taskOutputParameter"]
+    assert grad_accum == {"outputParameterKey": "grad_accum", "producerTask": "preflight-op"}
+    outputs = spec["components"]["comp-train-op"]["outputDefinitions"]["artifacts"]
+    assert set(outputs) == {"model", "metrics", "loss_curve"}
 
 
 def test_register_runs_only_when_the_gate_passes(spec):

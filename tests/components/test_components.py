@@ -127,6 +127,7 @@ def test_data_stages_write_counts_provenance_card_and_events(split_outputs, tmp_
 def test_train_then_evaluate_candidate_and_base(split_outputs, tmp_path, params):
     _, _, train, held, _, _ = split_outputs
     model, train_metrics = artifact(Model, tmp_path, "model"), artifact(Metrics, tmp_path, "train_metrics")
+    curve = artifact(Artifact, tmp_path, "loss_curve")
     train_op.python_func(
         train_data=train,
         base_model="tiny://travel",
@@ -145,11 +146,24 @@ def test_train_then_evaluate_candidate_and_base(split_outputs, tmp_path, params)
         lora_target_modules="all-linear",
         lora_modules_to_save="",
         group_by_length=True,
+        packing=False,
+        backend="auto",
+        grad_accum=2,
+        checkpoint_steps=4,
+        experiment="components-test",
+        tracking_uri="",
         config_hash=SHA,
         model=model,
         metrics=train_metrics,
+        loss_curve=curve,
     )
     assert train_metrics.metadata["steps"] == 10.0
+    assert (
+        0 < train_metrics.metadata["padding_efficiency"] <= 1 and train_metrics.metadata["tokens_per_s"] > 0
+    )
+    assert (tmp_path / "loss_curve" / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert curve.metadata["mlflow_run_id"]
+    assert not (tmp_path / "checkpoints").exists()  # removed once the model is written
     assert train_metrics.metadata["final_loss"] < train_metrics.metadata["first_loss"]
     assert model.metadata["upstream"] == {"train_data": train.metadata["sha256"]}
     assert model.metadata["method"] == "full" and model.metadata["base_model"] == "tiny://travel"

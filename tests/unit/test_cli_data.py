@@ -98,3 +98,12 @@ def test_map_commit_writes_a_canonical_table_that_ingests_again(tmp_path):
     (tmp_path / "c2.yaml").write_text(yaml.safe_dump(raw))
     code, out = invoke("data", "map", "--config", tmp_path / "c2.yaml")
     assert code == 0 and "shape: prompt_completion" in out and "2 turns" in out, out
+
+
+def test_preflight_command_on_the_demo(tmp_path):
+    code, out = invoke("preflight", DEMO, "--out", tmp_path / "pf")
+    assert code == 0, out
+    plan = json.loads((tmp_path / "pf" / "plan.json").read_text())
+    assert plan["micro_batch"] * plan["grad_accum"] == 8 and plan["passed"]
+    code, out = invoke("preflight", DEMO, "--method", "full", "--accelerator", "NVIDIA_L4", "--count", "3")
+    assert code == 1 and "NO_MACHINE_TYPE" in out
