@@ -36,7 +36,9 @@ on every other round, and each variant's median, min and max are reported. Measu
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
+import io
 import json
 import os
 import platform
@@ -95,7 +97,9 @@ def run_component(variant: str, recipe: dict, data: dict, work: Path) -> dict:
         counter, hook_cb = _counting_callback()
         callbacks.append(hook_cb)
     else:
-        extra = dict(experiment="train-throughput", tracking_uri=data["tracking_uri"], artifact_dir=work / "art")
+        extra = dict(
+            experiment="train-throughput", tracking_uri=data["tracking_uri"], artifact_dir=work / "art"
+        )
     result = train(
         data["train"],
         data["base"],
@@ -199,12 +203,41 @@ def run_bare(recipe: dict, data: dict, work: Path) -> dict:
     )
 
 
+SINK_SECONDS: dict[str, float] = {}  # seconds inside MlflowSink calls and the loss-curve PNG, this run
+
+
+def _time_tracking_calls() -> None:
+    """Wrap the MLflow sink's methods and the loss-curve PNG in timers (SINK_SECONDS), so the tracking
+    overhead inside the training loop can be split out. The wrappers cost a perf_counter call each."""
+    from components.train import tracking
+
+    def timed(key, fn):
+        def wrapper(*a, **kw):
+            start = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                SINK_SECONDS[key] = SINK_SECONDS.get(key, 0.0) + time.perf_counter() - start
+
+        return wrapper
+
+    for name in ("start", "log_metrics", "log_artifact", "end"):
+        setattr(tracking.MlflowSink, name, timed(f"mlflow.{name}", getattr(tracking.MlflowSink, name)))
+    tracking.loss_curve_png = timed("png", tracking.loss_curve_png)
+
+
 def run_variant(variant: str, recipe: dict, data: dict, tmp: Path) -> dict:
+    """One run; the Trainer's printed logs go to a buffer (the same for every variant)."""
     work = Path(tempfile.mkdtemp(prefix=f"{variant}-", dir=tmp))
+    SINK_SECONDS.clear()
     try:
-        if variant == "bare":
-            return run_bare(recipe, data, work)
-        return run_component(variant, recipe, data, work)
+        with contextlib.redirect_stdout(io.StringIO()):
+            if variant == "bare":
+                r = run_bare(recipe, data, work)
+            else:
+                r = run_component(variant, recipe, data, work)
+        r["sinks"] = dict(SINK_SECONDS)
+        return r
     finally:
         gc.collect()
 
@@ -266,7 +299,9 @@ def _stats(values: list[float]) -> tuple[float, float, float]:
     return statistics.median(values), min(values), max(values)
 
 
-def report(args, recipe: dict, results: dict[str, list[dict]], warmup: dict, load: tuple[str, str]) -> None:
+def report(
+    args, recipe: dict, n_rows: int, results: dict[str, list[dict]], warmup: dict, load: tuple[str, str]
+) -> None:
     when = time.strftime("%Y-%m-%d")
     threads = os.environ.get("OMP_NUM_THREADS", "")
     code = _code_version()
@@ -284,7 +319,11 @@ def report(args, recipe: dict, results: dict[str, list[dict]], warmup: dict, loa
         f"seed {recipe['seed']}; {args.repeats} repeats, order reversed every other round"
     )
     for name, r in warmup.items():
-        print(f"warm-up (untimed in the tables): {name} {args.warmup_steps} steps, training loop {r['seconds']:.2f} s")
+        first = r["sinks"].get("mlflow.start")
+        store = f" (MLflow run start {first:.2f} s: a new sqlite store is created)" if first else ""
+        print(
+            f"warm-up, not in the tables: {name} {args.warmup_steps} steps, training loop {r['seconds']:.2f} s{store}"
+        )
     print()
 
     head = (
@@ -330,6 +369,17 @@ def report(args, recipe: dict, results: dict[str, list[dict]], warmup: dict, loa
                 f"untracked / bare: {u / rows['bare']['med']:.3f}x; component / untracked: "
                 f"{rows['component']['med'] / u:.3f}x (the cost of tracking)"
             )
+    for variant, runs in results.items():
+        if not runs[0]["sinks"]:
+            continue
+        keys = sorted({k for r in runs for k in r["sinks"]})
+        parts = [f"{k} {statistics.median(r['sinks'].get(k, 0.0) for r in runs):.3f}" for k in keys]
+        total = statistics.median(sum(r["sinks"].values()) for r in runs)
+        share = statistics.median(sum(r["sinks"].values()) / r["seconds"] for r in runs)
+        print(
+            f"tracking calls inside the loop, {variant} (median s per run): {', '.join(parts)}; "
+            f"total {total:.3f} s = {share:.1%} of the loop"
+        )
     print("per run (s, non-pad tok/s), in run order:")
     for variant, runs in results.items():
         print(f"  {variant:<16} " + "  ".join(f"{r['seconds']:.2f} s {_tps(r):,.0f}" for r in runs))
@@ -337,14 +387,16 @@ def report(args, recipe: dict, results: dict[str, list[dict]], warmup: dict, loa
     # ---- Markdown for RESULTS.md ----
     print()
     print(
-        f"`{command}`: the travel demo's {results[next(iter(results))][0].get('rows', 'all')} rows, "
+        f"`{command}`: the travel demo's {n_rows:,} rows, "
         f"tiny://travel, full fine-tuning, {recipe['max_steps']} steps × {recipe['batch_size']}, "
         f"max_length {recipe['max_length']}; {_machine()}, OMP_NUM_THREADS={threads}, {when}, code {code}; "
         f"load average {load[0]} at start. Time = the training loop only (trainer.train()); "
         f"{args.repeats} runs per variant, alternating order."
     )
     print()
-    print("| variant | non-pad tokens/s, median (min–max) | loop s | padding efficiency | non-pad tokens/step |")
+    print(
+        "| variant | non-pad tokens/s, median (min–max) | loop s | padding efficiency | non-pad tokens/step |"
+    )
     print("|---|---:|---:|---:|---:|")
     for variant, r in rows.items():
         print(
@@ -399,9 +451,16 @@ def main() -> None:
 
     import logging
 
+    import datasets
+    import transformers
+
     from components.common.config import load_config
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    _time_tracking_calls()
     cfg = load_config(args.config)
     recipe = _recipe(cfg, args.steps, args.batch_size)
     load_start = _load()
@@ -425,14 +484,13 @@ def main() -> None:
             order = variants if round_ % 2 == 0 else variants[::-1]
             for variant in order:
                 r = run_variant(variant, recipe, data, tmp)
-                r["rows"] = data["rows"]
                 results[variant].append(r)
                 print(
                     f"round {round_ + 1} {variant:<16} {r['seconds']:7.2f} s  {_tps(r):9,.0f} non-pad tok/s  "
                     f"loss {r['final_loss']:.4f}",
                     flush=True,
                 )
-    report(args, recipe, results, warmup, (load_start, _load()))
+    report(args, recipe, data["rows"], results, warmup, (load_start, _load()))
 
 
 if __name__ == "__main__":

@@ -33,27 +33,16 @@ def resolve_base(base: str) -> str:
 
 def download_gcs_dir(uri: str, cache: Path) -> Path:
     """Copy every object under a gs:// prefix to a local folder (once) and return that folder."""
-    from google.cloud import storage
+    from components.common.gcs import download_prefix, split_uri
 
-    bucket_name, _, prefix = uri.removeprefix("gs://").partition("/")
-    prefix = prefix.rstrip("/") + "/" if prefix else ""
-    target = cache / bucket_name / prefix.rstrip("/")
+    bucket_name, name = split_uri(uri)
+    target = cache / bucket_name / name.rstrip("/")
     if (target / "config.json").is_file():
         return target
-    client = storage.Client()
-    found = False
-    for blob in client.list_blobs(bucket_name, prefix=prefix):
-        if blob.name.endswith("/"):
-            continue
-        dest = target / blob.name[len(prefix) :]
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        blob.download_to_filename(str(dest))
-        found = True
-    if not found:
-        raise FileNotFoundError(
-            f"{uri}: no objects under this prefix; model.base must be a folder of a checkpoint"
-        )
-    return target
+    try:
+        return download_prefix(uri, target)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{e}; model.base must be a folder of a checkpoint") from None
 
 
 def write_model_info(model_dir: str | Path, *, kind: str, base_model: str, **extra: Any) -> None:

@@ -93,34 +93,19 @@ def _format_of(path: Path) -> str:
 
 def _download_gcs(uri: str, workdir: Path) -> Path:
     """Copy a gs:// object, or every object under a gs:// prefix, into ``workdir`` (streamed to disk)."""
-    from google.api_core.exceptions import NotFound
     from google.cloud import storage
 
+    from components.common.gcs import download_prefix, split_uri
+
     workdir = Path(tempfile.mkdtemp(prefix="gcs-", dir=workdir))  # one folder per locator: no mixing
-    bucket_name, _, name = uri.removeprefix("gs://").partition("/")
+    bucket_name, name = split_uri(uri)
     client = storage.Client()
-    bucket = client.bucket(bucket_name)
-    blob = bucket.blob(name)
+    blob = client.bucket(bucket_name).blob(name)
     if name and not name.endswith("/") and blob.exists():
         dest = workdir / Path(name).name
         blob.download_to_filename(str(dest))
         return dest
-    prefix = name.rstrip("/") + "/" if name else ""
-    target = workdir / (Path(name.rstrip("/")).name or bucket_name)
-    found = False
-    try:
-        for b in client.list_blobs(bucket_name, prefix=prefix):
-            if b.name.endswith("/"):
-                continue
-            dest = target / b.name[len(prefix) :]
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            b.download_to_filename(str(dest))
-            found = True
-    except NotFound:
-        raise FileNotFoundError(f"{uri}: no such bucket {bucket_name!r}") from None
-    if not found:
-        raise FileNotFoundError(f"{uri}: no such object and no objects under this prefix")
-    return target
+    return download_prefix(uri, workdir / (Path(name.rstrip("/")).name or bucket_name), client)
 
 
 def materialize(loc: Locator, workdir: str | Path) -> tuple[Locator, Path | None]:

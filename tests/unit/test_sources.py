@@ -440,3 +440,17 @@ def test_gcs_missing_bucket(tmp_path, bucket):
     """A missing bucket is a FileNotFoundError like every other missing locator (not google's NotFound)."""
     with pytest.raises(FileNotFoundError):
         run(tmp_path, f"gs://{bucket.name}-missing/data.jsonl")
+
+
+def test_gcs_model_folder_is_downloaded_once(tmp_path, bucket, tiny_model):
+    """model.base gs://...: the same download code as data locators, cached by the folder's config.json."""
+    from components.common.models import download_gcs_dir
+
+    upload(bucket, Path(tiny_model), "models/tiny")
+    cache = tmp_path / "cache"
+    local = download_gcs_dir(f"gs://{bucket.name}/models/tiny/", cache)
+    assert sorted(p.name for p in local.iterdir()) == sorted(p.name for p in Path(tiny_model).iterdir())
+    (local / "marker").write_text("cached")
+    assert download_gcs_dir(f"gs://{bucket.name}/models/tiny", cache) == local and (local / "marker").exists()
+    with pytest.raises(FileNotFoundError, match="model.base must be a folder of a checkpoint"):
+        download_gcs_dir(f"gs://{bucket.name}/models/none/", cache)
