@@ -452,5 +452,5 @@ def test_gcs_model_folder_is_downloaded_once(tmp_path, bucket, tiny_model):
     assert sorted(p.name for p in local.iterdir()) == sorted(p.name for p in Path(tiny_model).iterdir())
     (local / "marker").write_text("cached")
     assert download_gcs_dir(f"gs://{bucket.name}/models/tiny", cache) == local and (local / "marker").exists()
-    with pytest.raises(FileNotFoundError, match="model.base must be a folder of a checkpoint"):
+    with pytest.raises(FileNotFoundError, match=r"model\.base must be a folder of a checkpoint"):
         download_gcs_dir(f"gs://{bucket.name}/models/none/", cache)
