@@ -9,8 +9,8 @@ fine-tuning. Variants (``--variants``, any subset):
     its guard callbacks, the tracking callback and sinks, everything the pipeline's train stage runs;
   * ``bare``: a plain TRL script: ``SFTTrainer`` + ``SFTConfig`` with the same hyperparameters
     (completion_only_loss, max_length, lr, scheduler, warmup, batch, seed, data_seed, logging every 10
-    steps, bf16 off, CPU, report_to none, no checkpoints, no progress bar) and no callbacks of ours; the
-    dataset is built with ``components.common.task.training_example`` from the same rows;
+    steps and the first, bf16 off, CPU, report_to none, no checkpoints, no progress bar) and no callbacks
+    of ours; the dataset is built with ``components.common.task.training_example`` from the same rows;
   * ``untracked``: ``train()`` without an experiment (no tracking callback, no MLflow): with ``component``,
     splits the component's overhead into tracking and the rest;
   * ``group_by_length``, ``packing``: ``train()`` with tracking and ``TrainOptions.group_by_length`` or
@@ -47,6 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -176,6 +177,7 @@ def run_bare(recipe: dict, data: dict, work: Path) -> dict:
         max_length=recipe["max_length"],
         completion_only_loss=True,
         logging_steps=10,
+        logging_first_step=True,
         save_strategy="no",
         report_to=[],
         seed=recipe["seed"],
@@ -314,21 +316,24 @@ def report(
     print(f"code: {code}; {_versions()}")
     print(f"load average (1/5/15 min) at start: {load[0]}; at end: {load[1]}")
     print(
-        f"recipe: full, {recipe['max_steps']} steps x batch {recipe['batch_size']}, lr {recipe['learning_rate']:g} "
-        f"{recipe['lr_scheduler']}, warmup {recipe['warmup_ratio']:g}, max_length {recipe['max_length']}, "
+        f"recipe: full, {recipe['max_steps']} steps x batch {recipe['batch_size']}, "
+        f"lr {recipe['learning_rate']:g} {recipe['lr_scheduler']}, warmup {recipe['warmup_ratio']:g}, "
+        f"max_length {recipe['max_length']}, "
         f"seed {recipe['seed']}; {args.repeats} repeats, order reversed every other round"
     )
     for name, r in warmup.items():
         first = r["sinks"].get("mlflow.start")
         store = f" (MLflow run start {first:.2f} s: a new sqlite store is created)" if first else ""
         print(
-            f"warm-up, not in the tables: {name} {args.warmup_steps} steps, training loop {r['seconds']:.2f} s{store}"
+            f"warm-up, not in the tables: {name} {args.warmup_steps} steps, "
+            f"training loop {r['seconds']:.2f} s{store}"
         )
     print()
 
     head = (
-        f"{'variant':<16} {'median tok/s':>12} {'min':>8} {'max':>8} {'loop s (med)':>12} {'tracked tok/s':>13} "
-        f"{'non-pad tok':>11} {'all tok':>9} {'pad eff':>8} {'tok/step':>8} {'final loss':>10}"
+        f"{'variant':<16} {'median tok/s':>12} {'min':>8} {'max':>8} {'loop s (med)':>12} "
+        f"{'tracked tok/s':>13} {'non-pad tok':>11} {'all tok':>9} {'pad eff':>8} {'tok/step':>8} "
+        f"{'final loss':>10}"
     )
     print(head)
     print("-" * len(head))
@@ -347,6 +352,11 @@ def report(
             f"{r0['non_pad']:>11,}{'' if same else '*'} {r0['tokens']:>9,} {eff:>8.1%} "
             f"{r0['non_pad'] / max(r0['steps'], 1):>8,.0f} {r0['final_loss']:>10.4f}"
         )
+    print(
+        "tok/s = non-pad tokens / loop s; tracked tok/s = TrainResult.tracking.tokens_per_s (leaves out the "
+        "time in MLflow calls and the Trainer's set-up before on_train_begin); tok/step = non-pad tokens "
+        "per step"
+    )
     if not all(r["same"] for r in rows.values()):
         print("* token counts differed between repeats of this variant (first run's shown)")
     print()
@@ -457,6 +467,10 @@ def main() -> None:
     from components.common.config import load_config
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
+    # TRL's SFTConfig turns gradient_checkpointing on by default; transformers 5 warns on every config
+    warnings.filterwarnings(
+        "ignore", message="`gradient_checkpointing` is deprecated", category=FutureWarning
+    )
     datasets.disable_progress_bars()
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
