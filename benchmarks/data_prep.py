@@ -51,6 +51,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a file: make `components` importable without an install
     sys.path.insert(0, str(REPO))
 
+from runinfo import code_version, machine  # noqa: E402  (benchmarks/runinfo.py, next to this file)
+
 SCHEMA_PATH = REPO / "examples" / "travel" / "schema.json"
 CONFIG_PATH = REPO / "examples" / "travel" / "config.yaml"
 STAGES = ("ingest", "clean", "split")
@@ -543,33 +545,6 @@ def _mb(path: Path) -> float:
     return path.stat().st_size / 1e6 if path.exists() else 0.0
 
 
-def _machine() -> str:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cpu = platform.processor() or platform.machine()
-    nproc = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{cpu}{f' ({model})' if model else ''}, {nproc} cores"
-
-
-def _code_version() -> str:
-    """HEAD, and whether the stage code had uncommitted changes when this ran (numbers move with the code)."""
-    try:
-        git = ["git", "-C", str(REPO)]
-        head = subprocess.run(
-            [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        )
-        dirty = subprocess.run([*git, "status", "--porcelain", "components"], capture_output=True, text=True)
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head.stdout.strip() + (" + uncommitted changes in components/" if dirty.stdout.strip() else "")
-
-
 def _counts(counter: dict) -> str:
     return ", ".join(f"{k} {v:,}" for k, v in sorted(counter.items(), key=lambda kv: -kv[1])) or "none"
 
@@ -713,8 +688,8 @@ def report(args, meta: dict, input_mb: float, results: dict[str, dict], paths: d
     failed = {stage: r for stage, r in results.items() if "failed" in r}
     total_s = sum(r["seconds"] for r in done.values())
     print()
-    code = _code_version()
-    print(f"machine: {_machine()}, OMP_NUM_THREADS={threads}, python {platform.python_version()}, {when}")
+    code = code_version("components")
+    print(f"machine: {machine()}, OMP_NUM_THREADS={threads}, python {platform.python_version()}, {when}")
     print(f"code: {code}")
     print(
         f"input: {args.rows:,} rows, {input_mb:.1f} MB JSONL, seed {args.seed}; injected: {_counts(meta['injected'])}"
@@ -766,7 +741,7 @@ def report(args, meta: dict, input_mb: float, results: dict[str, dict], paths: d
     # ---- Markdown for RESULTS.md ----
     print()
     print(f"`{_command()}`: {args.rows:,} synthetic travel-shaped rows ({input_mb:.1f} MB JSONL), "
-          f"{_machine()}, OMP_NUM_THREADS={threads}, {when}, code {code}. Each stage ran in a fresh child process; the time "
+          f"{machine()}, OMP_NUM_THREADS={threads}, {when}, code {code}. Each stage ran in a fresh child process; the time "
           "is the stage call alone (imports excluded), the peak RSS is the child's whole high-water mark "
           "(interpreter and imports included; 'RSS before call' is that part).")  # fmt: skip
     print()

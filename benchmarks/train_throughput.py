@@ -43,7 +43,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -54,6 +53,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a file: make `components` importable without an install
     sys.path.insert(0, str(REPO))
+
+from runinfo import code_version, machine  # noqa: E402  (benchmarks/runinfo.py, next to this file)
 
 VARIANTS = ("component", "bare", "untracked", "group_by_length", "packing")
 LABELS = {
@@ -247,37 +248,6 @@ def run_variant(variant: str, recipe: dict, data: dict, tmp: Path) -> dict:
 # ---- reporting ----------------------------------------------------------------------------------------
 
 
-def _machine() -> str:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cpu = platform.processor() or platform.machine()
-    nproc = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{cpu}{f' ({model})' if model else ''}, {nproc} cores"
-
-
-def _code_version() -> str:
-    """HEAD, and whether components/ or this file had uncommitted changes when this ran."""
-    try:
-        git = ["git", "-C", str(REPO)]
-        head = subprocess.run(
-            [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        )
-        dirty = subprocess.run(
-            [*git, "status", "--porcelain", "components", "benchmarks/train_throughput.py"],
-            capture_output=True,
-            text=True,
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head.stdout.strip() + (" + uncommitted changes" if dirty.stdout.strip() else "")
-
-
 def _versions() -> str:
     import torch
     import transformers
@@ -306,13 +276,13 @@ def report(
 ) -> None:
     when = time.strftime("%Y-%m-%d")
     threads = os.environ.get("OMP_NUM_THREADS", "")
-    code = _code_version()
+    code = code_version("components", "benchmarks/train_throughput.py")
     command = (
         f"OMP_NUM_THREADS={threads} python benchmarks/train_throughput.py --steps {args.steps} "
         f"--batch-size {args.batch_size} --repeats {args.repeats} --variants {','.join(results)}"
     )
     print()
-    print(f"machine: {_machine()}, OMP_NUM_THREADS={threads}, python {platform.python_version()}, {when}")
+    print(f"machine: {machine()}, OMP_NUM_THREADS={threads}, python {platform.python_version()}, {when}")
     print(f"code: {code}; {_versions()}")
     print(f"load average (1/5/15 min) at start: {load[0]}; at end: {load[1]}")
     print(
@@ -399,7 +369,7 @@ def report(
     print(
         f"`{command}`: the travel demo's {n_rows:,} rows, "
         f"tiny://travel, full fine-tuning, {recipe['max_steps']} steps × {recipe['batch_size']}, "
-        f"max_length {recipe['max_length']}; {_machine()}, OMP_NUM_THREADS={threads}, {when}, code {code}; "
+        f"max_length {recipe['max_length']}; {machine()}, OMP_NUM_THREADS={threads}, {when}, code {code}; "
         f"load average {load[0]} at start. Time = the training loop only (trainer.train()); "
         f"{args.repeats} runs per variant, alternating order."
     )
