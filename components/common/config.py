@@ -66,6 +66,13 @@ def _rule(rule: str, msg: str) -> PydanticCustomError:
     return PydanticCustomError(rule, msg)
 
 
+def _share(name: str, v: float) -> float:
+    """A share of rows: a number in [0, 1] (rule DATA-005)."""
+    if not 0 <= v <= 1:
+        raise _rule("DATA-005", f"{name}={v} is outside [0, 1]")
+    return v
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -170,9 +177,7 @@ class DataConfig(_Section):
     @field_validator("max_reject_rate")
     @classmethod
     def _rate(cls, v: float) -> float:
-        if not 0 <= v <= 1:
-            raise _rule("DATA-005", f"max_reject_rate={v} is outside [0, 1]")
-        return v
+        return _share("max_reject_rate", v)
 
     @property
     def effective_shape(self) -> str:
@@ -255,10 +260,8 @@ class PreflightConfig(_Section):
 
     @field_validator("truncation_threshold")
     @classmethod
-    def _share(cls, v: float) -> float:
-        if not 0 <= v <= 1:
-            raise _rule("DATA-005", f"truncation_threshold={v} is outside [0, 1]")
-        return v
+    def _threshold(cls, v: float) -> float:
+        return _share("truncation_threshold", v)
 
 
 class EvalConfig(_Section):

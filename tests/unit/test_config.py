@@ -48,6 +48,11 @@ def test_demo_config_paths_are_resolved(travel_config):
         (lambda r: r["data"].update(train="hf:only"), "DATA-004", "data.train"),
         (lambda r: r["data"].update(max_reject_rate=1.5), "DATA-005", "data.max_reject_rate"),
         (
+            lambda r: r.update(preflight={"truncation_threshold": -0.1}),
+            "DATA-005",
+            "preflight.truncation_threshold",
+        ),
+        (
             lambda r: r["data"]["clean"].update(near_dup_threshold=1.0),
             "DATA-005",
             "data.clean.near_dup_threshold",
