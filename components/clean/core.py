@@ -87,15 +87,9 @@ class _TokenCounter:
         self.system_prompt = options.system_prompt
 
     def __call__(self, rows: list[dict[str, str]]) -> list[int]:
-        from components.common.task import conversation
+        from components.common.task import training_token_ids
 
-        texts = [
-            self.tokenizer.apply_chat_template(
-                conversation(self.system_prompt, r["prompt"], r["completion"], r["history"]), tokenize=False
-            )
-            for r in rows
-        ]
-        return [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+        return [len(ids) for ids in training_token_ids(self.tokenizer, self.system_prompt, rows)]
 
 
 class _Rejects:

@@ -40,6 +40,22 @@ def training_example(
     }
 
 
+def training_token_ids(tokenizer, system_prompt: str, rows) -> list[list[int]]:
+    """Token ids of whole examples (prompt and answer), as TRL's SFTTrainer tokenizes a conversational
+    prompt/completion row: the chat template with tokenize=True, no special tokens added on top. What the
+    token-length filter counts and what preflight checks."""
+    return [
+        list(
+            tokenizer.apply_chat_template(
+                conversation(system_prompt, r["prompt"], r["completion"], r["history"]),
+                tokenize=True,
+                return_dict=True,
+            )["input_ids"]
+        )
+        for r in rows
+    ]
+
+
 def prompt_token_ids(tokenizer, system_prompt: str, prompt: str, history: str | list = "[]") -> list[int]:
     """Token ids of the prompt plus the generation header, exactly as TRL tokenizes the prompt part."""
     enc = tokenizer.apply_chat_template(

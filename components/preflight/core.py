@@ -599,13 +599,10 @@ def render_rows(tokenizer, rows: list[dict[str, str]], system_prompt: str) -> li
     """Training render: ``apply_chat_template(conversation, tokenize=True)``, which is what TRL's
     SFTTrainer calls for a conversational prompt/completion row (no special tokens added on top).
     Evaluation render: ``task.prompt_token_ids`` (add_generation_prompt=True)."""
-    from components.common.task import conversation, prompt_token_ids
+    from components.common.task import prompt_token_ids, training_token_ids
 
     out = []
-    for r in rows:
-        messages = conversation(system_prompt, r["prompt"], r["completion"], r["history"])
-        enc = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)
-        ids = list(enc["input_ids"])
+    for r, ids in zip(rows, training_token_ids(tokenizer, system_prompt, rows), strict=True):
         prompt = prompt_token_ids(tokenizer, system_prompt, r["prompt"], r["history"])
         out.append(Rendered(r["id"], ids, prompt, common_prefix(ids, prompt)))
     return out
