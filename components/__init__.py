@@ -12,8 +12,11 @@ _COMPONENTS = {
     "split_op": "components.split.component",
     "preflight_op": "components.preflight.component",
     "train_op": "components.train.component",
+    "train_custom_job_op": "components.train.component",
     "evaluate_op": "components.evaluate.component",
     "evaluate_base_op": "components.evaluate.component",
+    "evaluate_champion_op": "components.evaluate.component",
+    "retrieval_baseline_op": "components.evaluate.component",
     "gate_op": "components.gate.component",
     "register_op": "components.register.component",
 }

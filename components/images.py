@@ -24,12 +24,28 @@ CPU_IMAGE = image_uri("cpu")
 TRAINER_IMAGE = image_uri("trainer")
 
 
+WORKER_CONTAINER_FLAG = (
+    "--worker-container"  # a custom job launcher's replica container (train/custom_job.py)
+)
+
+
 def override_images(pipeline_spec: dict, repo: str = DEFAULT_REPO, tag: str = __version__) -> dict:
-    """Point every executor of a compiled pipeline spec (dict) at ``repo``/``tag``; returns the spec."""
+    """Point every executor of a compiled pipeline spec (dict) at ``repo``/``tag``; returns the spec.
+
+    Also the image of the replicas a custom job launcher starts, held in its ``--worker-container`` JSON.
+    """
+    import json
+
     defaults = {image_uri(k): image_uri(k, repo, tag) for k in KINDS}
     executors = pipeline_spec.get("deploymentSpec", {}).get("executors", {})
     for executor in executors.values():
         container = executor.get("container", {})
         if container.get("image") in defaults:
             container["image"] = defaults[container["image"]]
+        args = container.get("args", [])
+        for i, arg in enumerate(args[:-1]):
+            if arg == WORKER_CONTAINER_FLAG:
+                worker = json.loads(args[i + 1])
+                worker["image_uri"] = defaults.get(worker["image_uri"], worker["image_uri"])
+                args[i + 1] = json.dumps(worker, sort_keys=True)
     return pipeline_spec

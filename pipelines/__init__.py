@@ -1,7 +1,7 @@
 """slmforge pipelines. ``REGISTRY`` maps a pipeline name to its function; compile.py compiles them all."""
 
-from pipelines.finetune import finetune
+from pipelines.finetune import finetune, finetune_multinode
 
-REGISTRY = {"finetune": finetune}
+REGISTRY = {"finetune": finetune, "finetune-multinode": finetune_multinode}
 
-__all__ = ["REGISTRY", "finetune"]
+__all__ = ["REGISTRY", "finetune", "finetune_multinode"]

@@ -12,11 +12,13 @@ from rich.console import Console
 from rich.table import Table
 
 from pipelines.cli_data import data_app
+from pipelines.cli_eval import eval_cmd
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Fine-tune small language models with KFP."
 )
 app.add_typer(data_app, name="data")
+app.command(name="eval")(eval_cmd)
 console = Console()
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "examples" / "travel" / "config.yaml"
 
@@ -111,6 +113,7 @@ def run(
         )
     else:
         term.print("not registered: the gate did not pass")
+    term.print(f"report: {result.run_dir / 'gate-op' / 'html_report'} (HTML: candidate vs baselines, CIs)")
     term.print(f"artifacts: {result.run_dir}   ({result.seconds:.0f} s)")
 
 
@@ -208,7 +211,10 @@ def compile_cmd(out: Path = typer.Option(Path("build/pipelines"), help="output f
 @app.command()
 def submit(
     config: Path = typer.Argument(..., help="config YAML"),
-    template: Path = typer.Option(Path("build/pipelines/finetune.yaml"), help="compiled pipeline"),
+    template: Path = typer.Option(
+        None,
+        help="compiled pipeline; default build/pipelines/finetune.yaml (finetune-multinode.yaml when train.nodes > 1)",
+    ),
     compile_first: bool = typer.Option(False, "--compile", help="compile before submitting"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the request; submit nothing"),
     wait: bool = typer.Option(False, "--wait", help="wait for the run to end"),
@@ -218,6 +224,9 @@ def submit(
     from pipelines.vertex import VertexConfigError, job_request, submit_job
 
     cfg = _load(config)
+    if template is None:
+        name = "finetune-multinode" if cfg.train.nodes > 1 else "finetune"
+        template = Path("build/pipelines") / f"{name}.yaml"
     if compile_first:
         compile_cmd(template.parent)
     if not template.is_file():

@@ -52,6 +52,50 @@ def inspect(
         )
 
 
+def data_options(cfg, *, force: bool = False):
+    """The ingest, clean and split options a pipeline run derives from ``cfg`` (same values, same rules)."""
+    from components.clean.core import CleanOptions
+    from components.common.config import pipeline_parameters
+    from components.ingest.core import IngestOptions
+    from components.split.core import SplitOptions
+
+    d = cfg.data
+    ingest_opts = IngestOptions(
+        shape=d.effective_shape,
+        prompt_field=d.fields.prompt,
+        completion_field=d.fields.completion,
+        group_field=d.fields.group or "",
+        id_field=d.fields.id or "",
+        output_schema=cfg.task.output_schema,
+        max_row_bytes=d.max_row_bytes,
+        force_shape=force,
+    )
+    max_tokens = cfg.train.max_length if d.clean.max_tokens is None else d.clean.max_tokens
+    clean_opts = CleanOptions(
+        d.clean.pii, tuple(d.clean.pii_types), d.clean.near_dup_threshold, max_tokens, cfg.model.base,
+        cfg.task.system_prompt,
+    )  # fmt: skip
+    cover = json.loads(pipeline_parameters(cfg)["split_cover"])
+    split_opts = SplitOptions(d.split.eval_fraction, d.split.seed, cover, cfg.task.output_schema)
+    return ingest_opts, clean_opts, split_opts
+
+
+def prepare_splits(cfg, work: Path) -> tuple[Path, Path]:
+    """Ingest, clean and split the config's data into ``work``: (train table, eval table)."""
+    from components.clean.core import clean
+    from components.ingest.core import ingest
+    from components.split.core import split
+
+    ingest_opts, clean_opts, split_opts = data_options(cfg)
+    work.mkdir(parents=True, exist_ok=True)
+    ingest(
+        cfg.data.train, cfg.data.eval, ingest_opts, work / "ingested.parquet", work / "rejects-ingest.jsonl"
+    )
+    clean(work / "ingested.parquet", work / "cleaned.parquet", work / "rejects-clean.jsonl", clean_opts)
+    split(work / "cleaned.parquet", work / "train.parquet", work / "eval.parquet", split_opts)
+    return work / "train.parquet", work / "eval.parquet"
+
+
 @data_app.command(name="map")
 def map_cmd(
     locator: str = typer.Argument(None, help="data locator; default: the config's data.train"),
@@ -64,35 +108,17 @@ def map_cmd(
     sample: int = typer.Option(5, help="accepted rows to show"),
 ) -> None:
     """Dry-run ingest + clean on a locator: sample accepted rows and every rejection by reason."""
-    from components.clean.core import CleanOptions, clean
+    from components.clean.core import clean
     from components.common.events import REASONS, check_reject_rate, write_events
     from components.common.home import slmforge_home
     from components.common.tables import iter_row_batches
-    from components.ingest.core import IngestOptions, ingest
+    from components.ingest.core import ingest
     from components.ingest.shapes import ShapeError
     from pipelines.cli import _load
 
     cfg = _load(config)
     d = cfg.data
-    opts = IngestOptions(
-        shape=d.effective_shape,
-        prompt_field=d.fields.prompt,
-        completion_field=d.fields.completion,
-        group_field=d.fields.group or "",
-        id_field=d.fields.id or "",
-        output_schema=cfg.task.output_schema,
-        max_row_bytes=d.max_row_bytes,
-        force_shape=force,
-    )
-    max_tokens = cfg.train.max_length if d.clean.max_tokens is None else d.clean.max_tokens
-    clean_opts = CleanOptions(
-        d.clean.pii,
-        tuple(d.clean.pii_types),
-        d.clean.near_dup_threshold,
-        max_tokens,
-        cfg.model.base,
-        cfg.task.system_prompt,
-    )
+    opts, clean_opts, _ = data_options(cfg, force=force)
     work = Path(tempfile.mkdtemp(prefix="slmforge-map-"))
     try:
         try:

@@ -13,12 +13,15 @@ from kfp.dsl import Metrics
 from components import (
     clean_op,
     evaluate_base_op,
+    evaluate_champion_op,
     evaluate_op,
     gate_op,
     ingest_op,
     preflight_op,
     register_op,
+    retrieval_baseline_op,
     split_op,
+    train_custom_job_op,
     train_op,
 )
 
@@ -33,174 +36,194 @@ class FinetuneOutputs(NamedTuple):
 RETRIES = {"num_retries": 2, "backoff_duration": "60s", "backoff_factor": 2.0}  # transient infra failures
 
 
-@dsl.pipeline(
-    name="slmforge-finetune", description="Fine-tune, evaluate, gate and register a small language model."
-)
-def finetune(
-    config_name: str,
-    config_hash: str,
-    train_data: str,
-    output_schema: str,
-    system_prompt: str = "",
-    eval_data: str = "",
-    data_shape: str = "auto",
-    max_reject_rate: float = 0.01,
-    max_row_bytes: int = 1_000_000,
-    pii: str = "redact",
-    pii_types: str = "EMAIL,PHONE,CREDIT_CARD,IBAN,IP_ADDRESS",
-    near_dup_threshold: float = 0.9,
-    max_tokens: int = 256,
-    split_cover: str = "null",
-    prompt_field: str = "prompt",
-    completion_field: str = "completion",
-    group_field: str = "group",
-    id_field: str = "id",
-    eval_fraction: float = 0.1,
-    split_seed: int = 13,
-    base_model: str = "tiny://travel",
-    method: str = "lora",
-    lora_r: int = 16,
-    lora_alpha: int = 32,
-    lora_dropout: float = 0.0,
-    lora_target_modules: str = "all-linear",
-    lora_modules_to_save: str = "",
-    max_steps: int = 500,
-    batch_size: int = 32,
-    learning_rate: float = 2e-4,
-    lr_scheduler: str = "cosine",
-    warmup_ratio: float = 0.03,
-    max_length: int = 256,
-    train_seed: int = 42,
-    group_by_length: bool = False,
-    packing: bool = False,
-    train_backend: str = "auto",
-    checkpoint_steps: int = 100,
-    experiment: str = "",
-    preflight_strict: bool = True,
-    preflight_truncation_threshold: float = 0.05,
-    eval_max_new_tokens: int = 128,
-    eval_batch_size: int = 64,
-    eval_max_examples: int = -1,
-    gate_rules: str = "[]",
-    tracking_uri: str = "",
-    model_name: str = "",
-    accelerator_type: str = "NVIDIA_L4",
-    accelerator_count: int = 1,
-    machine_type: str = "",
-) -> FinetuneOutputs:
-    """Fine-tune a small language model on a task dataset, evaluate it against its base, gate, register.
+def build_finetune(multi_node: bool):
+    """The finetune pipeline; ``multi_node``: its train step is a Vertex AI custom job with ``train_nodes``
+    machines (components/train/custom_job.py) instead of one pipeline task. Two compiled templates rather
+    than a dsl.If/dsl.OneOf inside one: kfp.local cannot return an artifact out of a OneOf branch."""
 
-    Args:
-        config_name: project name from the config (used for display).
-        config_hash: sha256 of the validated config; every artifact records it.
-        train_data: locator of the task data: PATH, jsonl:/json:/csv:/parquet:PATH (local or gs://), hf:NAME:SPLIT.
-        output_schema: the task's JSON Schema, as JSON text.
-        system_prompt: system message rendered before every prompt, in training and evaluation.
-        eval_data: locator of an explicit eval set; empty = hold out eval_fraction of train_data.
-        data_shape: auto, prompt_completion, alpaca, messages or sharegpt.
-        max_reject_rate: fail when ingest and clean reject more than this share of rows.
-        max_row_bytes: source rows larger than this are rejected.
-        pii: redact, block or off.
-        pii_types: comma-separated PII types to detect.
-        near_dup_threshold: Jaccard similarity from which rows are near-duplicates; -1 = exact only.
-        max_tokens: rows whose rendered example has more tokens are rejected; -1 = no limit.
-        split_cover: JSON list of fields whose every value must be in train; null = the schema's enums.
-        prompt_field: source field with the prompt text.
-        completion_field: source field with the target text.
-        group_field: source field with a group id; empty = none.
-        id_field: source field with a stable row id; empty = the line number.
-        eval_fraction: share of rows held out (whole groups).
-        split_seed: seed of the split.
-        base_model: tiny://<example>, hub id, local folder or gs:// folder.
-        method: full or lora.
-        lora_r: LoRA rank.
-        lora_alpha: LoRA alpha.
-        lora_dropout: LoRA dropout.
-        lora_target_modules: comma-separated module names, or all-linear.
-        lora_modules_to_save: comma-separated modules trained in full beside the adapter.
-        max_steps: optimizer steps.
-        batch_size: examples per step per device.
-        learning_rate: peak learning rate.
-        lr_scheduler: transformers scheduler name.
-        warmup_ratio: share of steps spent warming up.
-        max_length: tokens per training example.
-        train_seed: seed of init, dropout and data order.
-        group_by_length: batch rows of similar length (less padding; on small data it learned slower).
-        packing: pack rows into full sequences, padding-free.
-        train_backend: auto, hf or unsloth.
-        checkpoint_steps: resumable checkpoint every N steps (and on SIGTERM); a retry resumes from it.
-        experiment: MLflow / Vertex experiment of the training runs.
-        preflight_strict: fail before training when a preflight check finds an error.
-        preflight_truncation_threshold: largest share of training rows allowed longer than max_length.
-        eval_max_new_tokens: generation budget per example.
-        eval_batch_size: prompts generated together.
-        eval_max_examples: evaluate at most this many rows; -1 = all.
-        gate_rules: JSON list of gate rules.
-        tracking_uri: MLflow tracking URI; empty = embedded sqlite store.
-        model_name: registered model name.
-        accelerator_type: accelerator of the train and evaluate steps on Vertex (ignored locally).
-        accelerator_count: accelerators per train and evaluate step (ignored locally).
-        machine_type: Vertex machine type of the train step; empty = the one carrying the accelerators.
+    @dsl.pipeline(
+        name=f"slmforge-finetune{'-multinode' if multi_node else ''}",
+        description="Fine-tune, evaluate, gate and register a small language model"
+        + (" (train: a multi-node Vertex AI custom job)." if multi_node else "."),
+    )
+    def finetune(
+        config_name: str,
+        config_hash: str,
+        train_data: str,
+        output_schema: str,
+        task_type: str = "structured",
+        labels: str = "[]",
+        system_prompt: str = "",
+        eval_data: str = "",
+        data_shape: str = "auto",
+        max_reject_rate: float = 0.01,
+        max_row_bytes: int = 1_000_000,
+        pii: str = "redact",
+        pii_types: str = "EMAIL,PHONE,CREDIT_CARD,IBAN,IP_ADDRESS",
+        near_dup_threshold: float = 0.9,
+        max_tokens: int = 256,
+        split_cover: str = "null",
+        prompt_field: str = "prompt",
+        completion_field: str = "completion",
+        group_field: str = "group",
+        id_field: str = "id",
+        eval_fraction: float = 0.1,
+        split_seed: int = 13,
+        base_model: str = "tiny://travel",
+        method: str = "lora",
+        lora_r: int = 16,
+        lora_alpha: int = 32,
+        lora_dropout: float = 0.0,
+        lora_target_modules: str = "all-linear",
+        lora_modules_to_save: str = "",
+        max_steps: int = 500,
+        batch_size: int = 32,
+        learning_rate: float = 2e-4,
+        lr_scheduler: str = "cosine",
+        warmup_ratio: float = 0.03,
+        max_length: int = 256,
+        train_seed: int = 42,
+        group_by_length: bool = False,
+        packing: bool = False,
+        train_backend: str = "auto",
+        checkpoint_steps: int = 100,
+        train_nodes: int = 1,
+        train_processes_per_node: int = 0,
+        experiment: str = "",
+        preflight_strict: bool = True,
+        preflight_truncation_threshold: float = 0.05,
+        eval_decoding: str = "free",
+        eval_max_new_tokens: int = 128,
+        eval_batch_size: int = 64,
+        eval_max_examples: int = -1,
+        gate_rules: str = "[]",
+        gate_bootstrap: str = '{"confidence": 0.95, "resamples": 2000, "seed": 0}',
+        tracking_uri: str = "",
+        model_name: str = "",
+        accelerator_type: str = "NVIDIA_L4",
+        accelerator_count: int = 1,
+        machine_type: str = "",
+    ) -> FinetuneOutputs:
+        """Fine-tune a small language model on a task dataset, evaluate it against its base, gate, register.
 
-    Returns:
-        candidate_metrics: the fine-tuned model's evaluation.
-        base_metrics: the untrained base model's evaluation, same data and decoding.
-        gate_passed: whether the candidate passed the gate (and was registered).
-        gate_reasons: every gate rule's verdict in words.
-    """
-    ingest = ingest_op(
-        train_locator=train_data,
-        eval_locator=eval_data,
-        shape=data_shape,
-        prompt_field=prompt_field,
-        completion_field=completion_field,
-        group_field=group_field,
-        id_field=id_field,
-        output_schema=output_schema,
-        max_row_bytes=max_row_bytes,
-        max_reject_rate=max_reject_rate,
-        config_hash=config_hash,
-    ).set_retry(**RETRIES)
-    clean = clean_op(
-        dataset=ingest.outputs["dataset"],
-        upstream_events=ingest.outputs["events"],
-        pii=pii,
-        pii_types=pii_types,
-        near_dup_threshold=near_dup_threshold,
-        max_tokens=max_tokens,
-        base_model=base_model,
-        system_prompt=system_prompt,
-        max_reject_rate=max_reject_rate,
-        config_hash=config_hash,
-    ).set_retry(**RETRIES)
-    split = split_op(
-        dataset=clean.outputs["cleaned"],
-        upstream_events=clean.outputs["events"],
-        eval_fraction=eval_fraction,
-        seed=split_seed,
-        cover=split_cover,
-        output_schema=output_schema,
-        config_hash=config_hash,
-    ).set_retry(**RETRIES)
-    preflight = preflight_op(
-        train_data=split.outputs["train_data"],
-        base_model=base_model,
-        system_prompt=system_prompt,
-        method=method,
-        max_length=max_length,
-        batch_size=batch_size,
-        max_steps=max_steps,
-        accelerator_type=accelerator_type,
-        accelerator_count=accelerator_count,
-        machine_type=machine_type,
-        lora_r=lora_r,
-        lora_target_modules=lora_target_modules,
-        strict=preflight_strict,
-        truncation_threshold=preflight_truncation_threshold,
-        config_hash=config_hash,
-    )  # no retries: its verdicts are deterministic
-    train = (
-        train_op(
+        Args:
+            config_name: project name from the config (used for display).
+            config_hash: sha256 of the validated config; every artifact records it.
+            train_data: locator of the task data: PATH, jsonl:/json:/csv:/parquet:PATH (local or gs://), hf:NAME:SPLIT.
+            output_schema: the task's JSON Schema, as JSON text.
+            task_type: structured, classification or generation (components/common/scoring.py).
+            labels: the label set of a classification task, as a JSON list.
+            system_prompt: system message rendered before every prompt, in training and evaluation.
+            eval_data: locator of an explicit eval set; empty = hold out eval_fraction of train_data.
+            data_shape: auto, prompt_completion, alpaca, messages or sharegpt.
+            max_reject_rate: fail when ingest and clean reject more than this share of rows.
+            max_row_bytes: source rows larger than this are rejected.
+            pii: redact, block or off.
+            pii_types: comma-separated PII types to detect.
+            near_dup_threshold: Jaccard similarity from which rows are near-duplicates; -1 = exact only.
+            max_tokens: rows whose rendered example has more tokens are rejected; -1 = no limit.
+            split_cover: JSON list of fields whose every value must be in train; null = the schema's enums.
+            prompt_field: source field with the prompt text.
+            completion_field: source field with the target text.
+            group_field: source field with a group id; empty = none.
+            id_field: source field with a stable row id; empty = the line number.
+            eval_fraction: share of rows held out (whole groups).
+            split_seed: seed of the split.
+            base_model: tiny://<example>, hub id, local folder or gs:// folder.
+            method: full or lora.
+            lora_r: LoRA rank.
+            lora_alpha: LoRA alpha.
+            lora_dropout: LoRA dropout.
+            lora_target_modules: comma-separated module names, or all-linear.
+            lora_modules_to_save: comma-separated modules trained in full beside the adapter.
+            max_steps: optimizer steps.
+            batch_size: examples per step per device.
+            learning_rate: peak learning rate.
+            lr_scheduler: transformers scheduler name.
+            warmup_ratio: share of steps spent warming up.
+            max_length: tokens per training example.
+            train_seed: seed of init, dropout and data order.
+            group_by_length: batch rows of similar length (less padding; on small data it learned slower).
+            packing: pack rows into full sequences, padding-free.
+            train_backend: auto, hf or unsloth.
+            checkpoint_steps: resumable checkpoint every N steps (and on SIGTERM); a retry resumes from it.
+            train_nodes: machines training together: 1 in the finetune template (train is one pipeline
+                task); the finetune-multinode template runs train as a Vertex AI custom job with this many
+                replicas. The train step stops when the value does not match the template.
+            train_processes_per_node: data-parallel training processes per machine; 0 = one per GPU.
+            experiment: MLflow / Vertex experiment of the training runs.
+            preflight_strict: fail before training when a preflight check finds an error.
+            preflight_truncation_threshold: largest share of training rows allowed longer than max_length.
+            eval_decoding: free, constrained (held to the schema or label set) or both, side by side.
+            eval_max_new_tokens: generation budget per example.
+            eval_batch_size: prompts generated together.
+            eval_max_examples: evaluate at most this many rows; -1 = all.
+            gate_rules: JSON list of gate rules.
+            gate_bootstrap: paired bootstrap of the not_worse_than rules, JSON {resamples, seed, confidence}.
+            tracking_uri: MLflow tracking URI; empty = embedded sqlite store.
+            model_name: registered model name.
+            accelerator_type: accelerator of the train and evaluate steps on Vertex (ignored locally).
+            accelerator_count: accelerators per train and evaluate step (ignored locally).
+            machine_type: Vertex machine type of the train step; empty = the one carrying the accelerators.
+
+        Returns:
+            candidate_metrics: the fine-tuned model's evaluation.
+            base_metrics: the untrained base model's evaluation, same data and decoding.
+            gate_passed: whether the candidate passed the gate (and was registered).
+            gate_reasons: every gate rule's verdict in words.
+        """
+        ingest = ingest_op(
+            train_locator=train_data,
+            eval_locator=eval_data,
+            shape=data_shape,
+            prompt_field=prompt_field,
+            completion_field=completion_field,
+            group_field=group_field,
+            id_field=id_field,
+            output_schema=output_schema,
+            max_row_bytes=max_row_bytes,
+            max_reject_rate=max_reject_rate,
+            config_hash=config_hash,
+        ).set_retry(**RETRIES)
+        clean = clean_op(
+            dataset=ingest.outputs["dataset"],
+            upstream_events=ingest.outputs["events"],
+            pii=pii,
+            pii_types=pii_types,
+            near_dup_threshold=near_dup_threshold,
+            max_tokens=max_tokens,
+            base_model=base_model,
+            system_prompt=system_prompt,
+            max_reject_rate=max_reject_rate,
+            config_hash=config_hash,
+        ).set_retry(**RETRIES)
+        split = split_op(
+            dataset=clean.outputs["cleaned"],
+            upstream_events=clean.outputs["events"],
+            eval_fraction=eval_fraction,
+            seed=split_seed,
+            cover=split_cover,
+            output_schema=output_schema,
+            config_hash=config_hash,
+        ).set_retry(**RETRIES)
+        preflight = preflight_op(
+            train_data=split.outputs["train_data"],
+            base_model=base_model,
+            system_prompt=system_prompt,
+            method=method,
+            max_length=max_length,
+            batch_size=batch_size,
+            max_steps=max_steps,
+            accelerator_type=accelerator_type,
+            accelerator_count=accelerator_count,
+            machine_type=machine_type,
+            lora_r=lora_r,
+            lora_target_modules=lora_target_modules,
+            strict=preflight_strict,
+            truncation_threshold=preflight_truncation_threshold,
+            config_hash=config_hash,
+        )  # no retries: its verdicts are deterministic
+        train_args = dict(
             train_data=split.outputs["train_data"],
             base_model=base_model,
             system_prompt=system_prompt,
@@ -222,44 +245,99 @@ def finetune(
             backend=train_backend,
             grad_accum=preflight.outputs["grad_accum"],
             checkpoint_steps=checkpoint_steps,
+            nodes=train_nodes,
+            processes_per_node=train_processes_per_node,
             experiment=experiment,
             tracking_uri=tracking_uri,
             config_hash=config_hash,
         )
-        .set_accelerator_type(accelerator_type)
-        .set_accelerator_limit(accelerator_count)
-        .set_cpu_limit("8")
-        .set_memory_limit("32G")
         # preemption (spot GPUs): the step saves a checkpoint on SIGTERM and exits 143; a retry resumes
-        .set_retry(num_retries=3, backoff_duration="60s", backoff_factor=1.0)
-    )
-    eval_args = dict(
-        eval_data=split.outputs["eval_data"],
-        system_prompt=system_prompt,
-        output_schema=output_schema,
-        max_new_tokens=eval_max_new_tokens,
-        batch_size=eval_batch_size,
-        max_examples=eval_max_examples,
-        config_hash=config_hash,
-    )
-    candidate = evaluate_op(model=train.outputs["model"], **eval_args).set_display_name("evaluate-candidate")
-    base = evaluate_base_op(base_model=base_model, **eval_args).set_display_name("evaluate-base")
-    for task in (candidate, base):
-        task.set_accelerator_type(accelerator_type).set_accelerator_limit(accelerator_count).set_retry(
-            **RETRIES
-        )
-    gate = gate_op(candidate=candidate.outputs["metrics"], rules=gate_rules).set_caching_options(False)
-    with dsl.If(gate.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 (KFP condition syntax)
-        register_op(
-            model=train.outputs["model"],
-            metrics=candidate.outputs["metrics"],
-            train_data=split.outputs["train_data"],
-            model_name=model_name,
-            tracking_uri=tracking_uri,
+        train_retries = dict(num_retries=3, backoff_duration="60s", backoff_factor=1.0)
+        if multi_node:  # a Vertex AI custom job with worker pools: train_nodes machines
+            train = train_custom_job_op(
+                **train_args,
+                replica_count=train_nodes,
+                machine_type=machine_type,
+                accelerator_type=accelerator_type,
+                accelerator_count=accelerator_count,
+            ).set_display_name("train-multi-node")
+        else:
+            train = (
+                train_op(**train_args)
+                .set_display_name("train")
+                .set_accelerator_type(accelerator_type)
+                .set_accelerator_limit(accelerator_count)
+                .set_cpu_limit("8")
+                .set_memory_limit("32G")
+            )
+        train.set_retry(**train_retries)
+        trained = train.outputs["model"]
+        # Candidate and baselines: the same eval rows, template, task scorer and decoding (the gate checks).
+        task_args = dict(
+            eval_data=split.outputs["eval_data"],
+            system_prompt=system_prompt,
+            task_type=task_type,
+            output_schema=output_schema,
+            labels=labels,
+            max_examples=eval_max_examples,
             config_hash=config_hash,
-            gate_reasons=gate.outputs["reasons"],
-            pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
-        ).set_retry(**RETRIES).set_caching_options(False)
-    return FinetuneOutputs(
-        candidate.outputs["metrics"], base.outputs["metrics"], gate.outputs["Output"], gate.outputs["reasons"]
-    )
+        )
+        eval_args = dict(
+            **task_args,
+            decoding=eval_decoding,
+            max_new_tokens=eval_max_new_tokens,
+            batch_size=eval_batch_size,
+        )
+        candidate = evaluate_op(model=trained, **eval_args).set_display_name("evaluate-candidate")
+        base = evaluate_base_op(base_model=base_model, **eval_args).set_display_name("evaluate-base")
+        champion = evaluate_champion_op(
+            model_name=model_name, tracking_uri=tracking_uri, **eval_args
+        ).set_display_name("evaluate-champion")
+        champion.set_caching_options(False)  # the champion alias moves between runs
+        for task in (candidate, base, champion):
+            task.set_accelerator_type(accelerator_type).set_accelerator_limit(accelerator_count).set_retry(
+                **RETRIES
+            )
+        retrieval = (
+            retrieval_baseline_op(train_data=split.outputs["train_data"], **task_args)
+            .set_display_name("evaluate-retrieval")
+            .set_retry(**RETRIES)
+        )
+        gate = gate_op(
+            candidate=candidate.outputs["metrics"],
+            candidate_predictions=candidate.outputs["predictions"],
+            candidate_classification=candidate.outputs["classification"],
+            base=base.outputs["metrics"],
+            base_predictions=base.outputs["predictions"],
+            champion=champion.outputs["metrics"],
+            champion_predictions=champion.outputs["predictions"],
+            retrieval=retrieval.outputs["metrics"],
+            retrieval_predictions=retrieval.outputs["predictions"],
+            task_type=task_type,
+            rules=gate_rules,
+            bootstrap=gate_bootstrap,
+            title=config_name,
+        ).set_caching_options(False)
+        with dsl.If(gate.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 (KFP condition syntax)
+            register_op(
+                model=trained,
+                metrics=candidate.outputs["metrics"],
+                train_data=split.outputs["train_data"],
+                model_name=model_name,
+                tracking_uri=tracking_uri,
+                config_hash=config_hash,
+                gate_reasons=gate.outputs["reasons"],
+                pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+            ).set_retry(**RETRIES).set_caching_options(False)
+        return FinetuneOutputs(
+            candidate.outputs["metrics"],
+            base.outputs["metrics"],
+            gate.outputs["Output"],
+            gate.outputs["reasons"],
+        )
+
+    return finetune
+
+
+finetune = build_finetune(multi_node=False)
+finetune_multinode = build_finetune(multi_node=True)

@@ -86,6 +86,11 @@ def run_pipeline_local(
 
     from pipelines import REGISTRY
 
+    if int(params.get("train_nodes", 1)) > 1:
+        raise ValueError(
+            f"train.nodes={params['train_nodes']} trains on a Vertex AI custom job with worker pools, which a "
+            "local run cannot start; locally use train.nodes: 1 (train.processes_per_node sets the processes)"
+        )
     os.environ.setdefault(
         "OMP_NUM_THREADS", "1"
     )  # tasks inherit it: 1 thread is the fast, stable choice on CPU

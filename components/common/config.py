@@ -19,6 +19,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from components.common.task import METRICS
+
 # rule ID -> (what the rule says, how to fix it). Pydantic's own error types map onto CFG-00x.
 RULES: dict[str, tuple[str, str]] = {
     "CFG-001": ("a required field is missing", "add the field; see examples/travel/config.yaml"),
@@ -27,6 +29,14 @@ RULES: dict[str, tuple[str, str]] = {
     "CFG-004": ("the config file cannot be read", "pass the path of a YAML mapping"),
     "TASK-001": ("structured tasks need a JSON Schema", "set task.schema to a .json file path"),
     "TASK-002": ("the JSON Schema cannot be loaded", "point task.schema at a readable JSON Schema file"),
+    "EVAL-001": (
+        "constrained decoding needs an output grammar",
+        "use eval.decoding: free for generation tasks (constrained applies to structured and classification)",
+    ),
+    "TASK-003": (
+        "task.labels does not fit task.type",
+        "a classification task lists 2 or more distinct labels in task.labels; other types set none",
+    ),
     "DATA-001": ("the data locator is empty", "set data.train to a JSONL path (local or gs://)"),
     "DATA-002": ("local data file not found", "fix the path; relative paths start at the config file"),
     "DATA-003": ("eval_fraction out of range", "use a fraction in (0, 0.5]"),
@@ -41,13 +51,32 @@ RULES: dict[str, tuple[str, str]] = {
     ),
     "MODEL-002": ("LoRA settings given for a full fine-tune", "set model.method: lora, or drop model.lora"),
     "TRAIN-001": ("non-positive training setting", "use a positive number"),
-    "GATE-001": ("gate rule needs exactly one bound", "give min: or max:, not both or neither"),
+    "TRAIN-002": (
+        "processes_per_node is negative",
+        "use 0 (one training process per GPU) or a positive process count",
+    ),
+    "GATE-001": (
+        "gate rule needs exactly one bound",
+        "give exactly one of min:, max:, equals: or not_worse_than: (write one rule per bound)",
+    ),
     "GATE-002": ("gate rule names an unknown metric", "use one of the metrics the task reports"),
+    "GATE-003": (
+        "not_worse_than names an unknown baseline",
+        "use base (the base model), champion (the registered model) or retrieval (the retrieval baseline)",
+    ),
+    "GATE-004": (
+        "margin is negative",
+        "use margin >= 0: how much worse than the baseline is tolerated (0 = not confidently worse)",
+    ),
+    "GATE-005": (
+        "margin or required given on a rule that compares with no baseline",
+        "add not_worse_than: base|champion|retrieval, or drop margin/required",
+    ),
+    "GATE-006": (
+        "bootstrap setting out of range",
+        "use gates.bootstrap.resamples >= 100 and 0 < confidence < 1",
+    ),
 }
-
-# Metrics a structured task reports (components/common/task.py computes them); gates may name these
-# or a per-field metric "field_match/<path>".
-STRUCTURED_METRICS = ("json_validity", "schema_validity", "exact_match", "field_match")
 
 
 class ConfigError(ValueError):
@@ -78,9 +107,12 @@ class _Section(BaseModel):
 
 
 class TaskConfig(_Section):
-    type: Literal["structured"] = Field(
-        "structured", description="structured: JSON output checked by a schema"
+    type: Literal["structured", "classification", "generation"] = Field(
+        "structured",
+        description="structured: JSON output checked by a schema; classification: one label of task.labels; "
+        "generation: free text",
     )
+    labels: list[str] = Field(default_factory=list, description="the label set of a classification task")
     system_prompt: str = Field("", description="system message put before every prompt, in training and eval")
     schema_path: str | None = Field(None, alias="schema", description="JSON Schema file of the output")
     output_schema: dict[str, Any] | None = Field(
@@ -92,6 +124,10 @@ class TaskConfig(_Section):
     def _needs_schema(self) -> TaskConfig:
         if self.type == "structured" and self.output_schema is None:
             raise _rule("TASK-001", "task.type is structured but no schema was given")
+        if self.type == "classification" and len(set(self.labels)) < 2:
+            raise _rule("TASK-003", f"task.type is classification but task.labels is {self.labels}")
+        if self.type != "classification" and self.labels:
+            raise _rule("TASK-003", f"task.labels is set but task.type is {self.type}")
         return self
 
 
@@ -240,12 +276,27 @@ class TrainConfig(_Section):
     experiment: str = Field(
         "", description="MLflow / Vertex experiment of the training runs; empty = the config name"
     )
+    nodes: int = Field(
+        1,
+        description="machines training together; more than 1 runs the train step as a Vertex AI custom job "
+        "with worker pools (components/train/custom_job.py), Vertex only",
+    )
+    processes_per_node: int = Field(
+        0, description="data-parallel training processes per machine (torchrun); 0 = one per GPU"
+    )
 
-    @field_validator("max_steps", "batch_size", "max_length", "learning_rate", "checkpoint_steps")
+    @field_validator("max_steps", "batch_size", "max_length", "learning_rate", "checkpoint_steps", "nodes")
     @classmethod
     def _positive(cls, v: float) -> float:
         if v <= 0:
             raise _rule("TRAIN-001", f"{v} is not positive")
+        return v
+
+    @field_validator("processes_per_node")
+    @classmethod
+    def _processes(cls, v: int) -> int:
+        if v < 0:
+            raise _rule("TRAIN-002", f"processes_per_node={v}")
         return v
 
 
@@ -265,29 +316,93 @@ class PreflightConfig(_Section):
 
 
 class EvalConfig(_Section):
+    decoding: Literal["free", "constrained", "both"] = Field(
+        "free",
+        description="free; constrained (output held to the schema or the label set; structured and "
+        "classification tasks); both (constrained is primary, free reported beside it)",
+    )
     max_new_tokens: int = Field(128, description="generation budget per example, in tokens")
     batch_size: int = Field(64, description="prompts generated together")
     max_examples: int = Field(-1, description="evaluate at most this many rows; -1 = all")
 
 
+# Baselines a relative gate rule may name (components/gate/core.py BASELINES).
+GATE_BASELINES = ("base", "champion", "retrieval")
+
+
 class GateRule(_Section):
-    metric: str = Field(..., description="metric name, e.g. exact_match or field_match/[].flow")
-    min: float | None = Field(None, description="pass when metric >= min")
-    max: float | None = Field(None, description="pass when metric <= max")
+    metric: str = Field(
+        ...,
+        description="metric name the task reports, e.g. exact_match or field_match/[].flow (Config checks it)",
+    )
+    min: float | None = Field(None, allow_inf_nan=False, description="threshold: pass when metric >= min")
+    max: float | None = Field(None, allow_inf_nan=False, description="threshold: pass when metric <= max")
+    equals: float | None = Field(
+        None, allow_inf_nan=False, description="hard constraint: pass only when metric is exactly this value"
+    )
+    not_worse_than: str | None = Field(
+        None,
+        description="relative: base | champion | retrieval; fail when a paired bootstrap CI of the per-example "
+        "difference (candidate - baseline) lies wholly below -margin (higher is better)",
+    )
+    margin: float | None = Field(
+        None, allow_inf_nan=False, description="relative: tolerated shortfall (>= 0); null = 0"
+    )
+    required: bool | None = Field(
+        None, description="relative: fail (instead of skip) when the baseline is absent; null = false"
+    )
 
     @model_validator(mode="after")
     def _one_bound(self) -> GateRule:
-        if (self.min is None) == (self.max is None):
+        bounds = [k for k in ("min", "max", "equals", "not_worse_than") if getattr(self, k) is not None]
+        if len(bounds) != 1:
             raise _rule(
-                "GATE-001", f"rule on {self.metric!r} has {'both' if self.min is not None else 'no'} bounds"
+                "GATE-001",
+                f"rule on {self.metric!r} has {' and '.join(bounds) if bounds else 'no bound'}; "
+                "it needs exactly one of min, max, equals, not_worse_than",
             )
-        if self.metric.split("/")[0] not in STRUCTURED_METRICS:
-            raise _rule("GATE-002", f"metric {self.metric!r} is not one of {', '.join(STRUCTURED_METRICS)}")
+        if self.not_worse_than is not None and self.not_worse_than not in GATE_BASELINES:
+            raise _rule(
+                "GATE-003",
+                f"rule on {self.metric!r}: not_worse_than={self.not_worse_than!r} is not one of "
+                + ", ".join(GATE_BASELINES),
+            )
+        if self.margin is not None and self.margin < 0:
+            raise _rule("GATE-004", f"rule on {self.metric!r}: margin={self.margin} is negative")
+        extra = [k for k in ("margin", "required") if getattr(self, k) is not None]
+        if self.not_worse_than is None and extra:
+            raise _rule(
+                "GATE-005",
+                f"rule on {self.metric!r} sets {' and '.join(extra)} but has no not_worse_than baseline",
+            )
         return self
+
+
+class BootstrapConfig(_Section):
+    resamples: int = Field(2000, description="paired bootstrap resamples of the eval examples")
+    seed: int = Field(0, description="seed of the resampling; same seed + scores = same interval")
+    confidence: float = Field(0.95, description="two-sided confidence level of the interval")
+
+    @field_validator("resamples")
+    @classmethod
+    def _resamples(cls, v: int) -> int:
+        if v < 100:
+            raise _rule("GATE-006", f"resamples={v} is below 100")
+        return v
+
+    @field_validator("confidence")
+    @classmethod
+    def _confidence(cls, v: float) -> float:
+        if not 0 < v < 1:
+            raise _rule("GATE-006", f"confidence={v} is outside (0, 1)")
+        return v
 
 
 class GatesConfig(_Section):
     rules: list[GateRule] = Field(default_factory=list, description="all must pass for registration")
+    bootstrap: BootstrapConfig = Field(
+        default_factory=BootstrapConfig, description="how relative (not_worse_than) rules are decided"
+    )
 
 
 class RegistryConfig(_Section):
@@ -329,6 +444,36 @@ class Config(_Section):
     def _lora_only_for_lora(self) -> Config:
         if self.model.method == "full" and "lora" in self.model.model_fields_set:
             raise _rule("MODEL-002", "model.lora is set but model.method is full")
+        return self
+
+    @model_validator(mode="after")
+    def _decoding_fits_task(self) -> Config:
+        if self.eval.decoding != "free" and self.task.type == "generation":
+            raise _rule(
+                "EVAL-001", f"eval.decoding={self.eval.decoding} but a generation task has no grammar"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _gate_metrics_known(self) -> Config:
+        """Gate rules name metrics the task type reports (GATE-002), each reported at gates.rules.<i>."""
+        known = METRICS.get(self.task.type, ())
+        errors = [
+            {
+                "type": _rule(
+                    "GATE-002",
+                    f"metric {rule.metric!r} is not reported by {self.task.type} tasks; they report "
+                    + ", ".join(known)
+                    + " (and name/<part> variants)",
+                ),
+                "loc": ("gates", "rules", i),
+                "input": rule.metric,
+            }
+            for i, rule in enumerate(self.gates.rules)
+            if rule.metric.split("/")[0] not in known
+        ]
+        if errors:  # a ValidationError keeps each error's own location (a plain error would sit at the top)
+            raise ValidationError.from_exception_data("Config", errors)
         return self
 
 
@@ -420,6 +565,9 @@ def pipeline_parameters(cfg: Config) -> dict[str, Any]:
         "config_hash": config_hash(cfg),
         "system_prompt": cfg.task.system_prompt,
         "output_schema": json.dumps(cfg.task.output_schema, sort_keys=True),
+        "task_type": cfg.task.type,
+        "labels": json.dumps(cfg.task.labels),
+        "eval_decoding": cfg.eval.decoding,
         "train_data": cfg.data.train,
         "eval_data": cfg.data.eval,
         "data_shape": cfg.data.effective_shape,
@@ -431,7 +579,10 @@ def pipeline_parameters(cfg: Config) -> dict[str, Any]:
         "max_tokens": cfg.train.max_length
         if cfg.data.clean.max_tokens is None
         else cfg.data.clean.max_tokens,
-        "split_cover": json.dumps(cfg.data.split.cover),
+        # A classification task's target is its label: every label must occur in train.
+        "split_cover": json.dumps(
+            ["completion"] if cfg.data.split.cover is None and cfg.task.type == "classification" else cfg.data.split.cover
+        ),
         "prompt_field": cfg.data.fields.prompt,
         "completion_field": cfg.data.fields.completion,
         "group_field": cfg.data.fields.group or "",
@@ -456,6 +607,8 @@ def pipeline_parameters(cfg: Config) -> dict[str, Any]:
         "packing": cfg.train.packing,
         "train_backend": cfg.train.backend,
         "checkpoint_steps": cfg.train.checkpoint_steps,
+        "train_nodes": cfg.train.nodes,
+        "train_processes_per_node": cfg.train.processes_per_node,
         "experiment": cfg.train.experiment or cfg.vertex.experiment or cfg.name,
         "preflight_strict": cfg.preflight.strict,
         "preflight_truncation_threshold": cfg.preflight.truncation_threshold,
@@ -463,6 +616,7 @@ def pipeline_parameters(cfg: Config) -> dict[str, Any]:
         "eval_batch_size": cfg.eval.batch_size,
         "eval_max_examples": cfg.eval.max_examples,
         "gate_rules": json.dumps([r.model_dump(exclude_none=True) for r in cfg.gates.rules]),
+        "gate_bootstrap": json.dumps(cfg.gates.bootstrap.model_dump(), sort_keys=True),
         "tracking_uri": cfg.registry.tracking_uri,
         "model_name": cfg.registry.model_name or cfg.name,
         "accelerator_type": cfg.vertex.accelerator_type,

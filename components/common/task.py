@@ -2,16 +2,26 @@
 and how it is scored. Training, evaluation and (later) serving all call these functions, so the
 prompt a model is trained on is byte for byte the prompt it is evaluated on.
 
-Structured tasks (the only type so far) answer with JSON checked against a JSON Schema.
+Task types (``TASK_TYPES``) and the metrics each reports (``METRICS``) are declared here; scoring by type
+lives in components/common/scoring.py.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections import defaultdict
-from dataclasses import dataclass, field
 from typing import Any
+
+TASK_TYPES = ("structured", "classification", "generation")
+# Metric names each task type reports; "name/<part>" variants (field_match/<field>, f1/<label>) share the
+# name before the slash. The validity family says whether an output is usable at all; the match family
+# how close a usable output is to the expected one.
+METRICS: dict[str, tuple[str, ...]] = {
+    "structured": ("json_validity", "schema_validity", "vocabulary_validity",
+                   "exact_match", "field_match", "argument_fidelity"),
+    "classification": ("label_validity", "accuracy", "macro_f1", "precision", "recall", "f1"),
+    "generation": ("exact_match", "rouge_l", "chrf", "bleu"),
+}  # fmt: skip
 
 
 def prompt_messages(system_prompt: str, prompt: str, history: str | list = "[]") -> list[dict[str, str]]:
@@ -99,40 +109,6 @@ def field_name(path: str) -> str:
     return _POSITION.sub("[]", path)
 
 
-@dataclass
-class ExampleScore:
-    json_valid: bool
-    schema_valid: bool
-    exact: bool
-    error: str | None
-    # field -> (leaves that match, leaves in expected or predicted)
-    fields: dict[str, tuple[int, int]] = field(default_factory=dict)
-
-
-def score_structured(prediction: str, target: str, validator) -> ExampleScore:
-    """Score one output: JSON validity, schema validity, exact match of the parsed value, and per-field
-    agreement of the leaves (a leaf counts when present in the expected or the predicted value)."""
-    expected, _ = parse_json(target)
-    got, error = parse_json(prediction)
-    if error is not None:
-        exp_fields: dict[str, tuple[int, int]] = defaultdict(lambda: (0, 0))
-        for p in leaves(expected):
-            m, n = exp_fields[field_name(p)]
-            exp_fields[field_name(p)] = (m, n + 1)
-        return ExampleScore(False, False, False, error, dict(exp_fields))
-    schema_errors = sorted(validator.iter_errors(got), key=lambda e: list(e.path))
-    schema_ok = not schema_errors
-    if not schema_ok:
-        error = f"schema: {schema_errors[0].message}"
-    exp_leaves, got_leaves = leaves(expected), leaves(got)
-    fields: dict[str, tuple[int, int]] = defaultdict(lambda: (0, 0))
-    for p in exp_leaves.keys() | got_leaves.keys():
-        m, n = fields[field_name(p)]
-        hit = p in exp_leaves and p in got_leaves and exp_leaves[p] == got_leaves[p]
-        fields[field_name(p)] = (m + hit, n + 1)
-    return ExampleScore(True, schema_ok, got == expected, error, dict(fields))
-
-
 def schema_validator(schema: dict[str, Any]):
     """A jsonschema validator for the schema's declared draft (2020-12 when it declares none)."""
     import jsonschema
@@ -140,28 +116,3 @@ def schema_validator(schema: dict[str, Any]):
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
     cls.check_schema(schema)
     return cls(schema)
-
-
-def aggregate(scores: list[ExampleScore]) -> dict[str, float]:
-    """Task metrics over a set of examples: fractions in [0, 1]; ``field_match/<field>`` per field."""
-    n = len(scores)
-    if n == 0:
-        raise ValueError("no examples to score: the eval split is empty")
-    metrics = {
-        "json_validity": sum(s.json_valid for s in scores) / n,
-        "schema_validity": sum(s.schema_valid for s in scores) / n,
-        "exact_match": sum(s.exact for s in scores) / n,
-    }
-    totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for s in scores:
-        for f, (m, c) in s.fields.items():
-            totals[f][0] += m
-            totals[f][1] += c
-    matched = sum(m for m, _ in totals.values())
-    counted = sum(c for _, c in totals.values())
-    metrics["field_match"] = matched / counted if counted else 0.0
-    for f in sorted(totals):
-        m, c = totals[f]
-        metrics[f"field_match/{f}"] = m / c if c else 0.0
-    metrics["examples"] = float(n)
-    return metrics

@@ -7,26 +7,44 @@ so a person can see what each model answered.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from components.common.models import load_for_inference
+from components.common.provenance import sha256_path
+from components.common.scoring import Scored, TaskSpec, score
 from components.common.tables import read_rows
-from components.common.task import aggregate, prompt_token_ids, schema_validator, score_structured
+from components.common.task import prompt_token_ids
+
+DECODINGS = ("free", "constrained", "both")
 
 
 @dataclass
 class EvalResult:
-    metrics: dict[str, float]
+    metrics: dict[str, float]  # the primary decoding's metrics; with "both" also free/<m> and constrained/<m>
     examples: int
     generation_s: float
+    settings: dict[str, Any] = field(default_factory=dict)  # what must match between candidate and baselines
+    scored: Scored | None = None  # the primary decoding's per-example scores and confusion matrix
 
 
-def generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, batch_size: int) -> list[str]:
-    """Greedy decoding of token-id prompts in left-padded batches; returns the decoded completions."""
+def generate(
+    model,
+    tokenizer,
+    prompts: list[list[int]],
+    max_new_tokens: int,
+    batch_size: int,
+    logits_processor_factory=None,
+) -> list[str]:
+    """Greedy decoding of token-id prompts in left-padded batches; returns the decoded completions.
+
+    ``logits_processor_factory``: called once per batch with the batch size, returns a list of
+    transformers LogitsProcessors for that batch (constrained decoding); None = free decoding."""
     import torch
 
     pad = tokenizer.pad_token_id
@@ -50,26 +68,50 @@ def generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, ba
                 do_sample=False,
                 pad_token_id=pad,
                 eos_token_id=tokenizer.eos_token_id,
+                logits_processor=logits_processor_factory(len(idx)) if logits_processor_factory else None,
             )
         for row, i in enumerate(idx):
             texts[i] = tokenizer.decode(out[row, width:], skip_special_tokens=True)
     return [texts[i] for i in range(len(prompts))]
 
 
+def task_settings(task: TaskSpec, eval_path) -> dict[str, Any]:
+    """The part of a fair comparison every baseline shares: the same eval rows, the same task scorer."""
+    return {
+        "eval_sha256": sha256_path(eval_path),
+        "task_sha256": hashlib.sha256(json.dumps(asdict(task), sort_keys=True).encode()).hexdigest(),
+    }
+
+
+def eval_settings(tokenizer, system_prompt: str, task: TaskSpec, eval_path, **decoding) -> dict[str, Any]:
+    """What a fair comparison of generated answers holds fixed: eval rows, task, prompt template, decoding."""
+    template = json.dumps([system_prompt, tokenizer.chat_template or ""], sort_keys=True)
+    return {
+        **task_settings(task, eval_path),
+        "template_sha256": hashlib.sha256(template.encode()).hexdigest(),
+        **decoding,
+    }
+
+
 def evaluate(
     model_source: str,
     eval_path: str | Path,
     system_prompt: str,
-    output_schema: dict,
+    task: TaskSpec,
     predictions_path: str | Path,
     *,
     max_new_tokens: int = 128,
     batch_size: int = 64,
     max_examples: int = -1,  # -1 = every row
+    decoding: str = "free",  # free | constrained | both (constrained is primary, free beside it)
 ) -> EvalResult:
     """Generate for every eval row with ``model_source`` (a Model folder or a base locator) and score it."""
     import torch
 
+    if decoding not in DECODINGS:
+        raise ValueError(f"eval.decoding={decoding!r}: use one of {', '.join(DECODINGS)}")
+    if decoding != "free" and not task.constraint():
+        raise ValueError(f"eval.decoding={decoding!r}: a {task.type} task has no output constraint; use free")
     if not torch.cuda.is_available():
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     rows = read_rows(eval_path)
@@ -79,53 +121,153 @@ def evaluate(
     if torch.cuda.is_available():
         model.to("cuda")
     prompts = [prompt_token_ids(tokenizer, system_prompt, r["prompt"], r["history"]) for r in rows]
+    targets = [r["completion"] for r in rows]
+    runs: dict[str, tuple[list[str], Scored]] = {}
     start = time.perf_counter()
-    predictions = generate(model, tokenizer, prompts, max_new_tokens, batch_size)
+    for mode in ("free", "constrained") if decoding == "both" else (decoding,):
+        factory = None
+        if mode == "constrained":
+            from components.evaluate.constrained import logits_processor_factory
+
+            factory = logits_processor_factory(tokenizer, **task.constraint())
+        predicted = generate(model, tokenizer, prompts, max_new_tokens, batch_size, factory)
+        runs[mode] = (predicted, score(task, predicted, targets))
     elapsed = time.perf_counter() - start
+    primary = "constrained" if decoding == "both" else decoding
+    predicted, scored = runs[primary]
+    metrics = dict(scored.metrics)
+    if decoding == "both":
+        for mode, (_, other) in runs.items():
+            metrics.update({f"{mode}/{k}": v for k, v in other.metrics.items() if k != "examples"})
+    extra = {"predicted_free": runs["free"][0]} if decoding == "both" else {}
+    write_predictions(rows, predicted, scored, predictions_path, **extra)
+    settings = eval_settings(tokenizer, system_prompt, task, eval_path, decoding=decoding,
+                             max_new_tokens=max_new_tokens, examples=len(rows))  # fmt: skip
+    return EvalResult(metrics, len(rows), elapsed, settings, scored)
 
-    validator = schema_validator(output_schema)
-    scores = [score_structured(p, r["completion"], validator) for p, r in zip(predictions, rows, strict=True)]
-    write_predictions(rows, predictions, scores, predictions_path)
-    return EvalResult(metrics=aggregate(scores), examples=len(rows), generation_s=elapsed)
 
-
-def write_predictions(rows, predictions, scores, path: str | Path) -> None:
+def write_predictions(rows, predicted: list[str], scored: Scored, path: str | Path, **extra_columns) -> None:
     """One row per example: what was asked, expected, answered, and how it scored."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pa.Table.from_pylist(
-        [
-            {
-                "id": r["id"],
-                "history": r["history"],
-                "prompt": r["prompt"],
-                "expected": r["completion"],
-                "predicted": p,
-                "json_valid": s.json_valid,
-                "schema_valid": s.schema_valid,
-                "exact_match": s.exact,
-                "error": s.error or "",
-                "fields": json.dumps(s.fields, sort_keys=True),
-            }
-            for r, p, s in zip(rows, predictions, scores, strict=True)
-        ]
-    )
+    columns = {
+        "id": [r["id"] for r in rows],
+        "history": [r["history"] for r in rows],
+        "prompt": [r["prompt"] for r in rows],
+        "expected": [r["completion"] for r in rows],
+        "predicted": predicted,
+        **extra_columns,
+        **{f"score/{k}": v for k, v in scored.per_example.items()},
+        "error": [d["error"] for d in scored.details],
+        "fields_differing": [json.dumps(d["fields_differing"]) for d in scored.details],
+    }
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, str(path))
+    pq.write_table(pa.table(columns), str(path))
+
+
+def read_per_example(predictions_path: str | Path) -> dict[str, list[float]]:
+    """The per-example scores (metric -> values in eval-row order) a predictions table holds."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(str(predictions_path))
+    return {
+        c.removeprefix("score/"): table[c].to_pylist() for c in table.column_names if c.startswith("score/")
+    }
 
 
 def record(
-    result: EvalResult, metrics, predictions, *, model_label: str, config_hash: str, upstream: dict
+    result: EvalResult,
+    metrics,
+    predictions,
+    *,
+    model_label: str,
+    config_hash: str,
+    upstream: dict,
+    classification=None,
 ) -> None:
     """Write an evaluation onto its KFP outputs (any objects with ``log_metric``/``metadata``/``path``):
     task metrics on the Metrics artifact (only metrics, so the Vertex console compares them cleanly),
-    counts and provenance on the predictions Dataset."""
+    counts, settings and provenance on the predictions Dataset, and for a classification task the
+    confusion matrix on ``classification`` (a KFP ClassificationMetrics artifact)."""
     from components.common.provenance import stamp
 
     for key, value in result.metrics.items():
         metrics.log_metric(key, value)
+    if classification is not None and result.scored is not None and result.scored.confusion is not None:
+        categories, matrix = result.scored.confusion
+        classification.log_confusion_matrix(categories, matrix)
     predictions.metadata.update(
-        {"model": model_label, "examples": result.examples, "generation_s": round(result.generation_s, 3)}
-    )
+        {"model": model_label, "examples": result.examples, "generation_s": round(result.generation_s, 3),
+         "settings": result.settings}
+    )  # fmt: skip
     stamp(predictions.metadata, predictions.path, config_hash=config_hash, upstream=upstream)
+
+
+def evaluate_to_outputs(
+    source: str,
+    eval_data,
+    system_prompt: str,
+    task_parts: tuple[str, str, str],
+    decoding: str,
+    max_new_tokens: int,
+    batch_size: int,
+    max_examples: int,
+    config_hash: str,
+    metrics,
+    predictions,
+    classification,
+    *,
+    label: str,
+    upstream: dict,
+) -> EvalResult:
+    """``evaluate`` a model source and ``record`` the result on a component's outputs."""
+    result = evaluate(
+        source, eval_data.path, system_prompt, TaskSpec.from_parts(*task_parts), predictions.path,
+        max_new_tokens=max_new_tokens, batch_size=batch_size, max_examples=max_examples, decoding=decoding,
+    )  # fmt: skip
+    upstream = {**upstream, "eval_data": eval_data.metadata.get("sha256", "")}
+    record(result, metrics, predictions, model_label=label, config_hash=config_hash, upstream=upstream,
+           classification=classification)  # fmt: skip
+    return result
+
+
+def evaluate_champion_to_outputs(
+    model_name: str,
+    tracking_uri: str,
+    eval_data,
+    system_prompt: str,
+    task_parts: tuple[str, str, str],
+    decoding: str,
+    max_new_tokens: int,
+    batch_size: int,
+    max_examples: int,
+    config_hash: str,
+    metrics,
+    predictions,
+    classification,
+) -> EvalResult | None:
+    """Evaluate the ``champion`` alias of ``model_name``; without one, log ``available = 0`` and say so."""
+    import tempfile
+
+    from components.register.core import download_alias
+
+    with tempfile.TemporaryDirectory() as tmp:
+        found = download_alias(model_name, "champion", tmp, tracking_uri)
+        if found is None:
+            print(
+                f"no champion of {model_name!r} in the registry yet: rules against it are skipped", flush=True
+            )
+            metrics.log_metric("available", 0.0)
+            Path(predictions.path).parent.mkdir(parents=True, exist_ok=True)
+            Path(predictions.path).write_bytes(b"")
+            predictions.metadata.update({"model": "champion", "available": False, "settings": {}})
+            return None
+        uri, local = found
+        result = evaluate_to_outputs(
+            str(local), eval_data, system_prompt, task_parts, decoding, max_new_tokens, batch_size,
+            max_examples, config_hash, metrics, predictions, classification, label=f"champion:{uri}",
+            upstream={"model": uri},
+        )  # fmt: skip
+    metrics.log_metric("available", 1.0)
+    return result

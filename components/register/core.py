@@ -86,3 +86,23 @@ def register(
     )
     client.set_registered_model_alias(model_name, CANDIDATE, mv.version)
     return RegisterResult(f"models:/{model_name}/{mv.version}", model_name, str(mv.version), run_id, True)
+
+
+def download_alias(
+    model_name: str, alias: str, dst: str | Path, tracking_uri: str = ""
+) -> tuple[str, Path] | None:
+    """Download the model version ``alias`` points at (e.g. ``champion``) into ``dst``; returns its
+    ``models:/name/version`` URI and local folder, or None when the model or the alias does not exist."""
+    from mlflow import MlflowClient
+    from mlflow.artifacts import download_artifacts
+    from mlflow.exceptions import MlflowException
+
+    tracking_uri = tracking_uri or default_tracking_uri()
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    try:
+        mv = client.get_model_version_by_alias(model_name, alias)
+    except MlflowException:
+        return None
+    Path(dst).mkdir(parents=True, exist_ok=True)
+    local = download_artifacts(artifact_uri=mv.source, dst_path=str(dst), tracking_uri=tracking_uri)
+    return f"models:/{model_name}/{mv.version}", Path(local)

@@ -4,6 +4,7 @@ from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
 from components.images import TRAINER_IMAGE
+from components.train.custom_job import as_custom_job
 
 
 @dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
@@ -29,6 +30,8 @@ def train_op(
     backend: str,
     grad_accum: int,
     checkpoint_steps: int,
+    nodes: int,
+    processes_per_node: int,
     experiment: str,
     tracking_uri: str,
     config_hash: str,
@@ -61,6 +64,11 @@ def train_op(
         grad_accum: micro-batches per optimizer step (from the preflight plan); it divides batch_size.
         checkpoint_steps: save a resumable checkpoint every N steps, and on SIGTERM. Checkpoints live next
             to the model in this step's output location, so a retried (preempted) task resumes from them.
+        nodes: machines training together; more than 1 only inside a Vertex custom job with that many
+            replicas (the finetune-multinode template); a mismatch stops the step before training.
+        processes_per_node: data-parallel training processes on this node (torchrun); 0 = one per GPU.
+            With more than one process, or on a Vertex custom job with worker pools (several nodes; see
+            components/train/custom_job.py), training runs under torchrun and only node 0 writes outputs.
         experiment: MLflow experiment (and Vertex experiment on Vertex) of the training run.
         tracking_uri: MLflow tracking URI; empty = $MLFLOW_TRACKING_URI or the embedded sqlite store.
         config_hash: sha256 of the validated config, recorded as provenance.
@@ -73,7 +81,8 @@ def train_op(
 
     from components.common.models import module_names
     from components.common.provenance import stamp
-    from components.train.core import TrainOptions, train
+    from components.train.core import TrainOptions
+    from components.train.distributed import train_on_node
 
     opts = TrainOptions(
         method,
@@ -96,8 +105,9 @@ def train_op(
         backend=backend,
         grad_accum=grad_accum,
     )
-    result = train(train_data.path, base_model, system_prompt, opts, model.path, experiment=experiment,
-                   tracking_uri=tracking_uri, artifact_dir=loss_curve.path)  # fmt: skip
+    # One process, or torchrun on this node; a worker node of a multi-node job exits here (node 0 writes).
+    result = train_on_node(nodes, processes_per_node, train_data.path, base_model, system_prompt, opts, model.path,
+                           experiment=experiment, tracking_uri=tracking_uri, artifact_dir=loss_curve.path)  # fmt: skip
     model.metadata.update({"method": method, "base_model": base_model, "framework": "transformers"})
     stamp(
         model.metadata,
@@ -105,10 +115,11 @@ def train_op(
         config_hash=config_hash,
         upstream={"train_data": train_data.metadata.get("sha256", "")},
     )
-    values = {k: float(getattr(result, k)) for k in ("first_loss", "final_loss", "steps", "runtime_s",
-              "trainable_params", "total_params", "resumed_from_step")}  # fmt: skip
-    values.update({k: float(getattr(result.tracking, k)) for k in ("tokens_per_s", "padding_efficiency")})
-    for key, value in values.items():
+    for key, value in result.metrics().items():
         metrics.log_metric(key, value)
     loss_curve.metadata.update({"mlflow_run_id": result.tracking.run_id, "file": "loss_curve.png"})
     shutil.rmtree(opts.checkpoint_dir, ignore_errors=True)  # the model is written: resuming is moot
+
+
+# The same step as a Vertex AI custom job with worker pools: several machines (components/train/custom_job.py).
+train_custom_job_op = as_custom_job(train_op)

@@ -176,7 +176,19 @@ class TrainResult:
     total_params: int
     loss_history: list[float]  # every logged loss of the whole run, the ones before a resume included
     resumed_from_step: int = 0  # global step of the checkpoint this attempt resumed from (0 = fresh start)
+    world_size: int = 1  # data-parallel processes (components/train/distributed.py)
     tracking: Any = None  # TrackingSummary: run id, tokens, padding efficiency, tokens/s, loss-curve PNG
+
+    def metrics(self) -> dict[str, float]:
+        """The scalar results the train step logs as its Metrics artifact."""
+        keys = ("first_loss", "final_loss", "steps", "runtime_s", "trainable_params", "total_params",
+                "resumed_from_step", "world_size")  # fmt: skip
+        values = {k: float(getattr(self, k)) for k in keys}
+        if self.tracking is not None:
+            values.update(
+                {k: float(getattr(self.tracking, k)) for k in ("tokens_per_s", "padding_efficiency")}
+            )
+        return values
 
 
 class NonFiniteTraining(FloatingPointError):
@@ -207,6 +219,11 @@ class Preempted(SystemExit):
             f"preempted (SIGTERM) at step {self.step}: {where}; the final model was not written, "
             "a retry resumes from the checkpoint"
         )
+
+
+def _global_rank() -> int:
+    """This process's rank in a torchrun job (0 when not launched by torchrun)."""
+    return int(os.environ.get("RANK", "0"))
 
 
 def _device_flags() -> dict:
@@ -393,8 +410,9 @@ def train(
                 f"{resume_from} is at step {resumed_step}, max_steps={opts.max_steps}: these checkpoints "
                 "belong to a longer run; use an empty checkpoint_dir or raise max_steps"
             )
-        for leftover in remove_newer(opts.checkpoint_dir, resumed_step):
-            print(f"removed incomplete checkpoint {leftover}", flush=True)
+        if _global_rank() == 0:  # one process tidies the (shared) checkpoint folder
+            for leftover in remove_newer(opts.checkpoint_dir, resumed_step):
+                print(f"removed incomplete checkpoint {leftover}", flush=True)
         if resume_from:
             print(f"resuming from step {resumed_step} ({resume_from})", flush=True)
     with tempfile.TemporaryDirectory() as scratch:
@@ -430,14 +448,15 @@ def train(
     losses = [float(e["loss"]) for e in trainer.state.log_history if "loss" in e]
     if not losses:
         raise RuntimeError("training logged no loss; max_steps must be >= 1")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    trainer.model.save_pretrained(out, safe_serialization=True)
-    trainer.processing_class.save_pretrained(out)
-    # Where and how often checkpoints went says nothing about the model, and a run-specific path would make
-    # the artifact's content hash differ between identical runs.
-    recipe = {k: v for k, v in asdict(opts).items() if k not in _CHECKPOINT_FIELDS}
-    write_model_info(out, kind=opts.method, base_model=base_model, train_options=recipe)
+    if trainer.is_world_process_zero():  # data parallel (components/train/distributed.py): one writer
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        trainer.model.save_pretrained(out, safe_serialization=True)
+        trainer.processing_class.save_pretrained(out)
+        # Where and how often checkpoints went says nothing about the model, and a run-specific path would
+        # make the artifact's content hash differ between identical runs.
+        recipe = {k: v for k, v in asdict(opts).items() if k not in _CHECKPOINT_FIELDS}
+        write_model_info(out, kind=opts.method, base_model=base_model, train_options=recipe)
     return TrainResult(
         first_loss=losses[0],
         final_loss=losses[-1],
@@ -447,5 +466,6 @@ def train(
         total_params=total,
         loss_history=losses,
         resumed_from_step=resumed_step,
+        world_size=trainer.args.world_size,
         tracking=tracker.summary if tracker is not None else None,
     )

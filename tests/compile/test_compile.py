@@ -3,6 +3,7 @@ caching, conditions) can be checked: kfp.local ignores them. Assert on it."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -16,13 +17,22 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def spec(tmp_path_factory) -> dict:
+def compiled(tmp_path_factory) -> dict[str, dict]:
     from pipelines.compiler import compile_all
 
-    out = tmp_path_factory.mktemp("compiled")
-    (path,) = compile_all(out)
-    assert path.name == "finetune.yaml"
-    return yaml.safe_load(path.read_text())
+    paths = compile_all(tmp_path_factory.mktemp("compiled"))
+    assert sorted(p.name for p in paths) == ["finetune-multinode.yaml", "finetune.yaml"]
+    return {p.stem: yaml.safe_load(p.read_text()) for p in paths}
+
+
+@pytest.fixture(scope="module")
+def spec(compiled) -> dict:
+    return compiled["finetune"]
+
+
+@pytest.fixture(scope="module")
+def multinode(compiled) -> dict:
+    return compiled["finetune-multinode"]
 
 
 def _tasks(spec: dict) -> dict:
@@ -43,10 +53,12 @@ def test_yaml_loads_into_pipeline_spec_proto(tmp_path):
 
     from pipelines.compiler import compile_all
 
-    (path,) = compile_all(tmp_path)
-    message = json_format.ParseDict(yaml.safe_load(path.read_text()), pipeline_spec_pb2.PipelineSpec())
-    assert message.pipeline_info.name == "slmforge-finetune"
-    assert "train-op" in message.root.dag.tasks
+    names = set()
+    for path in compile_all(tmp_path):
+        message = json_format.ParseDict(yaml.safe_load(path.read_text()), pipeline_spec_pb2.PipelineSpec())
+        names.add(message.pipeline_info.name)
+        assert "gate-op" in message.root.dag.tasks
+    assert names == {"slmforge-finetune", "slmforge-finetune-multinode"}
 
 
 def test_every_stage_is_a_task(spec):
@@ -58,6 +70,8 @@ def test_every_stage_is_a_task(spec):
         "train-op",
         "evaluate-op",
         "evaluate-base-op",
+        "evaluate-champion-op",
+        "retrieval-baseline-op",
         "gate-op",
         "condition-1",
         "register-op",
@@ -66,15 +80,15 @@ def test_every_stage_is_a_task(spec):
 
 def test_images(spec):
     tasks = _tasks(spec)
-    for name in ("train-op", "evaluate-op", "evaluate-base-op"):
+    for name in ("train-op", "evaluate-op", "evaluate-base-op", "evaluate-champion-op"):
         assert _executor(spec, tasks[name])["image"] == f"slmforge/trainer:{__version__}"
-    for name in ("ingest-op", "clean-op", "split-op", "gate-op", "register-op"):
+    for name in ("ingest-op", "clean-op", "split-op", "gate-op", "register-op", "retrieval-baseline-op"):
         assert _executor(spec, tasks[name])["image"] == f"slmforge/cpu:{__version__}"
 
 
 def test_accelerators_come_from_parameters(spec):
     tasks = _tasks(spec)
-    for name in ("train-op", "evaluate-op", "evaluate-base-op"):
+    for name in ("train-op", "evaluate-op", "evaluate-base-op", "evaluate-champion-op"):
         accel = _executor(spec, tasks[name])["resources"]["accelerator"]
         assert accel["resourceType"] == "{{$.inputs.parameters['pipelinechannel--accelerator_type']}}"
         assert accel["resourceCount"] == "{{$.inputs.parameters['pipelinechannel--accelerator_count']}}"
@@ -86,7 +100,8 @@ def test_accelerators_come_from_parameters(spec):
 
 def test_retry_policy(spec):
     tasks = _tasks(spec)
-    for name in ("ingest-op", "clean-op", "split-op", "evaluate-op", "evaluate-base-op", "register-op"):
+    for name in ("ingest-op", "clean-op", "split-op", "evaluate-op", "evaluate-base-op", "evaluate-champion-op",
+                 "retrieval-baseline-op", "register-op"):  # fmt: skip
         assert tasks[name]["retryPolicy"]["maxRetryCount"] == 2, name
         assert tasks[name]["retryPolicy"]["backoffDuration"] == "60s"
     # a preempted train step exits 143 after a checkpoint; its retries resume from it
@@ -146,12 +161,17 @@ def test_docstrings_become_descriptions(spec):
 def test_image_override(tmp_path):
     from pipelines.compiler import compile_all
 
-    (path,) = compile_all(tmp_path, image_repo="us-docker.pkg.dev/p/r", image_tag="abc123")
+    path = next(p for p in compile_all(tmp_path, image_repo="us-docker.pkg.dev/p/r", image_tag="abc123")
+                if p.name == "finetune-multinode.yaml")  # fmt: skip
     images = {
         e["container"]["image"]
         for e in yaml.safe_load(path.read_text())["deploymentSpec"]["executors"].values()
     }
     assert images == {"us-docker.pkg.dev/p/r/cpu:abc123", "us-docker.pkg.dev/p/r/trainer:abc123"}
+    (launcher,) = (e["container"] for e in yaml.safe_load(path.read_text())["deploymentSpec"]["executors"].values()
+                   if "--worker-container" in e["container"].get("args", []))  # fmt: skip
+    worker = json.loads(launcher["args"][launcher["args"].index("--worker-container") + 1])
+    assert worker["image_uri"] == "us-docker.pkg.dev/p/r/trainer:abc123"
 
 
 def test_compile_py_does_not_import_the_ml_stack(tmp_path):
@@ -167,3 +187,53 @@ def test_compile_py_does_not_import_the_ml_stack(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "finetune.yaml").is_file()
+
+
+def test_multi_node_training_is_a_vertex_custom_job(spec, multinode):
+    """finetune-multinode: the train step is a CustomJob whose worker pools run the train container."""
+    from components.train.custom_job import EXECUTOR_INPUT_MARKER, worker_pool_specs
+
+    single_tasks, tasks = _tasks(spec), _tasks(multinode)
+    assert set(tasks) == (set(single_tasks) - {"train-op"}) | {"train-op-custom-job"}
+    task = tasks["train-op-custom-job"]
+    assert task["taskInfo"]["name"] == "train-multi-node"
+    assert task["retryPolicy"]["maxRetryCount"] == 3
+    params = task["inputs"]["parameters"]
+    assert params["replica_count"] == {"componentInputParameter": "train_nodes"}
+    assert params["nodes"] == {"componentInputParameter": "train_nodes"}
+    for name in ("accelerator_type", "accelerator_count", "machine_type"):
+        assert params[name] == {"componentInputParameter": name}
+    comp = multinode["components"]["comp-train-op-custom-job"]
+    assert set(comp["outputDefinitions"]["artifacts"]) == {"model", "metrics", "loss_curve"}
+    assert set(comp["outputDefinitions"]["parameters"]) == {"gcp_resources"}
+    defaults = comp["inputDefinitions"]["parameters"]
+    assert defaults["project"]["defaultValue"] == "{{$.pipeline_google_cloud_project_id}}"
+    assert defaults["location"]["defaultValue"] == "{{$.pipeline_google_cloud_location}}"
+
+    launcher = _executor(multinode, task)
+    assert launcher["command"] == ["python3", "-m", "components.train.custom_job"]
+    assert "accelerator" not in launcher.get("resources", {})  # the launcher only waits; replicas hold GPUs
+    args = launcher["args"]
+    assert args[args.index("--executor-input") + 1] == "{{$}}"
+    assert args[args.index("--replica-count") + 1] == "{{$.inputs.parameters['replica_count']}}"
+    worker = json.loads(args[args.index("--worker-container") + 1])
+    single = _executor(
+        spec, single_tasks["train-op"]
+    )  # the replicas run exactly the one-node train container
+    assert worker["image_uri"] == single["image"] == f"slmforge/trainer:{__version__}"
+    assert worker["command"] == single["command"]
+    assert worker["args"] == [EXECUTOR_INPUT_MARKER if a == "{{$}}" else a for a in single["args"]]
+
+    pools = worker_pool_specs(worker, '{"inputs": {}}', replica_count=3, machine_type="",
+                              accelerator_type="NVIDIA_A100_80GB", accelerator_count=8)  # fmt: skip
+    assert [p["replica_count"] for p in pools] == [1, 2]  # chief + 2 workers
+    assert pools[0]["machine_spec"] == {
+        "machine_type": "a2-ultragpu-8g", "accelerator_type": "NVIDIA_A100_80GB", "accelerator_count": 8,
+    }  # fmt: skip
+    assert pools[1]["container_spec"]["args"][
+        pools[1]["container_spec"]["args"].index("--executor_input") + 1
+    ] == ('{"inputs": {}}')
+
+    # evaluation takes the chief's model, the custom-job task's output
+    model = tasks["evaluate-op"]["inputs"]["artifacts"]["model"]["taskOutputArtifact"]
+    assert model == {"outputArtifactKey": "model", "producerTask": "train-op-custom-job"}

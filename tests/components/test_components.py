@@ -6,15 +6,17 @@ from __future__ import annotations
 import json
 
 import pytest
-from kfp.dsl import Artifact, Dataset, Markdown, Metrics, Model
+from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Markdown, Metrics, Model
 
 from components import (
     clean_op,
     evaluate_base_op,
+    evaluate_champion_op,
     evaluate_op,
     gate_op,
     ingest_op,
     register_op,
+    retrieval_baseline_op,
     split_op,
     train_op,
 )
@@ -150,6 +152,8 @@ def test_train_then_evaluate_candidate_and_base(split_outputs, tmp_path, params)
         backend="auto",
         grad_accum=2,
         checkpoint_steps=4,
+        nodes=1,
+        processes_per_node=1,
         experiment="components-test",
         tracking_uri="",
         config_hash=SHA,
@@ -157,7 +161,7 @@ def test_train_then_evaluate_candidate_and_base(split_outputs, tmp_path, params)
         metrics=train_metrics,
         loss_curve=curve,
     )
-    assert train_metrics.metadata["steps"] == 10.0
+    assert train_metrics.metadata["steps"] == 10.0 and train_metrics.metadata["world_size"] == 1.0
     assert (
         0 < train_metrics.metadata["padding_efficiency"] <= 1 and train_metrics.metadata["tokens_per_s"] > 0
     )
@@ -171,40 +175,65 @@ def test_train_then_evaluate_candidate_and_base(split_outputs, tmp_path, params)
     common = dict(
         eval_data=held,
         system_prompt=params["system_prompt"],
+        task_type=params["task_type"],
         output_schema=params["output_schema"],
-        max_new_tokens=16,
-        batch_size=16,
+        labels=params["labels"],
         max_examples=24,
         config_hash=SHA,
     )
-    cand_m, cand_p = artifact(Metrics, tmp_path, "cm"), artifact(Dataset, tmp_path, "cp")
-    evaluate_op.python_func(model=model, metrics=cand_m, predictions=cand_p, **common)
-    base_m, base_p = artifact(Metrics, tmp_path, "bm"), artifact(Dataset, tmp_path, "bp")
-    evaluate_base_op.python_func(base_model="tiny://travel", metrics=base_m, predictions=base_p, **common)
-    for m, p in ((cand_m, cand_p), (base_m, base_p)):
+    gen = dict(decoding="free", max_new_tokens=16, batch_size=16)
+    outs = {name: (artifact(Metrics, tmp_path, f"{name}_m"), artifact(Dataset, tmp_path, f"{name}_p"),
+                   artifact(ClassificationMetrics, tmp_path, f"{name}_c")) for name in
+            ("candidate", "base", "champion", "retrieval")}  # fmt: skip
+
+    def out(name):
+        m, p, c = outs[name]
+        return {"metrics": m, "predictions": p, "classification": c}
+
+    evaluate_op.python_func(model=model, **common, **gen, **out("candidate"))
+    evaluate_base_op.python_func(base_model="tiny://travel", **common, **gen, **out("base"))
+    evaluate_champion_op.python_func(model_name="none-yet", tracking_uri=f"sqlite:///{tmp_path / 'reg.db'}",
+                                     **common, **gen, **out("champion"))  # fmt: skip
+    retrieval_baseline_op.python_func(train_data=train, **common, **out("retrieval"))
+    for name in ("candidate", "base", "retrieval"):
+        m, p, _ = outs[name]
         assert m.metadata["examples"] == 24.0
-        assert set(m.metadata) >= {"json_validity", "schema_validity", "exact_match", "field_match"}
+        assert set(m.metadata) >= {"json_validity", "schema_validity", "vocabulary_validity", "exact_match",
+                                   "field_match", "argument_fidelity"}  # fmt: skip
         assert "sha256" not in m.metadata  # Metrics carry metrics only; provenance is on predictions
         assert p.metadata["examples"] == 24 and p.metadata["upstream"]["eval_data"] == held.metadata["sha256"]
-    assert cand_p.metadata["upstream"]["model"] == model.metadata["sha256"]
-    assert base_p.metadata["model"] == "base:tiny://travel"
-    assert base_m.metadata["exact_match"] == 0.0  # random weights
-
-
-@pytest.mark.parametrize(("exact", "expected"), [(0.95, True), (0.5, False)])
-def test_gate(tmp_path, params, exact, expected):
-    metrics = artifact(Metrics, tmp_path, "m", {"exact_match": exact, "schema_validity": 1.0})
-    report, reasons = artifact(Markdown, tmp_path, "report"), tmp_path / "reasons"
-    assert (
-        gate_op.python_func(
-            candidate=metrics, rules=params["gate_rules"], report=report, reasons=str(reasons)
+        assert (
+            p.metadata["settings"]["eval_sha256"] == outs["candidate"][1].metadata["settings"]["eval_sha256"]
         )
-        is expected
-    )
-    assert (
-        reasons.read_text().splitlines()[0].startswith("PASS exact_match" if expected else "FAIL exact_match")
-    )
-    assert (tmp_path / "report").read_text().startswith(f"# Gate: {'PASSED' if expected else 'FAILED'}")
+    assert outs["candidate"][1].metadata["upstream"]["model"] == model.metadata["sha256"]
+    assert outs["base"][1].metadata["model"] == "base:tiny://travel"
+    assert outs["base"][0].metadata["exact_match"] == 0.0  # random weights
+    assert outs["champion"][0].metadata == {"available": 0.0}  # nothing registered as champion yet
+    assert outs["retrieval"][1].metadata["settings"]["decoding"] == "retrieval"
+
+    rules = json.dumps([{"metric": "exact_match", "not_worse_than": "base"},
+                        {"metric": "exact_match", "not_worse_than": "champion"},
+                        {"metric": "schema_validity", "min": 0.0}])  # fmt: skip
+    report, html, div = (artifact(Markdown, tmp_path, "report"), artifact(HTML, tmp_path, "html"),
+                         artifact(Dataset, tmp_path, "div"))  # fmt: skip
+    reasons = tmp_path / "reasons"
+    passed = gate_op.python_func(
+        candidate=outs["candidate"][0], candidate_predictions=outs["candidate"][1],
+        candidate_classification=outs["candidate"][2], base=outs["base"][0], base_predictions=outs["base"][1],
+        champion=outs["champion"][0], champion_predictions=outs["champion"][1], retrieval=outs["retrieval"][0],
+        retrieval_predictions=outs["retrieval"][1], task_type="structured", rules=rules,
+        bootstrap=params["gate_bootstrap"], title="components-test", report=report, html_report=html,
+        divergences=div, reasons=str(reasons),
+    )  # fmt: skip
+    assert passed is True
+    lines = reasons.read_text().splitlines()
+    assert lines[1].startswith("SKIPPED") and "champion" in lines[1]
+    page = (tmp_path / "html").read_text()
+    assert "<h2>Metrics</h2>" in page and "retrieval" in page and "<svg" in page  # field-match chart
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(str(tmp_path / "div"))
+    assert table.num_rows == 24 and {"candidate", "base", "retrieval", "vs_base"} <= set(table.column_names)
 
 
 def test_register_is_idempotent_by_weights_hash(tmp_path, tiny_model):

@@ -43,10 +43,17 @@ def test_demo_config_end_to_end(tmp_path, monkeypatch, travel_config):
     eval_rows = split_out["eval_data"]["artifacts"][0]["metadata"]["rows"]
     assert cand["examples"] == base["examples"] == eval_rows > 250
     assert cand["exact_match"] >= 0.90, cand
-    assert cand["schema_validity"] >= 0.99, cand
-    assert base["exact_match"] <= 0.01 and base["schema_validity"] <= 0.01, base
+    # decoding both: constrained is the primary row, free beside it
+    assert cand["constrained/exact_match"] >= cand["free/exact_match"], cand
+    assert cand["schema_validity"] == cand["constrained/schema_validity"] == 1.0, cand
+    assert base["free/exact_match"] <= 0.01 and base["free/schema_validity"] <= 0.01, base
     assert run.gate_passed
-    assert run.gate_reasons.splitlines()[0].startswith("PASS exact_match")
+    reasons = run.gate_reasons.splitlines()
+    assert reasons[0].startswith("PASS exact_match") and reasons[1].startswith("PASS schema_validity")
+    assert reasons[4].startswith("SKIPPED exact_match not worse than champion")
+    page = (run.run_dir / "gate-op" / "html_report").read_text()
+    for column in ("candidate − base", "candidate − retrieval", "CI"):
+        assert column in page
 
     assert run.registered is not None and run.registered["created"]
     client = _client(home)

@@ -30,7 +30,8 @@ def test_every_shipped_config_loads():
     for path in sorted((REPO / "examples").glob("*/config.yaml")):
         cfg = load_config(path)
         assert Path(cfg.data.train).is_absolute()
-        assert cfg.task.output_schema is not None
+        assert (cfg.task.output_schema is not None) == (cfg.task.type == "structured"), path
+        assert bool(cfg.task.labels) == (cfg.task.type == "classification"), path
 
 
 def test_demo_config_paths_are_resolved(travel_config):
@@ -64,6 +65,8 @@ def test_demo_config_paths_are_resolved(travel_config):
         (lambda r: r["model"].update(base="not a model"), "MODEL-001", "model.base"),
         (lambda r: r["model"].update(lora={"r": 8}), "MODEL-002", "(top)"),
         (lambda r: r["train"].update(max_steps=0), "TRAIN-001", "train.max_steps"),
+        (lambda r: r["train"].update(nodes=0), "TRAIN-001", "train.nodes"),
+        (lambda r: r["train"].update(processes_per_node=-2), "TRAIN-002", "train.processes_per_node"),
         (lambda r: r["gates"]["rules"].append({"metric": "exact_match"}), "GATE-001", "gates.rules.2"),
         (lambda r: r["gates"]["rules"].append({"metric": "bleu", "min": 1}), "GATE-002", "gates.rules.2"),
         (lambda r: r.pop("model"), "CFG-001", "model"),
@@ -128,3 +131,13 @@ def test_config_hash_is_stable_and_sensitive(raw):
     assert config_hash(a) == config_hash(b)
     raw["train"]["max_steps"] += 1
     assert config_hash(parse_config(raw, DEMO.parent)) != config_hash(a)
+
+
+def test_multi_node_training_is_vertex_only(raw, tmp_path):
+    from pipelines.local import run_pipeline_local
+
+    raw["train"].update(nodes=4, processes_per_node=8)
+    params = pipeline_parameters(parse_config(raw, DEMO.parent))
+    assert (params["train_nodes"], params["train_processes_per_node"]) == (4, 8)
+    with pytest.raises(ValueError, match=r"train\.nodes=4 trains on a Vertex AI custom job"):
+        run_pipeline_local(params, tmp_path)

@@ -4,69 +4,16 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from components.common.task import (
-    aggregate,
     field_name,
     leaves,
     parse_json,
     prompt_messages,
     prompt_token_ids,
-    schema_validator,
-    score_structured,
     training_example,
 )
 
 TARGET = '[{"command":"start_flow","flow":"book_table"},{"command":"set_slot","slot":"city","value":"Rome"}]'
-
-
-@pytest.fixture(scope="module")
-def validator(travel_schema):
-    return schema_validator(travel_schema)
-
-
-def test_exact_match_compares_parsed_json(validator):
-    spaced = json.dumps(json.loads(TARGET), indent=1)
-    s = score_structured(spaced, TARGET, validator)
-    assert (s.json_valid, s.schema_valid, s.exact) == (True, True, True)
-    assert s.fields == {"[].command": (2, 2), "[].flow": (1, 1), "[].slot": (1, 1), "[].value": (1, 1)}
-
-
-def test_wrong_value_is_valid_but_not_exact(validator):
-    s = score_structured(TARGET.replace("Rome", "Paris"), TARGET, validator)
-    assert (s.json_valid, s.schema_valid, s.exact) == (True, True, False)
-    assert s.fields["[].value"] == (0, 1)
-
-
-def test_invalid_json_scores_zero_and_counts_expected_fields(validator):
-    s = score_structured('[{"command":"start_flow"', TARGET, validator)
-    assert (s.json_valid, s.schema_valid, s.exact) == (False, False, False)
-    assert s.error.startswith("not JSON")
-    assert s.fields["[].command"] == (0, 2)
-
-
-def test_schema_violation(validator):
-    s = score_structured('[{"command":"start_flow","flow":"book_rocket"}]', TARGET, validator)
-    assert s.json_valid and not s.schema_valid and not s.exact
-    assert s.error.startswith("schema:")
-
-
-def test_aggregate_fractions(validator):
-    scores = [
-        score_structured(TARGET, TARGET, validator),
-        score_structured("nope", TARGET, validator),
-        score_structured(TARGET.replace("Rome", "Paris"), TARGET, validator),
-        score_structured('[{"command":"start_flow","flow":"book_rocket"}]', TARGET, validator),
-    ]
-    m = aggregate(scores)
-    assert m["json_validity"] == 0.75
-    assert m["schema_validity"] == 0.5
-    assert m["exact_match"] == 0.25
-    assert m["examples"] == 4
-    assert 0 < m["field_match"] < 1
-    with pytest.raises(ValueError, match="eval split is empty"):
-        aggregate([])
 
 
 def test_leaves_and_field_names():

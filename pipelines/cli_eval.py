@@ -1,0 +1,102 @@
+"""``slmforge eval``: evaluation alone, outside a pipeline, with the pipeline's code and the same report."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+console = Console()
+
+
+def _model_folder(uri: str, work: Path, tracking_uri: str) -> str:
+    """A loadable model source for ``uri``: ``models:/name/version|alias`` is downloaded from MLflow; local
+    folders, gs:// folders, hub ids and tiny:// are loaded as they are."""
+    if not uri.startswith("models:/"):
+        return uri
+    from mlflow import MlflowClient
+    from mlflow.artifacts import download_artifacts
+
+    from components.register.core import default_tracking_uri
+
+    tracking_uri = tracking_uri or default_tracking_uri()
+    name, _, ref = uri.removeprefix("models:/").partition("/")
+    name, _, alias = name.partition("@")
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, ref)
+    dest = work / f"{name}-{mv.version}"
+    return download_artifacts(artifact_uri=mv.source, dst_path=str(dest), tracking_uri=tracking_uri)
+
+
+def eval_cmd(
+    config: Path = typer.Argument(..., help="config YAML"),
+    model: str = typer.Option(
+        ..., "--model", help="candidate: a Model folder, models:/NAME/VERSION, gs:// or hub id"
+    ),
+    baseline: str = typer.Option(
+        None, "--baseline", help="the 'base' baseline; default: the config's model.base"
+    ),
+    out: Path = typer.Option(
+        Path("eval-report"), "--out", help="folder for report.html, divergences, predictions"
+    ),
+    decoding: str = typer.Option(
+        None, "--decoding", help="free | constrained | both; default: eval.decoding"
+    ),
+    max_examples: int = typer.Option(None, "--max-examples", help="evaluate at most this many rows"),
+) -> None:
+    """Evaluate a model on the config's eval split against the base model, the retrieval baseline and the
+    registry's champion (when there is one), apply the gate rules and write the HTML report."""
+    from components.common.config import pipeline_parameters
+    from components.common.scoring import TaskSpec
+    from components.evaluate.core import evaluate
+    from components.evaluate.retrieval import evaluate_retrieval
+    from components.gate.core import judge, report_markdown
+    from components.register.core import download_alias
+    from pipelines.cli import _load
+    from pipelines.cli_data import prepare_splits
+
+    cfg = _load(config)
+    params = pipeline_parameters(cfg)
+    task = TaskSpec(cfg.task.type, cfg.task.output_schema, list(cfg.task.labels))
+    decoding = decoding or cfg.eval.decoding
+    limit = cfg.eval.max_examples if max_examples is None else max_examples
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="slmforge-eval-") as tmp:
+        work = Path(tmp)
+        train_path, eval_path = prepare_splits(cfg, work / "data")
+        gen = dict(max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size, max_examples=limit,
+                   decoding=decoding)  # fmt: skip
+        scored = {}
+        sources = {"candidate": _model_folder(model, work, cfg.registry.tracking_uri),
+                   "base": _model_folder(baseline or cfg.model.base, work, cfg.registry.tracking_uri)}  # fmt: skip
+        champion = download_alias(
+            params["model_name"], "champion", work / "champion", cfg.registry.tracking_uri
+        )
+        if champion is not None:
+            sources["champion"] = str(champion[1])
+        for name, source in sources.items():
+            console.print(f"evaluating {name}: {source}")
+            result = evaluate(source, eval_path, cfg.task.system_prompt, task, out / f"{name}.parquet", **gen)
+            scored[name] = {"metrics": result.metrics, "predictions": out / f"{name}.parquet",
+                            "settings": result.settings,
+                            "confusion": result.scored.confusion if result.scored else None}  # fmt: skip
+        result = evaluate_retrieval(train_path, eval_path, cfg.task.system_prompt, task, out / "retrieval.parquet",
+                                    max_examples=limit)  # fmt: skip
+        scored["retrieval"] = {"metrics": result.metrics, "predictions": out / "retrieval.parquet",
+                               "settings": result.settings}  # fmt: skip
+        candidate = scored.pop("candidate")
+        gate = judge(candidate, scored, task_type=cfg.task.type, rules=json.loads(params["gate_rules"]),
+                     bootstrap=json.loads(params["gate_bootstrap"]), html_path=out / "report.html",
+                     divergences_path=out / "divergences.parquet", title=f"{cfg.name}: {model}")  # fmt: skip
+    (out / "gate.md").write_text(report_markdown(gate), encoding="utf-8")
+    (out / "metrics.json").write_text(
+        json.dumps(
+            {"candidate": candidate["metrics"], **{k: v["metrics"] for k, v in scored.items()}}, indent=1
+        )
+    )
+    for line in gate.reasons.splitlines():
+        console.print(line, highlight=False)
+    console.print(f"gate {'PASSED' if gate.passed else 'FAILED'}; report: {out / 'report.html'}")
