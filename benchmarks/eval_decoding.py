@@ -16,10 +16,12 @@ per row, the generated tokens before the first EOS that are not padding (EOS its
 the wall time of ``generate(...)`` over all prompts; ms/token = time / those tokens. ``row-steps`` are the
 token slots the model computed (decode steps x rows per batch): a batch runs until its last row stops, so
 rows that stop early still cost steps; tokens / row-steps is the batch's utilisation. The constrained
-processor's own time (accepting tokens, filling the bitmask, masking logits) is measured by a wrapper.
+processor's own time (accepting tokens, filling the bitmask, masking logits) is measured by a wrapper, the
+model's forward time by forward hooks; the rest is ``generate``'s own loop.
 
-Variants, each warmed up once (a short untimed call) and run ``--repeats`` times (median reported; the
-order reversed every other round):
+Variants, each warmed up once (a short untimed call), then ``--repeats`` rounds (medians reported, and
+the range of the per-round ratios). Within a round the variants are interleaved call by call (prompt by
+prompt, batch by batch, order rotated), since a shared machine's load comes and goes within seconds:
 
   * ``free b1`` / ``free bB``: free decoding one prompt at a time / in batches of ``--batch-size``;
   * ``free b1, length-matched``: free decoding one at a time, each prompt's budget set to the number of
@@ -89,6 +91,21 @@ class Recorder:
         return out
 
 
+class ForwardTimer:
+    """Wall time inside the model's forward (pre- to post-hook), summed in ``seconds``."""
+
+    def __init__(self, model) -> None:
+        self.seconds, self._start = 0.0, 0.0
+        model.register_forward_pre_hook(self._pre)
+        model.register_forward_hook(self._post)
+
+    def _pre(self, module, args) -> None:
+        self._start = time.perf_counter()
+
+    def _post(self, module, args, output) -> None:
+        self.seconds += time.perf_counter() - self._start
+
+
 class TimedFactory:
     """The constrained factory, each processor wrapped in a timer (seconds summed in ``seconds``)."""
 
@@ -117,30 +134,47 @@ class _Timed:
 _Timed.__call__.__signature__ = inspect.signature(_Timed.__call__)
 
 
-def run(variant: str, ctx: dict, args) -> dict:
-    """One timed pass of ``variant`` over all prompts."""
+def run_round(ctx: dict, args, round_: int) -> dict[str, dict]:
+    """Every variant over all prompts once, interleaved call by call: for each batch of prompts (one prompt
+    for the b1 variants, ``--batch-size`` for the others) each variant runs in turn, the order rotated from
+    batch to batch, so load from other processes falls on all of them alike. The prompts are sorted
+    longest first, as ``generate`` sorts them, so its batches are the ones it would make of all of them."""
     from components.evaluate.core import generate
 
     model, tok, prompts, rec, timed = ctx["model"], ctx["tok"], ctx["prompts"], ctx["rec"], ctx["timed"]
-    batch = _batch(variant, args.batch_size)
-    factory = timed if variant.startswith("constrained") else None
-    rec.reset()
-    timed.seconds = 0.0
-    start = time.perf_counter()
-    if variant == "free b1, length-matched":
-        for p, steps in zip(prompts, ctx["matched"], strict=True):
-            generate(model, tok, [p], steps, 1)
-    else:
-        generate(model, tok, prompts, args.max_new_tokens, batch, logits_processor_factory=factory)
-    seconds = time.perf_counter() - start
-    return dict(
-        seconds=seconds,
-        tokens=rec.tokens,
-        steps=rec.steps,
-        row_steps=rec.row_steps,
-        processor_s=timed.seconds if factory else 0.0,
-        batch=batch,
-    )
+    variants, batch_size = ctx["variants"], args.batch_size
+    out = {
+        v: dict(
+            seconds=0.0,
+            tokens=0,
+            steps=0,
+            row_steps=0,
+            forward_s=0.0,
+            processor_s=0.0,
+            batch=_batch(v, batch_size),
+        )
+        for v in variants
+    }
+    for size in (1, batch_size):
+        names = [v for v in variants if out[v]["batch"] == size]
+        for k, start in enumerate(range(0, len(prompts), size)):
+            chunk = prompts[start : start + size]
+            shift = (k + round_) % len(names)
+            for name in names[shift:] + names[:shift]:
+                budget = ctx["matched"][start] if "matched" in name else args.max_new_tokens
+                factory = timed if name.startswith("constrained") else None
+                rec.reset()
+                timed.seconds = ctx["forward"].seconds = 0.0
+                t0 = time.perf_counter()
+                generate(model, tok, chunk, budget, size, logits_processor_factory=factory)
+                r = out[name]
+                r["seconds"] += time.perf_counter() - t0
+                r["tokens"] += rec.tokens
+                r["steps"] += rec.steps
+                r["row_steps"] += rec.row_steps
+                r["processor_s"] += timed.seconds
+                r["forward_s"] += ctx["forward"].seconds
+    return out
 
 
 def fine_tune(cfg, rows: list[dict], steps: int, tmp: Path) -> tuple[str, str]:
@@ -220,9 +254,9 @@ def report(args, ctx: dict, results: dict[str, list[dict]], load: tuple[str, str
     print()
     print(
         "| decoding | batch | generated tokens | row-steps (util.) | s, median (min–max) | ms / token | "
-        "µs / row-step | tokens/s | processor s (share) |"
+        "µs / row-step | tokens/s | model forward s | processor s (share) |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for variant, runs in results.items():
         m = med[variant]
         secs = [r["seconds"] for r in runs]
@@ -231,13 +265,24 @@ def report(args, ctx: dict, results: dict[str, list[dict]], load: tuple[str, str
             f"| {variant.split(' b')[0]}{' (length-matched)' if 'matched' in variant else ''} | "
             f"{int(m['batch'])} | {int(m['tokens']):,} | {int(m['row_steps']):,} "
             f"({m['tokens'] / max(m['row_steps'], 1):.0%}) | {m['seconds']:.2f} ({min(secs):.2f}–{max(secs):.2f}) "
-            f"| {m['ms_tok']:.3f} | {m['us_slot']:.0f} | {m['tok_s']:,.0f} | {share} |"
+            f"| {m['ms_tok']:.3f} | {m['us_slot']:.0f} | {m['tok_s']:,.0f} | {m['forward_s']:.2f} | {share} |"
         )
     print()
     b = args.batch_size
 
+    def per_round(r: dict, key: str) -> float:
+        return {
+            "ms_tok": r["seconds"] / max(r["tokens"], 1),
+            "tok_s": r["tokens"] / r["seconds"],
+            "us_slot": r["seconds"] / max(r["row_steps"], 1),
+        }[key]
+
     def ratio(a: str, c: str, key: str) -> str:
-        return f"{med[a][key] / med[c][key]:.2f}x" if a in med and c in med and med[c][key] else "–"
+        """Ratio of the medians, and the range of the per-round ratios (the variants were interleaved)."""
+        if a not in med or c not in med or not med[c][key]:
+            return "–"
+        rounds = [per_round(x, key) / per_round(y, key) for x, y in zip(results[a], results[c], strict=True)]
+        return f"{med[a][key] / med[c][key]:.2f}x (rounds {min(rounds):.2f}–{max(rounds):.2f})"
 
     print(
         "constrained / free, time per generated token: "
@@ -251,7 +296,7 @@ def report(args, ctx: dict, results: dict[str, list[dict]], load: tuple[str, str
         f"batch {b} / one at a time, generated tokens/s: free {ratio(f'free b{b}', 'free b1', 'tok_s')}, "
         f"constrained {ratio(f'constrained b{b}', 'constrained b1', 'tok_s')} (goal >= 3x)"
     )
-    print("per run (s), in run order:")
+    print("per round (s):")
     for variant, runs in results.items():
         print(f"  {variant:<24} " + "  ".join(f"{r['seconds']:.2f}" for r in runs))
 
@@ -297,17 +342,20 @@ def main() -> None:
             print(trained, flush=True)
         model, tok = load_for_inference(source)
         prompts = [prompt_token_ids(tok, cfg.task.system_prompt, r["prompt"]) for r in rows]
+        prompts.sort(key=len, reverse=True)  # generate()'s own order: see run_round
         start = time.perf_counter()
         factory = logits_processor_factory(tok, json_schema=schema)
         compile_s = time.perf_counter() - start
         rec = Recorder(model, tok.eos_token_id, tok.pad_token_id)
         timed = TimedFactory(factory)
+        forward = ForwardTimer(model)
         ctx = dict(
             model=model,
             tok=tok,
             prompts=prompts,
             rec=rec,
             timed=timed,
+            forward=forward,
             base=cfg.model.base,
             trained=trained,
             params=sum(p.numel() for p in model.parameters()),
@@ -323,6 +371,7 @@ def main() -> None:
 
         b = args.batch_size
         variants = ["free b1", "free b1, length-matched", "constrained b1", f"free b{b}", f"constrained b{b}"]
+        ctx["variants"] = variants
         for variant in variants:  # warm-up: one short untimed call of each kind
             batch = _batch(variant, b)
             constrained = variant.startswith("constrained")
@@ -336,8 +385,7 @@ def main() -> None:
             )
         results: dict[str, list[dict]] = {v: [] for v in variants}
         for round_ in range(args.repeats):
-            for variant in variants if round_ % 2 == 0 else variants[::-1]:
-                r = run(variant, ctx, args)
+            for variant, r in run_round(ctx, args, round_).items():
                 results[variant].append(r)
                 print(
                     f"round {round_ + 1} {variant:<24} {r['seconds']:6.2f} s  {r['tokens']:6,} tokens  "
