@@ -360,8 +360,9 @@ __all__ = [
 
 def confusion_from_metadata(metadata: dict) -> tuple[list[str], list[list[int]]] | None:
     """The confusion matrix a KFP ClassificationMetrics artifact holds, or None."""
-    structure = (metadata or {}).get("confusionMatrix", {}).get("structure")
-    if not structure:
+    matrix = (metadata or {}).get("confusionMatrix") or {}
+    structure = matrix.get("structure", matrix)  # kfp 2.x writes annotationSpecs and rows at the top
+    if not structure.get("annotationSpecs"):
         return None
     labels = [spec["displayName"] for spec in structure["annotationSpecs"]]
     return labels, [[int(v) for v in row["row"]] for row in structure["rows"]]

@@ -28,11 +28,14 @@ def test_support_classification_example(tmp_path, monkeypatch):
     assert cand["accuracy"] >= 0.90 and cand["macro_f1"] >= 0.90, cand
     assert {f"f1/{label}" for label in cfg.task.labels} <= set(cand)
     assert base["accuracy"] < 0.5, base
-    matrix = json.loads((run.run_dir / "evaluate-op" / "executor_output.json").read_text())
-    confusion = matrix["artifacts"]["classification"]["artifacts"][0]["metadata"]["confusionMatrix"]
-    labels = [spec["displayName"] for spec in confusion["structure"]["annotationSpecs"]]
+    from components.gate.core import confusion_from_metadata
+
+    output = json.loads((run.run_dir / "evaluate-op" / "executor_output.json").read_text())
+    labels, matrix = confusion_from_metadata(
+        output["artifacts"]["classification"]["artifacts"][0]["metadata"]
+    )
     assert labels[: len(cfg.task.labels)] == cfg.task.labels
-    assert sum(sum(r["row"]) for r in confusion["structure"]["rows"]) == cand["examples"]
+    assert sum(map(sum, matrix)) == cand["examples"]
     assert run.gate_passed, run.gate_reasons
     assert "Confusion matrix" in (run.run_dir / "gate-op" / "html_report").read_text()
 

@@ -81,3 +81,14 @@ def test_slmforge_eval_writes_the_report(tmp_path, tiny_model):
     page = (out / "report.html").read_text()
     assert "candidate − retrieval" in page and "Field match" in page
     assert (out / "divergences.parquet").exists() and (out / "gate.md").read_text().startswith("# Gate")
+
+
+def test_the_confusion_matrix_is_read_back_from_a_kfp_artifact():
+    from kfp.dsl import ClassificationMetrics
+
+    from components.gate.core import confusion_from_metadata
+
+    artifact = ClassificationMetrics(name="classification", uri="/tmp/unused")
+    artifact.log_confusion_matrix(["billing", "refund"], [[3, 1], [0, 2]])
+    assert confusion_from_metadata(artifact.metadata) == (["billing", "refund"], [[3, 1], [0, 2]])
+    assert confusion_from_metadata({}) is None  # not a classification task
