@@ -42,6 +42,8 @@ compile: setup ## compile every pipeline to build/pipelines/*.yaml
 bench: setup ## run the benchmarks (they print; results go to benchmarks/RESULTS.md by hand)
 	$(BIN)/python benchmarks/pipeline_overhead.py
 	$(BIN)/python benchmarks/data_prep.py
+	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/eval_decoding.py
 
 clean: ## remove build outputs and local state (.slmforge/: model cache, MLflow store, runs)
 	rm -rf build .slmforge .pytest_cache
