@@ -8,7 +8,7 @@ one-sentence message the customer receives::
 
 The reply is a fixed template of the note's facts (``reply``), so there is exactly one right answer and
 a small model can learn it; the notes vary the wording, the order, the separators and the way each value
-is written (``three nights``/``3n``, ``May 12``/``12th May``/``12 Sep``, ``8pm``/``20:00``).
+is written (``three nights``/``3n``/``3 nts``, ``May 12``/``12th May``/``12 Sep``, ``4 pax``/``party of four``).
 
 Two halves keep each other honest, as in examples/travel/travel.py:
 
@@ -45,13 +45,13 @@ KIND_SLOTS = {
     "hotel": ("city", "count", "date"),  # count = nights
     "flight": ("origin", "destination", "date"),
     "car": ("city", "count", "car_type", "date"),  # count = days
-    "table": ("city", "count", "date", "time"),  # count = people
+    "table": ("city", "count", "date"),  # count = people
 }
 KIND_MOVE_SLOTS = {
     "hotel": ("city", "date"),
     "flight": ("origin", "destination", "date"),
     "car": ("city", "date"),
-    "table": ("city", "date", "time"),
+    "table": ("city", "date"),
 }
 CITIES = (
     "Amsterdam",
@@ -85,8 +85,6 @@ MONTHS = (
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 MAX_COUNT = 8  # nights, days and people are 1-8
 MAX_DAY = 28  # every month has days 1-28
-# Times are whole or half hours from 12:00 to 22:30, written 24h in the reply.
-TIMES = tuple(f"{h:02d}:{m:02d}" for h in range(12, 23) for m in (0, 30))
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "data" / "replies.jsonl"
 
@@ -100,19 +98,16 @@ _STATUS = {"confirm": "is confirmed.", "cancel": "has been cancelled.", "pending
 def reply(booking: dict[str, str]) -> str:
     """The one-sentence reply for ``booking`` (``kind``, ``action`` and the kind's values).
 
-    =========  ===================================================================  =======================
-    kind       confirm / cancel / pending                                           move
-    =========  ===================================================================  =======================
-    hotel      Your {n}-night stay in {city} from {date} ...                        Your stay in {city} ...
-    flight     Your flight from {origin} to {destination} on {date} ...             Your flight from {o}
-                                                                                    to {d} ...
-    car        Your {n}-day {car_type} car rental in {city} from {date} ...         Your car rental in
-                                                                                    {city} ...
-    table      Your table for {n} in {city} on {date} at {time} ...                 Your table in {city} ...
-    =========  ===================================================================  =======================
+    Confirm, cancel and pending name the whole booking, then its status ("is confirmed." / "has been
+    cancelled." / "is pending confirmation.")::
 
-    ``...`` is "is confirmed." / "has been cancelled." / "is pending confirmation."; a move ends in
-    "has been moved to {date}." (a table: "... to {date} at {time}."). Dates read "12 May", times "20:30".
+        hotel   Your 3-night stay in Lisbon from 12 May ...
+        flight  Your flight from Rome to Paris on 12 May ...
+        car     Your 4-day SUV car rental in Oslo from 12 May ...
+        table   Your table for 4 in Rome on 12 May ...
+
+    A move names the booking by its place and gives the new date: "Your stay in Lisbon / Your flight from
+    Rome to Paris / Your car rental in Oslo / Your table in Rome has been moved to 14 May."
     """
     kind, action, b = booking["kind"], booking["action"], booking
     if action == "move":
@@ -122,13 +117,12 @@ def reply(booking: dict[str, str]) -> str:
             "car": f"Your car rental in {b.get('city')}",
             "table": f"Your table in {b.get('city')}",
         }[kind]
-        at = f" at {b['time']}" if kind == "table" else ""
-        return f"{subject} has been moved to {b['date']}{at}."
+        return f"{subject} has been moved to {b['date']}."
     subject = {
         "hotel": f"Your {b.get('count')}-night stay in {b.get('city')} from {b.get('date')}",
         "flight": f"Your flight from {b.get('origin')} to {b.get('destination')} on {b.get('date')}",
         "car": f"Your {b.get('count')}-day {b.get('car_type')} car rental in {b.get('city')} from {b.get('date')}",
-        "table": f"Your table for {b.get('count')} in {b.get('city')} on {b.get('date')} at {b.get('time')}",
+        "table": f"Your table for {b.get('count')} in {b.get('city')} on {b.get('date')}",
     }[kind]
     return f"{subject} {_STATUS[action]}"
 
@@ -155,13 +149,13 @@ _MONTH = "(" + "|".join(sorted(_MONTH_BY_KEY, key=lambda k: (-len(k), k))) + r")
 _DAY = r"(\d{1,2})(?:st|nd|rd|th)?"
 _DAY_MONTH = re.compile(rf"\b{_DAY}\s+{_MONTH}(?![a-z])")
 _MONTH_DAY = re.compile(rf"\b{_MONTH}\s+{_DAY}\b")
-_TIME_12H = re.compile(r"\b(\d{1,2})(?:[:.](\d{2}))?\s*pm\b")
-_TIME_24H = re.compile(r"\b(\d{2})[:.](\d{2})\b")
 _NUMBER = r"(\d|" + "|".join(NUMBER_WORDS[1:]) + ")"
 _COUNT = {
     "hotel": re.compile(rf"\b{_NUMBER}\s*(?:nights?|nts?|n)\b"),
     "car": re.compile(rf"\b{_NUMBER}\s*(?:days?|d)\b"),
-    "table": re.compile(rf"\b(?:{_NUMBER}\s*(?:people|persons?|pax|guests?|ppl)|(?:for|party of|covers:?)\s+{_NUMBER})\b"),
+    "table": re.compile(
+        rf"\b(?:{_NUMBER}\s*(?:people|persons?|pax|guests?|ppl)|(?:for|party of)\s+{_NUMBER})\b"
+    ),
 }
 _CITY_BY_KEY = {c.lower(): c for c in CITIES}
 _CITY = re.compile(r"\b(" + "|".join(_CITY_BY_KEY) + r")\b")
@@ -187,7 +181,7 @@ def read_note(note: str) -> dict[str, str]:
     Rules: exactly one action cue (cancel/cxl; move/reschedule/new date; pending/waitlist/awaiting/on
     hold/tentative; confirm/booked/ok) and one kind cue (hotel/stay/room; flight/flt; car; table/
     restaurant/dinner). The date is a day and a month in either order ("12 May", "May 12th", "12 Sep");
-    the time is "8pm", "8:30pm", "8.30 pm" or 24h "20:30"; counts are a digit or number word with a unit
+    counts are a digit or number word with a unit
     (nights: "nights"/"nts"/"n"; days: "days"/"d"; people: "people"/"person"/"pax"/"guests"/"ppl", or "for 4",
     "party of 4"). Cities are the CITIES vocabulary, in any case; in a flight the first city named is
     the origin.
@@ -202,12 +196,6 @@ def read_note(note: str) -> dict[str, str]:
         m = min(dates, key=lambda m: m.start())
         day, month = (m[1], m[2]) if m.re is _DAY_MONTH else (m[2], m[1])
         booking["date"] = f"{int(day)} {_MONTH_BY_KEY[month]}"
-        text = _blank(text, m)
-    if m := _TIME_12H.search(text):
-        booking["time"] = f"{int(m[1]) % 12 + 12:02d}:{m[2] or '00'}"
-        text = _blank(text, m)
-    elif m := _TIME_24H.search(text):
-        booking["time"] = f"{int(m[1]):02d}:{m[2]}"
         text = _blank(text, m)
     if kind in _COUNT and (m := _COUNT[kind].search(text)):
         token = next(g for g in m.groups() if g)
@@ -231,12 +219,19 @@ def read_note(note: str) -> dict[str, str]:
 # Generator: writing notes
 # --------------------------------------------------------------------------------------------------------
 
+# action -> (words that lead a note, "Cancelled: ..."; words that end one, "... - cancelled")
 _ACTION_WORDS = {
-    "confirm": (["Confirm", "Confirmed", "CONFIRMED", "Booked", "OK"], ["confirmed", "booked", "ok", "confirm"]),
-    "cancel": (["Cancel", "Cancelled", "CANCELLED", "CXL", "Canceled"], ["cancelled", "canceled", "cxl", "cancel"]),
-    "move": (["Move", "Moved", "MOVED", "Reschedule", "New date"], ["moved", "rescheduled", "move", "new date"]),
-    "pending": (["Pending", "PENDING", "Waitlist", "On hold", "Tentative"], ["pending", "waitlisted", "on hold"]),
-}  # fmt: skip
+    "confirm": (
+        ["Confirm", "Confirmed", "CONFIRMED", "Booked", "OK"],
+        ["confirmed", "booked", "ok", "confirm"],
+    ),
+    "cancel": (["Cancel", "Cancelled", "CANCELLED", "CXL", "Canceled"], ["cancelled", "canceled", "cxl"]),
+    "move": (["Move", "Moved", "MOVED", "Reschedule", "New date"], ["moved", "rescheduled", "move"]),
+    "pending": (
+        ["Pending", "PENDING", "Waitlist", "On hold", "Tentative"],
+        ["pending", "waitlisted", "on hold"],
+    ),
+}
 _KIND_WORDS = {
     "hotel": ["hotel", "hotel", "hotel stay", "room"],
     "flight": ["flight", "flight", "flt"],
@@ -257,7 +252,9 @@ def _say_count(rng: random.Random, kind: str, n: int) -> str:
     if kind == "car":
         return rng.choice([_unit(n, word, "day"), _unit(n, word, "day"), f"{n}d"])
     people = f"{word} person" if n == 1 else f"{word} people"
-    return rng.choice([people, _unit(n, word, "guest"), f"{n} pax", f"for {word}", f"party of {word}", f"{n} ppl"])
+    return rng.choice(
+        [people, _unit(n, word, "guest"), f"{n} pax", f"for {word}", f"party of {word}", f"{n} ppl"]
+    )
 
 
 _DATE_PREFIXES = {
@@ -276,18 +273,6 @@ def _say_date(rng: random.Random, date: str, prefixes: list[str]) -> str:
     return rng.choice(prefixes) + rng.choice([f"{day_text} {month_text}", f"{month_text} {day_text}"])
 
 
-def _say_time(rng: random.Random, time: str) -> str:
-    hour, minute = int(time[:2]), time[3:]
-    twelve = hour - 12 if hour > 12 else hour
-    if minute == "00":
-        return rng.choice([f"{twelve}pm", f"{twelve} pm", f"{twelve}:00pm", time, f"at {twelve}pm"])
-    return rng.choice([f"{twelve}:{minute}pm", f"{twelve}.{minute}pm", time, f"at {twelve}:{minute} pm"])
-
-
-def _say_city(rng: random.Random, city: str) -> str:
-    return rng.choice([city, city, city, city.lower(), city.upper()])
-
-
 def _say_values(rng: random.Random, booking: dict[str, str], date_prefix: str) -> dict[str, str]:
     """Each value of ``booking`` as the note writes it (a flight's route is one piece, origin first).
 
@@ -296,15 +281,15 @@ def _say_values(rng: random.Random, booking: dict[str, str], date_prefix: str) -
     kind = booking["kind"]
     said = {}
     if "origin" in booking:
-        o, d = _say_city(rng, booking["origin"]), _say_city(rng, booking["destination"])
+        o, d = booking["origin"], booking["destination"]
         said["route"] = rng.choice([f"{o}-{d}", f"{o} to {d}", f"from {o} to {d}", f"{o} > {d}", f"{o}/{d}"])
     if "city" in booking:
-        said["city"] = _say_city(rng, booking["city"])
+        said["city"] = booking["city"]
     if "count" in booking:
         said["count"] = _say_count(rng, kind, int(booking["count"]))
     if "car_type" in booking:
         car_type = booking["car_type"]
-        said["car_type"] = rng.choice([car_type, car_type.lower(), car_type.upper()])
+        said["car_type"] = rng.choice([car_type, car_type.lower()])
     if "date" in booking:
         prefixes = _DATE_PREFIXES["move" if booking["action"] == "move" else kind]
         if date_prefix == "none":
@@ -312,8 +297,6 @@ def _say_values(rng: random.Random, booking: dict[str, str], date_prefix: str) -
         elif date_prefix == "maybe":
             prefixes = ["", "", *prefixes]
         said["date"] = _say_date(rng, booking["date"], prefixes)
-    if "time" in booking:
-        said["time"] = _say_time(rng, booking["time"])
     return said
 
 
@@ -321,12 +304,14 @@ def _say_note(rng: random.Random, booking: dict[str, str]) -> str:
     """One note: the action word, the kind word and the values, in one of six layouts."""
     kind_word = rng.choice(_KIND_WORDS[booking["kind"]])
     lead, trail = _ACTION_WORDS[booking["action"]]
-    if booking["action"] == "move" and rng.random() < 0.4:  # "table rome 8pm moved to may 12"
+    if booking["action"] == "move" and rng.random() < 0.4:  # "table rome moved to may 12"
         said = _say_values(rng, booking, "none")
         date = said.pop("date")
         rest = list(said.values())
         rng.shuffle(rest)
-        text = " ".join([kind_word, *rest]) + f" {rng.choice(['moved to', 'move to', 'rescheduled to'])} {date}"
+        text = (
+            " ".join([kind_word, *rest]) + f" {rng.choice(['moved to', 'move to', 'rescheduled to'])} {date}"
+        )
         return text.lower() if rng.random() < 0.08 else text
     style = rng.randrange(5)
     parts = list(_say_values(rng, booking, "always" if style == 0 else "maybe").values())
@@ -360,8 +345,6 @@ def _sample_booking(rng: random.Random) -> dict[str, str]:
             booking["car_type"] = rng.choice(CAR_TYPES)
         elif name == "date":
             booking["date"] = f"{rng.randint(1, MAX_DAY)} {rng.choice(MONTHS)}"
-        elif name == "time":
-            booking["time"] = rng.choice(TIMES)
     return {k: booking[k] for k in ("kind", "action", *wanted)}
 
 
@@ -401,7 +384,9 @@ def generate(n: int = 1500, seed: int = 7) -> list[dict]:
             except ValueError as e:
                 raise RuntimeError(f"the reader cannot read a generated note: {e}") from e
             if read != booking:
-                raise RuntimeError(f"the reader disagrees with the generator for {note!r}:\n  read: {read}\n  meant: {booking}")
+                raise RuntimeError(
+                    f"the reader disagrees with the generator for {note!r}:\n  read: {read}\n  meant: {booking}"
+                )
             seen.add(note)
             rows.append(
                 {

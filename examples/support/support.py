@@ -481,7 +481,16 @@ _LABEL_WEIGHTS = {"technical": 17, "refund": 17, "billing": 18, "account": 16, "
 # Openers, contexts and endings carry no cue word of any label.
 _OPENERS = ["", "", "", "", "Hi, ", "Hello, ", "Hi there, ", "Hey, ", "Good morning, ", "Hello team, "]
 # The issue starts a new sentence only after a context ending in ". ".
-_CONTEXTS = ["", "", "", "", "", "I've been a customer for years. ", "quick question: ", "sorry to bother you, "]
+_CONTEXTS = [
+    "",
+    "",
+    "",
+    "",
+    "",
+    "I've been a customer for years. ",
+    "quick question: ",
+    "sorry to bother you, ",
+]
 _TERMINATORS = ["", ".", ".", "!"]  # for issues that are not questions
 _CONNECTORS = ["Also, ", "And ", "Plus, ", "On top of that, ", "Oh, and ", "", ""]
 # Share of families (of every label but "other") that add a sentence about a lower-precedence topic.

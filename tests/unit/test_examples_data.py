@@ -196,14 +196,17 @@ def test_replies_cover_every_kind_and_action():
 @pytest.mark.parametrize(
     ("note", "reply"),
     [
-        ("Confirm: hotel Lisbon 3 nights from 12 May", "Your 3-night stay in Lisbon from 12 May is confirmed."),
+        (
+            "Confirm: hotel Lisbon 3 nights from 12 May",
+            "Your 3-night stay in Lisbon from 12 May is confirmed.",
+        ),
         (
             "flt Rome > Paris | May 14 | moved",
             "Your flight from Rome to Paris has been moved to 14 May.",
         ),
         (
-            "dinner; 4 pax; Rome; 10pm; 22 Mar; status: canceled",
-            "Your table for 4 in Rome on 22 March at 22:00 has been cancelled.",
+            "dinner; 4 pax; Rome; 22 Mar; status: canceled",
+            "Your table for 4 in Rome on 22 March has been cancelled.",
         ),
         (
             "car hire, two days, SUV, OSLO, pick-up Sep 1st - on hold",
@@ -215,7 +218,9 @@ def test_replies_hand_written(note, reply):
     assert replies.reply(replies.read_note(note)) == reply
 
 
-@pytest.mark.parametrize("note", ["hotel Lisbon 3 nights 12 May", "Confirm: Lisbon 3 nights 12 May", "Confirm: hotel"])
+@pytest.mark.parametrize(
+    "note", ["hotel Lisbon 3 nights 12 May", "Confirm: Lisbon 3 nights 12 May", "Confirm: hotel"]
+)
 def test_replies_unreadable_notes_raise(note):
     with pytest.raises(ValueError):
         replies.read_note(note)
