@@ -89,7 +89,7 @@ def test_classification_metrics_and_confusion_matrix():
     categories, matrix = s.confusion
     assert categories == ["billing", "refund", "shipping", INVALID]
     assert matrix[0] == [1, 1, 0, 0] and matrix[2] == [0, 0, 1, 1]  # rows: expected
-    with pytest.raises(ValueError, match="not labels of task.labels"):
+    with pytest.raises(ValueError, match=r"not labels of task\.labels"):
         score(task, ["billing"], ["cancel"])
 
 
@@ -112,5 +112,5 @@ def test_task_spec_from_pipeline_parameters(travel_schema):
         "json_schema": travel_schema
     }
     assert TaskSpec("generation").constraint() == {}
-    with pytest.raises(ValueError, match="task.type 'ranking'"):
+    with pytest.raises(ValueError, match=r"task\.type 'ranking'"):
         TaskSpec("ranking").scorer()
