@@ -581,7 +581,9 @@ def pipeline_parameters(cfg: Config) -> dict[str, Any]:
         else cfg.data.clean.max_tokens,
         # A classification task's target is its label: every label must occur in train.
         "split_cover": json.dumps(
-            ["completion"] if cfg.data.split.cover is None and cfg.task.type == "classification" else cfg.data.split.cover
+            ["completion"]
+            if cfg.data.split.cover is None and cfg.task.type == "classification"
+            else cfg.data.split.cover
         ),
         "prompt_field": cfg.data.fields.prompt,
         "completion_field": cfg.data.fields.completion,
