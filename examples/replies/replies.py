@@ -27,12 +27,12 @@ CLI::
 
 from __future__ import annotations
 
-import argparse
-import json
 import random
 import re
 import sys
 from pathlib import Path
+
+from components.common.example_data import generator_main, to_jsonl  # noqa: F401 (to_jsonl: the file format)
 
 # --------------------------------------------------------------------------------------------------------
 # Vocabulary
@@ -399,37 +399,14 @@ def generate(n: int = 1500, seed: int = 7) -> list[dict]:
     return rows
 
 
-def to_jsonl(rows: list[dict]) -> str:
-    """The file format: one sorted-key JSON object per line, ``\\n`` endings, non-ASCII kept."""
-    return "".join(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n" for row in rows)
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Generate (or --check) the booking-reply generation data.")
-    parser.add_argument("--n", type=int, default=1500, help="number of rows (default 1500)")
-    parser.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSONL path (default {DEFAULT_OUT})")
-    parser.add_argument("--check", action="store_true", help="verify --out matches a fresh generation")
-    args = parser.parse_args(argv)
-
-    data = to_jsonl(generate(args.n, args.seed)).encode("utf-8")
-    if args.check:
-        if not args.out.is_file():
-            print(f"error: {args.out} does not exist; run without --check to create it", file=sys.stderr)
-            return 1
-        if args.out.read_bytes() != data:
-            print(
-                f"error: {args.out} differs from a fresh generation (--n {args.n} --seed {args.seed}); "
-                "regenerate it by running this script without --check",
-                file=sys.stderr,
-            )
-            return 1
-        print(f"ok: {args.out} matches ({args.n} rows, seed {args.seed})")
-        return 0
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_bytes(data)
-    print(f"wrote {args.n} rows to {args.out}")
-    return 0
+    return generator_main(
+        argv,
+        description="Generate (or --check) the booking-reply generation data.",
+        generate=generate,
+        default_n=1500,
+        default_out=DEFAULT_OUT,
+    )
 
 
 if __name__ == "__main__":
