@@ -18,7 +18,8 @@ Two halves keep each other honest, as in examples/travel/travel.py:
   notes of it, and raises if :func:`read_note` reads any of them differently from what it meant. A note
   format the reader cannot read therefore fails loudly instead of producing a wrong target.
 
-Standard library only, so it runs anywhere and can be imported straight from its file path.
+Standard library plus slmforge's shared generator command line (components/common/example_data.py); it
+can be imported straight from its file path where slmforge is installed.
 
 CLI::
 

@@ -17,7 +17,8 @@ Many issues deliberately mention a lower-precedence topic ("the refund form won'
 account), and slot values are shared across labels (a city can be a shipping destination or the place
 of a shop), so no single word or phrase gives the label away.
 
-Standard library only, so it runs anywhere and can be imported straight from its file path.
+Standard library plus slmforge's shared generator command line (components/common/example_data.py); it
+can be imported straight from its file path where slmforge is installed.
 
 CLI::
 

@@ -12,7 +12,8 @@ Two halves keep each other honest:
   the generator meant. A template the oracle cannot read therefore fails loudly instead of producing a
   silently wrong label.
 
-Standard library only, so it runs anywhere and can be imported straight from its file path.
+Standard library plus slmforge's shared generator command line (components/common/example_data.py); it
+can be imported straight from its file path where slmforge is installed.
 
 CLI::
 
