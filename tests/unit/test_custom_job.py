@@ -185,7 +185,7 @@ def test_two_nodes_train_together_and_node_0_writes_the_outputs(canonical_table,
     opts = TrainOptions(method="full", max_steps=6, batch_size=8, learning_rate=3e-3, warmup_ratio=0.0,
                         checkpoint_dir=str(tmp_path / "one-node"), logging_steps=10)  # fmt: skip
     one_node = train_on_node(
-        2, str(canonical_table), "tiny://travel", SYSTEM, opts, str(tmp_path / "one-node-model")
+        1, 2, str(canonical_table), "tiny://travel", SYSTEM, opts, str(tmp_path / "one-node-model")
     )
     assert one_node.world_size == 2
     assert one_node.final_loss == pytest.approx(metrics["metadata"]["final_loss"], abs=1e-5)
