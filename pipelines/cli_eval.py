@@ -12,25 +12,6 @@ from rich.console import Console
 console = Console()
 
 
-def _model_folder(uri: str, work: Path, tracking_uri: str) -> str:
-    """A loadable model source for ``uri``: ``models:/name/version|alias`` is downloaded from MLflow; local
-    folders, gs:// folders, hub ids and tiny:// are loaded as they are."""
-    if not uri.startswith("models:/"):
-        return uri
-    from mlflow import MlflowClient
-    from mlflow.artifacts import download_artifacts
-
-    from components.register.core import default_tracking_uri
-
-    tracking_uri = tracking_uri or default_tracking_uri()
-    name, _, ref = uri.removeprefix("models:/").partition("/")
-    name, _, alias = name.partition("@")
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, ref)
-    dest = work / f"{name}-{mv.version}"
-    return download_artifacts(artifact_uri=mv.source, dst_path=str(dest), tracking_uri=tracking_uri)
-
-
 def eval_cmd(
     config: Path = typer.Argument(..., help="config YAML"),
     model: str = typer.Option(
@@ -49,12 +30,12 @@ def eval_cmd(
 ) -> None:
     """Evaluate a model on the config's eval split against the base model, the retrieval baseline and the
     registry's champion (when there is one), apply the gate rules and write the HTML report."""
-    from components.common.config import pipeline_parameters
+    from components.common.config import pipeline_parameters, registry_spec
     from components.common.scoring import TaskSpec
     from components.evaluate.core import evaluate
     from components.evaluate.retrieval import evaluate_retrieval
     from components.gate.core import judge, report_markdown
-    from components.register.core import download_alias
+    from components.register.core import download_alias, model_source, registry_from_spec
     from pipelines.cli import _load
     from pipelines.cli_data import prepare_splits
 
@@ -70,11 +51,10 @@ def eval_cmd(
         gen = dict(max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size, max_examples=limit,
                    decoding=decoding)  # fmt: skip
         scored = {}
-        sources = {"candidate": _model_folder(model, work, cfg.registry.tracking_uri),
-                   "base": _model_folder(baseline or cfg.model.base, work, cfg.registry.tracking_uri)}  # fmt: skip
-        champion = download_alias(
-            params["model_name"], "champion", work / "champion", cfg.registry.tracking_uri
-        )
+        registry = registry_from_spec(registry_spec(cfg))
+        sources = {"candidate": model_source(model, registry, work),
+                   "base": model_source(baseline or cfg.model.base, registry, work)}  # fmt: skip
+        champion = download_alias(registry, params["model_name"], "champion", work / "champion")
         if champion is not None:
             sources["champion"] = str(champion[1])
         for name, source in sources.items():

@@ -15,6 +15,7 @@ from components import (
     evaluate_base_op,
     evaluate_champion_op,
     evaluate_op,
+    export_op,
     gate_op,
     ingest_op,
     preflight_op,
@@ -99,7 +100,10 @@ def build_finetune(multi_node: bool):
         gate_rules: str = "[]",
         gate_bootstrap: str = '{"confidence": 0.95, "resamples": 2000, "seed": 0}',
         tracking_uri: str = "",
+        registry: str = '{"backend": "mlflow", "tracking_uri": ""}',
         model_name: str = "",
+        export_tolerance: float = 0.01,
+        trust_remote_code: str = "{}",
         accelerator_type: str = "NVIDIA_L4",
         accelerator_count: int = 1,
         machine_type: str = "",
@@ -160,8 +164,11 @@ def build_finetune(multi_node: bool):
             eval_max_examples: evaluate at most this many rows; -1 = all.
             gate_rules: JSON list of gate rules.
             gate_bootstrap: paired bootstrap of the not_worse_than rules, JSON {resamples, seed, confidence}.
-            tracking_uri: MLflow tracking URI; empty = embedded sqlite store.
+            tracking_uri: MLflow tracking URI of the training runs; empty = embedded sqlite store.
+            registry: JSON {backend: mlflow|vertex, ...}: where the champion is read and candidates registered.
             model_name: registered model name.
+            export_tolerance: largest drop of a gated metric allowed between adapter and exported model.
+            trust_remote_code: JSON {model id: pinned commit} of bases allowed to run their own code.
             accelerator_type: accelerator of the train and evaluate steps on Vertex (ignored locally).
             accelerator_count: accelerators per train and evaluate step (ignored locally).
             machine_type: Vertex machine type of the train step; empty = the one carrying the accelerators.
@@ -291,7 +298,7 @@ def build_finetune(multi_node: bool):
         candidate = evaluate_op(model=trained, **eval_args).set_display_name("evaluate-candidate")
         base = evaluate_base_op(base_model=base_model, **eval_args).set_display_name("evaluate-base")
         champion = evaluate_champion_op(
-            model_name=model_name, tracking_uri=tracking_uri, **eval_args
+            model_name=model_name, registry=registry, **eval_args
         ).set_display_name("evaluate-champion")
         champion.set_caching_options(False)  # the champion alias moves between runs
         for task in (candidate, base, champion):
@@ -319,13 +326,33 @@ def build_finetune(multi_node: bool):
             title=config_name,
         ).set_caching_options(False)
         with dsl.If(gate.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 (KFP condition syntax)
+            export = (
+                export_op(
+                    model=trained,
+                    train_data=split.outputs["train_data"],
+                    split_card=split.outputs["card"],
+                    candidate_metrics=candidate.outputs["metrics"],
+                    candidate_predictions=candidate.outputs["predictions"],
+                    gate_report=gate.outputs["report"],
+                    gate_rules=gate_rules,
+                    tolerance=export_tolerance,
+                    trust_remote_code=trust_remote_code,
+                    model_name=model_name,
+                    **eval_args,
+                )
+                .set_display_name("export")
+                .set_accelerator_type(accelerator_type)
+                .set_accelerator_limit(accelerator_count)
+                .set_retry(**RETRIES)
+            )
             register_op(
-                model=trained,
-                metrics=candidate.outputs["metrics"],
+                model=export.outputs["exported"],
+                metrics=export.outputs["metrics"],
                 train_data=split.outputs["train_data"],
                 model_name=model_name,
-                tracking_uri=tracking_uri,
+                registry=registry,
                 config_hash=config_hash,
+                gate_passed=gate.outputs["Output"],
                 gate_reasons=gate.outputs["reasons"],
                 pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
             ).set_retry(**RETRIES).set_caching_options(False)

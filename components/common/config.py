@@ -50,6 +50,14 @@ RULES: dict[str, tuple[str, str]] = {
         "use tiny://<example>, a hub id (org/name), a local directory, or a gs:// directory",
     ),
     "MODEL-002": ("LoRA settings given for a full fine-tune", "set model.method: lora, or drop model.lora"),
+    "MODEL-003": (
+        "trust_remote_code entry without a pinned commit",
+        "map the model id to the full 40-hex commit sha of the code you reviewed: {org/name: <sha>}",
+    ),
+    "EXPORT-001": (
+        "export tolerance out of range",
+        "use a number in [0, 1]: the largest allowed metric drop",
+    ),
     "TRAIN-001": ("non-positive training setting", "use a positive number"),
     "TRAIN-002": (
         "processes_per_node is negative",
@@ -242,6 +250,23 @@ class ModelConfig(_Section):
         "lora", description="full fine-tune, LoRA adapter, or QLoRA (4-bit NF4 base, CUDA GPU only)"
     )
     lora: LoraConfig = Field(default_factory=LoraConfig)
+    trust_remote_code: dict[str, str] = Field(
+        default_factory=dict,
+        description="model ids allowed to run their own model code, each pinned to a reviewed commit sha; "
+        "any other model that ships code is refused (export loads the pinned revision)",
+    )
+
+    @field_validator("trust_remote_code")
+    @classmethod
+    def _pinned(cls, v: dict[str, str]) -> dict[str, str]:
+        import re
+
+        for model_id, rev in v.items():
+            if not re.fullmatch(r"[0-9a-f]{40}", rev):
+                raise _rule(
+                    "MODEL-003", f"model.trust_remote_code[{model_id!r}]={rev!r} is not a 40-hex commit sha"
+                )
+        return v
 
     @field_validator("base")
     @classmethod
@@ -326,6 +351,21 @@ class EvalConfig(_Section):
     max_examples: int = Field(-1, description="evaluate at most this many rows; -1 = all")
 
 
+class ExportConfig(_Section):
+    tolerance: float = Field(
+        0.01,
+        description="largest drop of a gated metric allowed between the adapter's evaluation and the "
+        "exported (merged) model's; a larger drop fails the export and nothing is registered",
+    )
+
+    @field_validator("tolerance")
+    @classmethod
+    def _tolerance(cls, v: float) -> float:
+        if not 0 <= v <= 1:
+            raise _rule("EXPORT-001", f"export.tolerance={v} is outside [0, 1]")
+        return v
+
+
 # Baselines a relative gate rule may name (components/gate/core.py BASELINES).
 GATE_BASELINES = ("base", "champion", "retrieval")
 
@@ -405,10 +445,26 @@ class GatesConfig(_Section):
     )
 
 
+# The vLLM serving container of Vertex AI Model Garden: serves a Hugging Face folder (safetensors +
+# tokenizer) with an OpenAI-compatible API; AIP_STORAGE_URI is where Vertex mounts the version's artifacts.
+VLLM_SERVING_IMAGE = (
+    "us-docker.pkg.dev/vertex-ai/vertex-vision-model-garden-dockers/pytorch-vllm-serve:latest"
+)
+
+
 class RegistryConfig(_Section):
-    backend: Literal["mlflow"] = Field("mlflow", description="where candidates are registered")
+    backend: Literal["mlflow", "vertex"] = Field(
+        "mlflow",
+        description="mlflow (embedded sqlite or a tracking server) or vertex (Vertex AI Model Registry)",
+    )
     tracking_uri: str = Field("", description="MLflow tracking URI; empty = sqlite under .slmforge/")
     model_name: str | None = Field(None, description="registered model name; default: the config name")
+    serving_image: str = Field(
+        VLLM_SERVING_IMAGE, description="vertex: serving container of uploaded versions (vLLM-style)"
+    )
+    staging_uri: str = Field(
+        "", description="vertex: gs:// prefix the weights are uploaded under; empty = <pipeline_root>/models"
+    )
 
 
 class VertexConfig(_Section):
@@ -437,6 +493,7 @@ class Config(_Section):
     preflight: PreflightConfig = Field(default_factory=PreflightConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     gates: GatesConfig = Field(default_factory=GatesConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     vertex: VertexConfig = Field(default_factory=VertexConfig)
 
@@ -557,6 +614,22 @@ def config_hash(cfg: Config) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def registry_spec(cfg: Config) -> dict[str, str]:
+    """Where versions are registered (components/register/backends.py ``open_registry`` arguments)."""
+    if cfg.registry.backend == "mlflow":
+        return {"backend": "mlflow", "tracking_uri": cfg.registry.tracking_uri}
+    staging = cfg.registry.staging_uri or (
+        f"{cfg.vertex.pipeline_root.rstrip('/')}/models" if cfg.vertex.pipeline_root else ""
+    )
+    return {
+        "backend": "vertex",
+        "project": cfg.vertex.project,
+        "region": cfg.vertex.region,
+        "staging_bucket": staging,
+        "serving_image": cfg.registry.serving_image,
+    }
+
+
 def pipeline_parameters(cfg: Config) -> dict[str, Any]:
     """Flatten a config into the finetune pipeline's explicit parameters (names match its signature)."""
     lora = cfg.model.lora
@@ -620,7 +693,10 @@ def pipeline_parameters(cfg: Config) -> dict[str, Any]:
         "gate_rules": json.dumps([r.model_dump(exclude_none=True) for r in cfg.gates.rules]),
         "gate_bootstrap": json.dumps(cfg.gates.bootstrap.model_dump(), sort_keys=True),
         "tracking_uri": cfg.registry.tracking_uri,
+        "registry": json.dumps(registry_spec(cfg), sort_keys=True),
         "model_name": cfg.registry.model_name or cfg.name,
+        "export_tolerance": cfg.export.tolerance,
+        "trust_remote_code": json.dumps(cfg.model.trust_remote_code, sort_keys=True),
         "accelerator_type": cfg.vertex.accelerator_type,
         "accelerator_count": cfg.vertex.accelerator_count,
         "machine_type": cfg.vertex.machine_type,

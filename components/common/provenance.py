@@ -22,13 +22,17 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def sha256_path(path: str | Path) -> str:
-    """Hash a file, or a folder as the sorted list of (relative path, file hash): renames count."""
+def sha256_path(path: str | Path, exclude: tuple[str, ...] = ()) -> str:
+    """Hash a file, or a folder as the sorted list of (relative path, file hash): renames count.
+
+    ``exclude``: relative paths left out (documents written beside weights, such as a model card)."""
     path = Path(path)
     if path.is_file():
         return sha256_file(path)
     h = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+    for f in sorted(
+        p for p in path.rglob("*") if p.is_file() and p.relative_to(path).as_posix() not in exclude
+    ):
         h.update(f.relative_to(path).as_posix().encode() + b"\0" + sha256_file(f).encode() + b"\n")
     return h.hexdigest()
 

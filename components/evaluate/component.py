@@ -107,7 +107,7 @@ def evaluate_base_op(
 @dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
 def evaluate_champion_op(
     model_name: str,
-    tracking_uri: str,
+    registry: str,
     eval_data: Input[Dataset],
     system_prompt: str,
     task_type: str,
@@ -127,7 +127,7 @@ def evaluate_champion_op(
 
     Args:
         model_name: registered model name.
-        tracking_uri: MLflow tracking URI; empty = $MLFLOW_TRACKING_URI or the embedded sqlite store.
+        registry: JSON {backend: mlflow|vertex, ...}: the registry holding the champion.
         eval_data: canonical held-out rows.
         system_prompt: system message rendered before every prompt.
         task_type: structured, classification or generation.
@@ -145,7 +145,7 @@ def evaluate_champion_op(
     from components.evaluate.core import evaluate_champion_to_outputs
 
     evaluate_champion_to_outputs(
-        model_name, tracking_uri, eval_data, system_prompt, (task_type, output_schema, labels), decoding, max_new_tokens, batch_size,
+        model_name, registry, eval_data, system_prompt, (task_type, output_schema, labels), decoding, max_new_tokens, batch_size,
         max_examples, config_hash, metrics, predictions, classification,
     )  # fmt: skip
 

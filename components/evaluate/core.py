@@ -234,7 +234,7 @@ def evaluate_to_outputs(
 
 def evaluate_champion_to_outputs(
     model_name: str,
-    tracking_uri: str,
+    registry: str,
     eval_data,
     system_prompt: str,
     task_parts: tuple[str, str, str],
@@ -250,10 +250,10 @@ def evaluate_champion_to_outputs(
     """Evaluate the ``champion`` alias of ``model_name``; without one, log ``available = 0`` and say so."""
     import tempfile
 
-    from components.register.core import download_alias
+    from components.register.core import download_alias, registry_from_spec
 
     with tempfile.TemporaryDirectory() as tmp:
-        found = download_alias(model_name, "champion", tmp, tracking_uri)
+        found = download_alias(registry_from_spec(registry), model_name, "champion", tmp)
         if found is None:
             print(
                 f"no champion of {model_name!r} in the registry yet: rules against it are skipped", flush=True

@@ -235,6 +235,7 @@ def render_html(
     seed: int = 0,
     confidence: float = 0.95,
     samples: int = 20,
+    comparison: list[dict] | None = None,  # metric_rows(...) when the caller already computed them
 ) -> str:
     names = [b.name for b in baselines]
     settings = candidate.settings
@@ -255,7 +256,13 @@ def render_html(
             f"seed {seed}, {confidence:.0%}</p>"
         ),
         "<h2>Metrics</h2>",
-        _metric_table(metric_rows(candidate, baselines, resamples, seed, confidence), names, confidence),
+        _metric_table(
+            comparison
+            if comparison is not None
+            else metric_rows(candidate, baselines, resamples, seed, confidence),
+            names,
+            confidence,
+        ),
         "<h2>Gate</h2>",
         _verdict_table(verdicts),
     ]

@@ -64,6 +64,9 @@ class GateResult:
     verdicts: list[Verdict]
     reasons: str  # one line per verdict, in words
     bootstrap: dict[str, Any] = field(default_factory=dict)  # the settings relative rules were decided with
+    # every metric of the candidate beside each baseline's, with the bootstrap CI of the difference
+    # (components/evaluate/report.py metric_rows); empty when the gate was decided without predictions
+    comparison: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -71,6 +74,7 @@ class GateResult:
             "verdicts": [v.to_dict() for v in self.verdicts],
             "reasons": self.reasons,
             "bootstrap": dict(self.bootstrap),
+            "comparison": list(self.comparison),
         }
 
 
@@ -332,6 +336,22 @@ def report_markdown(result: GateResult) -> str:
         lines.append("| (no rules) | | | | | | | | pass |")
     lines += ["", "## Reasons", ""]
     lines += [f"- {v.sentence}" for v in result.verdicts] or ["- no gate rules: passed"]
+    if result.comparison:
+        names = sorted({n for row in result.comparison for n in row["baselines"]})
+        conf = float(result.bootstrap.get("confidence", 0.95)) if result.bootstrap else 0.95
+        lines += ["", "## Metrics vs baselines", ""]
+        lines.append(
+            "| metric | candidate | "
+            + " | ".join(f"{n} | candidate − {n} [{conf:.0%} CI]" for n in names)
+            + " |"
+        )
+        lines.append("|---|---|" + "---|---|" * len(names))
+        for row in result.comparison:
+            cells = [row["metric"], _cell(row["candidate"])]
+            for n in names:
+                value, ci = row["baselines"].get(n, (None, None))
+                cells += [_cell(value), f"{ci[0]:+.4f} [{ci[1]:+.4f}, {ci[2]:+.4f}]" if ci else "–"]
+            lines.append("| " + " | ".join(cells) + " |")
     if result.bootstrap:
         b = result.bootstrap
         note = (
@@ -394,7 +414,9 @@ def judge(
     ``candidate`` and each baseline: {"metrics": dict, "predictions": path, "settings": dict}; a baseline
     whose metrics say ``available = 0`` (no champion yet) is absent. Returns the GateResult.
     """
-    from components.evaluate.report import Evaluated, divergences, render_html, write_divergences
+    from dataclasses import replace
+
+    from components.evaluate.report import Evaluated, divergences, metric_rows, render_html, write_divergences
 
     cand = Evaluated.load("candidate", candidate["metrics"], candidate["predictions"], candidate["settings"])
     present = [
@@ -416,10 +438,15 @@ def judge(
     rows = divergences(cand, present, task_type)
     write_divergences(rows, divergences_path)
     boot = {**BOOTSTRAP_DEFAULTS, **(bootstrap or {})}
+    comparison = metric_rows(
+        cand, present, int(boot["resamples"]), int(boot["seed"]), float(boot["confidence"])
+    )
+    result = replace(result, comparison=comparison)
     Path(html_path).parent.mkdir(parents=True, exist_ok=True)
     Path(html_path).write_text(
         render_html(title=title, task_type=task_type, candidate=cand, baselines=present,
                     verdicts=[v.to_dict() for v in result.verdicts], passed=result.passed, divergence_rows=rows,
+                    comparison=comparison,
                     confusion=candidate.get("confusion"), resamples=int(boot["resamples"]), seed=int(boot["seed"]),
                     confidence=float(boot["confidence"])),
         encoding="utf-8",

@@ -1,108 +1,154 @@
-"""register: record a gated candidate as an MLflow model version with lineage tags and alias ``candidate``.
+"""register: record an exported, evaluated candidate as a registry version with lineage tags and alias
+``candidate``.
 
-Embedded default: a sqlite store and an artifact folder under ``$SLMFORGE_HOME`` (no server). Any
-MLflow tracking server works through ``tracking_uri``. Registration is idempotent by weights hash:
-registering the same weights again returns the existing version (and re-points the alias).
+The registry is MLflow (embedded sqlite by default, any tracking server) or Vertex AI Model Registry,
+both behind components/register/backends.py. Registration is idempotent by weights hash: the same
+weights registered again return the existing version and create nothing. The gate verdict is recorded
+on the version (``gate_passed``, ``gate_failed_rules``): it is what ``slmforge promote`` checks.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.common.home import slmforge_home
-
-CANDIDATE = "candidate"
+from components.register.backends import (
+    CANDIDATE,
+    TAG_GATE,
+    TAG_GATE_FAILED,
+    TAG_RUN,
+    Registry,
+    open_registry,
+)
+from components.register.mlflow_registry import default_tracking_uri
 
 
 @dataclass
 class RegisterResult:
-    model_uri: str  # models:/<name>/<version>
+    model_uri: str  # models:/<name>/<version>, or the Vertex model resource @version
     name: str
     version: str
-    run_id: str
     created: bool  # False when these weights were already registered
 
 
-def default_tracking_uri() -> str:
-    home = slmforge_home()
-    home.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{home / 'mlflow.db'}"
-
-
-def _experiment_id(client, name: str, tracking_uri: str) -> str:
-    exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    artifact_location = None
-    if tracking_uri.startswith("sqlite:"):  # keep artifacts beside the db, not in ./mlruns of the cwd
-        artifact_location = (slmforge_home() / "mlartifacts").as_uri()
-    return client.create_experiment(name, artifact_location=artifact_location)
+def registry_from_spec(spec: str | dict) -> Registry:
+    """The registry a pipeline's ``registry`` parameter names: JSON {backend, tracking_uri, project,
+    region, staging_bucket, serving_image} (components/common/config.py ``registry_spec``)."""
+    fields = json.loads(spec) if isinstance(spec, str) else dict(spec)
+    return open_registry(**(fields or {"backend": "mlflow"}))
 
 
 def register(
+    registry: Registry,
     model_dir: str | Path,
     *,
     model_name: str,
     weights_sha256: str,
     metrics: dict[str, float],
     tags: dict[str, str],
-    tracking_uri: str = "",
+    gate_passed: bool,
+    gate_failed_rules: list[str] = (),
+    description: str = "",
 ) -> RegisterResult:
-    """Register the Model folder ``model_dir`` under ``model_name``; set alias ``candidate`` on it."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    tracking_uri = tracking_uri or default_tracking_uri()
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    try:
-        client.get_registered_model(model_name)
-    except MlflowException:
-        client.create_registered_model(model_name, description="registered by slmforge")
-
-    existing = client.search_model_versions(
-        f"name = '{model_name}' and tag.weights_sha256 = '{weights_sha256}'"
+    """Register ``model_dir`` under ``model_name`` with ``tags`` and the gate verdict; a green version gets
+    the alias ``candidate``. The same weights registered again return the first version."""
+    tags = {
+        **tags,
+        TAG_GATE: "true" if gate_passed else "false",
+        TAG_GATE_FAILED: json.dumps(list(gate_failed_rules)),
+    }
+    version, created = registry.register(
+        model_dir,
+        name=model_name,
+        weights_sha256=weights_sha256,
+        tags=tags,
+        metrics=metrics,
+        description=description,
     )
-    if existing:
-        mv = sorted(existing, key=lambda v: int(v.version))[0]
-        client.set_registered_model_alias(model_name, CANDIDATE, mv.version)
-        return RegisterResult(
-            f"models:/{model_name}/{mv.version}", model_name, str(mv.version), mv.run_id, False
-        )
+    if gate_passed:
+        registry.set_alias(model_name, CANDIDATE, version.version)
+    return RegisterResult(version.uri, model_name, version.version, created)
 
-    run = client.create_run(
-        _experiment_id(client, model_name, tracking_uri), tags={"slmforge.stage": "register"}
-    )
-    run_id = run.info.run_id
-    for key, value in metrics.items():
-        client.log_metric(run_id, key.replace("[]", "_"), value)  # MLflow keys allow no brackets
-    for key, value in tags.items():
-        client.set_tag(run_id, key, value)
-    client.log_artifacts(run_id, str(model_dir), artifact_path="model")
-    client.set_terminated(run_id)
-    version_tags = {**tags, "weights_sha256": weights_sha256}
-    mv = client.create_model_version(
-        model_name, source=f"{run.info.artifact_uri}/model", run_id=run_id, tags=version_tags
-    )
-    client.set_registered_model_alias(model_name, CANDIDATE, mv.version)
-    return RegisterResult(f"models:/{model_name}/{mv.version}", model_name, str(mv.version), run_id, True)
+
+def parse_model_uri(uri: str) -> tuple[str, str, str]:
+    """``models:/NAME/VERSION`` -> (NAME, VERSION, ""); ``models:/NAME@ALIAS`` -> (NAME, "", ALIAS)."""
+    if not uri.startswith("models:/"):
+        raise ValueError(f"{uri!r} is not a registry URI: use models:/NAME/VERSION or models:/NAME@ALIAS")
+    name, _, version = uri.removeprefix("models:/").partition("/")
+    name, _, alias = name.partition("@")
+    if not name or bool(version) == bool(alias):
+        raise ValueError(f"{uri!r}: use models:/NAME/VERSION or models:/NAME@ALIAS")
+    return name, version, alias
+
+
+def model_source(uri: str, registry: Registry, work: str | Path) -> str:
+    """A loadable model source for ``uri``: a registry version (``models:/NAME/VERSION|@ALIAS``) is
+    downloaded under ``work``; local folders, gs:// folders, hub ids and tiny:// are returned as they are."""
+    if not uri.startswith("models:/"):
+        return uri
+    name, version, alias = parse_model_uri(uri)
+    found = registry.by_alias(name, alias) if alias else registry.get(name, version)
+    if found is None:
+        raise ValueError(f"{uri}: no such version in the {registry.backend} registry")
+    return str(registry.download(name, found.version, Path(work) / f"{name}-{found.version}"))
 
 
 def download_alias(
-    model_name: str, alias: str, dst: str | Path, tracking_uri: str = ""
+    registry: Registry, model_name: str, alias: str, dst: str | Path
 ) -> tuple[str, Path] | None:
-    """Download the model version ``alias`` points at (e.g. ``champion``) into ``dst``; returns its
-    ``models:/name/version`` URI and local folder, or None when the model or the alias does not exist."""
-    from mlflow import MlflowClient
-    from mlflow.artifacts import download_artifacts
-    from mlflow.exceptions import MlflowException
-
-    tracking_uri = tracking_uri or default_tracking_uri()
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    try:
-        mv = client.get_model_version_by_alias(model_name, alias)
-    except MlflowException:
+    """Download the version ``alias`` points at (e.g. ``champion``) into ``dst``; returns its URI and local
+    folder, or None when the model or the alias does not exist."""
+    version = registry.by_alias(model_name, alias)
+    if version is None:
         return None
-    Path(dst).mkdir(parents=True, exist_ok=True)
-    local = download_artifacts(artifact_uri=mv.source, dst_path=str(dst), tracking_uri=tracking_uri)
-    return f"models:/{model_name}/{mv.version}", Path(local)
+    return version.uri, registry.download(model_name, version.version, dst)
+
+
+__all__ = [
+    "CANDIDATE",
+    "RegisterResult",
+    "default_tracking_uri",
+    "download_alias",
+    "register",
+    "registry_from_spec",
+]
+
+
+def register_to_outputs(
+    model,
+    metrics,
+    train_data,
+    registered,
+    *,
+    model_name: str,
+    registry: str,
+    config_hash: str,
+    gate_passed: bool,
+    gate_reasons: str,
+    pipeline_run: str,
+) -> str:
+    """``register`` from a component's inputs; writes the version record onto ``registered``."""
+    numbers = {k: float(v) for k, v in metrics.metadata.items() if isinstance(v, (int, float))}
+    lineage = model.metadata.get("lineage", {})
+    tags = {
+        "data_sha256": train_data.metadata.get("sha256", ""),
+        "config_hash": config_hash,
+        TAG_RUN: pipeline_run,
+        "base_model": model.metadata.get("base_model", ""),
+        "git_sha": model.metadata.get("git_sha", ""),
+        "gate": gate_reasons,
+        **{f"lineage.{step}": ref.get("sha256", "") for step, ref in lineage.items()},
+    }
+    failed = [line for line in gate_reasons.splitlines() if line.startswith("FAIL")]
+    weights = model.metadata.get("weights_sha256") or model.metadata["sha256"]
+    result = register(
+        registry_from_spec(registry), model.path, model_name=model_name, weights_sha256=weights,
+        metrics=numbers, tags=tags, gate_passed=gate_passed, gate_failed_rules=failed,
+        description=f"slmforge {model.metadata.get('kind', '')} model from {tags['base_model']}",
+    )  # fmt: skip
+    record = {**vars(result), "weights_sha256": weights, "tags": tags}
+    with open(registered.path, "w", encoding="utf-8") as fh:
+        json.dump(record, fh, indent=2, sort_keys=True)
+    registered.metadata.update({k: record[k] for k in ("model_uri", "name", "version", "weights_sha256")})
+    return result.model_uri

@@ -4,6 +4,7 @@ writes the files, metrics and provenance the next stage reads."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Markdown, Metrics, Model
@@ -13,6 +14,7 @@ from components import (
     evaluate_base_op,
     evaluate_champion_op,
     evaluate_op,
+    export_op,
     gate_op,
     ingest_op,
     register_op,
@@ -192,7 +194,8 @@ def test_train_then_evaluate_candidate_and_base(split_outputs, tmp_path, params)
 
     evaluate_op.python_func(model=model, **common, **gen, **out("candidate"))
     evaluate_base_op.python_func(base_model="tiny://travel", **common, **gen, **out("base"))
-    evaluate_champion_op.python_func(model_name="none-yet", tracking_uri=f"sqlite:///{tmp_path / 'reg.db'}",
+    registry = json.dumps({"backend": "mlflow", "tracking_uri": f"sqlite:///{tmp_path / 'reg.db'}"})
+    evaluate_champion_op.python_func(model_name="none-yet", registry=registry,
                                      **common, **gen, **out("champion"))  # fmt: skip
     retrieval_baseline_op.python_func(train_data=train, **common, **out("retrieval"))
     for name in ("candidate", "base", "retrieval"):
@@ -234,6 +237,38 @@ def test_train_then_evaluate_candidate_and_base(split_outputs, tmp_path, params)
 
     table = pq.read_table(str(tmp_path / "div"))
     assert table.num_rows == 24 and {"candidate", "base", "retrieval", "vs_base"} <= set(table.column_names)
+    assert "## Metrics vs baselines" in Path(report.path).read_text()
+
+    # export: the gated model as safetensors, evaluated again like the candidate, with card and lineage
+    split_card = artifact(Artifact, tmp_path, "split_card")
+    Path(split_card.path).mkdir()
+    Path(split_card.path, "manifest.json").write_text(json.dumps(
+        {"rows": {"in": 400, "rejected": 0, "train": 376, "eval": 24, "accounted": True},
+         "sha256": {"dataset": "c" * 64, "train": train.metadata["sha256"], "eval": held.metadata["sha256"]},
+         "sources": [{"source": "train", "locator": "travel.jsonl", "sha256": "f" * 64, "rows_in": 400}]}))  # fmt: skip
+    exported, ex_metrics, ex_pred, card = (artifact(Model, tmp_path, "exported"), artifact(Metrics, tmp_path, "exm"),
+                                           artifact(Dataset, tmp_path, "exp"), artifact(Markdown, tmp_path, "mc"))  # fmt: skip
+    export_op.python_func(
+        model=model, eval_data=held, train_data=train, split_card=split_card, candidate_metrics=outs["candidate"][0],
+        candidate_predictions=outs["candidate"][1], gate_report=report, system_prompt=params["system_prompt"],
+        task_type="structured", output_schema=params["output_schema"], labels="[]", max_examples=24, **gen,
+        gate_rules=rules, tolerance=0.0, trust_remote_code="{}", model_name="components-test", config_hash=SHA,
+        exported=exported, metrics=ex_metrics, predictions=ex_pred, card=card,
+    )  # fmt: skip
+    assert ex_metrics.metadata["exact_match"] == outs["candidate"][0].metadata["exact_match"]
+    assert exported.metadata["changed_answers"] == 0 and exported.metadata["kind"] == "full"
+    assert {p.name for p in Path(exported.path).iterdir()} >= {"model.safetensors", "MODEL_CARD.md", "lineage.json",
+                                                               "tokenizer.json", "generation_config.json"}  # fmt: skip
+    assert not [p for p in Path(exported.path).iterdir() if p.suffix == ".bin"]
+    lineage = exported.metadata["lineage"]
+    assert lineage["adapter"]["sha256"] == model.metadata["sha256"]
+    assert (
+        lineage["split_train"]["sha256"] == train.metadata["sha256"] and lineage["data"]["sha256"] == "c" * 64
+    )
+    text = Path(card.path).read_text()
+    for heading in ("## Model", "## Data", "## Evaluation and gate", "## Export parity", "## Intended use and limits",
+                    "## Lineage", "Metrics vs baselines"):  # fmt: skip
+        assert heading in text, heading
 
 
 def test_register_is_idempotent_by_weights_hash(tmp_path, tiny_model):
@@ -258,8 +293,9 @@ def test_register_is_idempotent_by_weights_hash(tmp_path, tiny_model):
         metrics=metrics,
         train_data=data,
         model_name="travel-test",
-        tracking_uri=uri,
+        registry=json.dumps({"backend": "mlflow", "tracking_uri": uri}),
         config_hash=SHA,
+        gate_passed=True,
         gate_reasons="PASS exact_match",
         pipeline_run="run-1",
     )
@@ -272,11 +308,12 @@ def test_register_is_idempotent_by_weights_hash(tmp_path, tiny_model):
     assert mv.version in ("1", 1)
     assert mv.tags["data_sha256"] == "d" * 64 and mv.tags["config_hash"] == SHA
     assert mv.tags["pipeline_run"] == "run-1" and mv.tags["weights_sha256"] == weights
+    assert mv.tags["gate_passed"] == "true" and mv.tags["gate_failed_rules"] == "[]"
     record = json.loads((tmp_path / "r1").read_text())
     assert record["created"] is True and json.loads((tmp_path / "r2").read_text())["created"] is False
-    run = client.get_run(record["run_id"])
+    run = client.get_run(mv.run_id)
     assert run.data.metrics["exact_match"] == 0.97 and "field_match/_.value" in run.data.metrics
-    assert {a.path for a in client.list_artifacts(record["run_id"], "model")} >= {
+    assert {a.path for a in client.list_artifacts(mv.run_id, "model")} >= {
         "model/model.safetensors",
         "model/slmforge_model.json",
     }

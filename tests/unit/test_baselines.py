@@ -43,24 +43,23 @@ def test_retrieval_is_scored_by_the_task_scorer(tmp_path, travel_rows, travel_sc
 def test_champion_is_downloaded_by_alias_and_evaluated_like_the_candidate(
     tmp_path, tiny_model, canonical_table
 ):
-    from mlflow import MlflowClient
-
     from components.common.models import write_model_info
     from components.common.provenance import sha256_path
     from components.evaluate.core import evaluate
     from components.register.core import download_alias, register
+    from components.register.mlflow_registry import MlflowRegistry
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    assert download_alias("travel", "champion", tmp_path / "none", uri) is None  # nothing registered yet
+    registry = MlflowRegistry(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert download_alias(registry, "travel", "champion", tmp_path / "none") is None  # nothing registered yet
     shutil.copytree(tiny_model, tmp_path / "model")
     write_model_info(tmp_path / "model", kind="full", base_model="tiny://travel")
-    registered = register(tmp_path / "model", model_name="travel", weights_sha256=sha256_path(tmp_path / "model"),
-                          metrics={}, tags={}, tracking_uri=uri)  # fmt: skip
-    assert download_alias("travel", "champion", tmp_path / "none", uri) is None  # a candidate, no champion
-    MlflowClient(tracking_uri=uri, registry_uri=uri).set_registered_model_alias(
-        "travel", "champion", registered.version
-    )
-    found = download_alias("travel", "champion", tmp_path / "champion", uri)
+    registered = register(registry, tmp_path / "model", model_name="travel", gate_passed=True,
+                          weights_sha256=sha256_path(tmp_path / "model"), metrics={}, tags={})  # fmt: skip
+    assert (
+        download_alias(registry, "travel", "champion", tmp_path / "none") is None
+    )  # a candidate, no champion
+    registry.set_alias("travel", "champion", registered.version)
+    found = download_alias(registry, "travel", "champion", tmp_path / "champion")
     assert found is not None and found[0] == "models:/travel/1"
     assert (found[1] / "model.safetensors").exists()
 
