@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -83,6 +84,15 @@ RULES: dict[str, tuple[str, str]] = {
     "GATE-006": (
         "bootstrap setting out of range",
         "use gates.bootstrap.resamples >= 100 and 0 < confidence < 1",
+    ),
+    "VTX-003": (
+        "malformed VPC network",
+        "use the full name projects/<project number>/global/networks/<network>, or leave it empty",
+    ),
+    "VTX-004": (
+        "invalid Vertex label",
+        "keys: 1-63 of a-z 0-9 _ - starting with a letter; values: 0-63 of a-z 0-9 _ -; at most 62 "
+        "labels (Vertex allows 64; submit adds slmforge-git and slmforge-config)",
     ),
 }
 
@@ -479,6 +489,38 @@ class VertexConfig(_Section):
         "",
         description="machine type of the train step; empty = the one that carries accelerator_count accelerators",
     )
+    network: str = Field(
+        "",
+        description="VPC network the pipeline's steps are peered with (private services access), as "
+        "projects/<project number>/global/networks/<name>; empty = not peered",
+    )
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="labels of the PipelineJob (filtering and billing); submit adds slmforge-git (code SHA) and "
+        "slmforge-config (config hash)",
+    )
+
+    @field_validator("network")
+    @classmethod
+    def _network(cls, v: str) -> str:
+        if v and not _NETWORK.fullmatch(v):
+            raise _rule("VTX-003", f"vertex.network={v!r} is not projects/<number>/global/networks/<name>")
+        return v
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
+        # Google Cloud's label rules (ASCII subset): lowercase letters, digits, _ and -, 63 characters.
+        bad = [f"key {k!r}" for k in v if not _LABEL_KEY.fullmatch(k) or k.startswith("slmforge-")]
+        bad += [f"{k}={val!r}" for k, val in v.items() if not _LABEL_VALUE.fullmatch(val)]
+        if bad or len(v) > 62:  # 64 per job, two of them slmforge's own
+            raise _rule("VTX-004", ", ".join(bad) or f"{len(v)} labels")
+        return v
+
+
+_NETWORK = re.compile(r"projects/\d+/global/networks/[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
+_LABEL_KEY = re.compile(r"[a-z][a-z0-9_-]{0,62}")
+_LABEL_VALUE = re.compile(r"[a-z0-9_-]{0,63}")
 
 
 Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{1,62}$")]
