@@ -91,8 +91,7 @@ RULES: dict[str, tuple[str, str]] = {
     ),
     "VTX-004": (
         "invalid Vertex label",
-        "keys: 1-63 of a-z 0-9 _ - starting with a letter; values: 0-63 of a-z 0-9 _ -; at most 62 "
-        "labels (Vertex allows 64; submit adds slmforge-git and slmforge-config)",
+        "keys: 1-63 of a-z 0-9 _ - from a letter; values: 0-63 of a-z 0-9 _ -; at most 62 (submit adds 2)",
     ),
 }
 
