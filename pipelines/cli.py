@@ -13,12 +13,16 @@ from rich.table import Table
 
 from pipelines.cli_data import data_app
 from pipelines.cli_eval import eval_cmd
+from pipelines.cli_registry import lineage_cmd, promote_cmd, rollback_cmd
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Fine-tune small language models with KFP."
 )
 app.add_typer(data_app, name="data")
 app.command(name="eval")(eval_cmd)
+app.command(name="promote")(promote_cmd)
+app.command(name="rollback")(rollback_cmd)
+app.command(name="lineage")(lineage_cmd)
 console = Console()
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "examples" / "travel" / "config.yaml"
 
@@ -211,36 +215,73 @@ def compile_cmd(out: Path = typer.Option(Path("build/pipelines"), help="output f
 @app.command()
 def submit(
     config: Path = typer.Argument(..., help="config YAML"),
-    template: Path = typer.Option(
-        None,
-        help="compiled pipeline; default build/pipelines/finetune.yaml (finetune-multinode.yaml when train.nodes > 1)",
+    pipeline: str = typer.Option(
+        "finetune", help="finetune (finetune-multinode when train.nodes > 1), or evaluate (needs --model)"
     ),
+    model: str = typer.Option(
+        "", "--model", help="evaluate: the model, models:/NAME/VERSION, models:/NAME@ALIAS, gs:// or a folder"
+    ),
+    template: Path = typer.Option(None, help="compiled pipeline; default build/pipelines/<pipeline>.yaml"),
     compile_first: bool = typer.Option(False, "--compile", help="compile before submitting"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the request; submit nothing"),
-    wait: bool = typer.Option(False, "--wait", help="wait for the run to end"),
+    no_cache: bool = typer.Option(
+        False, "--no-cache", help="run every step anew (default: each step's compiled caching option)"
+    ),
+    wait: bool = typer.Option(False, "--wait", help="stream the run's state until it ends; exit 1 unless it succeeded"),
+    poll_s: float = typer.Option(20.0, "--poll-s", help="--wait: seconds between state reads"),
 ) -> None:
-    """Submit the finetune pipeline to Vertex AI Pipelines."""
+    """Submit a pipeline to Vertex AI Pipelines as a PipelineJob, in the config's Vertex AI experiment.
+
+    $SLMFORGE_VERTEX_ENDPOINT overrides the API endpoint (pipelines/vertex.py)."""
+    import time
+
     from components.common.config import pipeline_parameters
-    from pipelines.vertex import VertexConfigError, job_request, submit_job
+    from pipelines.vertex import (
+        VertexConfigError,
+        console_url,
+        create_job,
+        job_error,
+        job_request,
+        stream_states,
+    )
 
     cfg = _load(config)
-    if template is None:
-        name = "finetune-multinode" if cfg.train.nodes > 1 else "finetune"
-        template = Path("build/pipelines") / f"{name}.yaml"
+    params = pipeline_parameters(cfg)
+    if pipeline == "evaluate":
+        if not model:
+            console.print("[red]--pipeline evaluate needs --model URI (the model to evaluate)[/red]")
+            raise typer.Exit(2)
+        params["model_uri"] = model
+    elif pipeline == "finetune":
+        pipeline = "finetune-multinode" if cfg.train.nodes > 1 else "finetune"
+    else:
+        console.print(f"[red]--pipeline {pipeline}: use finetune or evaluate[/red]")
+        raise typer.Exit(2)
+    template = template or Path("build/pipelines") / f"{pipeline}.yaml"
     if compile_first:
         compile_cmd(template.parent)
     if not template.is_file():
         console.print(f"[red]{template} not found: run `python compile.py` first (or pass --compile)[/red]")
         raise typer.Exit(2)
     try:
-        request = job_request(cfg, pipeline_parameters(cfg), template)
+        request = job_request(cfg, params, template, enable_caching=False if no_cache else None)
     except VertexConfigError as e:
         console.print(f"[red]{e}[/red]", highlight=False)
         raise typer.Exit(2) from None
     if dry_run:
         console.print_json(json.dumps(request, default=str))
         return
-    console.print(f"submitted: {submit_job(request, wait=wait)}")
+    job = create_job(request)
+    console.print(f"submitted: {console_url(job)}", highlight=False)
+    console.print(f"experiment: {request['experiment']} (compare runs in the console's Experiments view)")
+    if not wait:
+        return
+    state = stream_states(
+        job, lambda s: console.print(f"{time.strftime('%H:%M:%S')} {s}", highlight=False), poll_s=poll_s
+    )
+    if state != "PIPELINE_STATE_SUCCEEDED":
+        console.print(f"[red]{state}: {job_error(job)}[/red]", highlight=False)
+        raise typer.Exit(1)
 
 
 def main() -> None:

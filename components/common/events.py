@@ -216,6 +216,20 @@ REASONS: dict[str, Reason] = {
         "more rows were rejected than data.max_reject_rate allows; the run stops",
         "fix the dominant reasons, or raise data.max_reject_rate",
     ),
+    # registry: promotion and rollback of aliases (components/register/promotion.py)
+    "PROMOTED": Reason(
+        "registry", "info", "an alias was moved to a version whose recorded gate passed", "nothing to do"
+    ),
+    "ROLLED_BACK": Reason("registry", "info", "an alias was moved back to an earlier version", "nothing to do"),
+    "ALIAS_UNCHANGED": Reason(
+        "registry", "info", "the alias already pointed at the requested version; nothing changed", "nothing to do"
+    ),
+    "PROMOTION_REFUSED": Reason(
+        "registry",
+        "error",
+        "the version's recorded gate did not pass (or none was recorded), so the alias was not moved",
+        "fix the failing rules and register a new version; --no-require-green overrides, on purpose only",
+    ),
 }
 
 ROW_REASONS = tuple(

@@ -139,6 +139,7 @@ def register_to_outputs(
         "git_sha": model.metadata.get("git_sha", ""),
         "gate": gate_reasons,
         **{f"lineage.{step}": ref.get("sha256", "") for step, ref in lineage.items()},
+        **{f"lineage.{step}.uri": ref.get("uri", "") for step, ref in lineage.items()},
     }
     failed = [line for line in gate_reasons.splitlines() if line.startswith("FAIL")]
     weights = model.metadata.get("weights_sha256") or model.metadata["sha256"]
