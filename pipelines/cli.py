@@ -227,7 +227,9 @@ def submit(
     no_cache: bool = typer.Option(
         False, "--no-cache", help="run every step anew (default: each step's compiled caching option)"
     ),
-    wait: bool = typer.Option(False, "--wait", help="stream the run's state until it ends; exit 1 unless it succeeded"),
+    wait: bool = typer.Option(
+        False, "--wait", help="stream the run's state until it ends; exit 1 unless it succeeded"
+    ),
     poll_s: float = typer.Option(20.0, "--poll-s", help="--wait: seconds between state reads"),
 ) -> None:
     """Submit a pipeline to Vertex AI Pipelines as a PipelineJob, in the config's Vertex AI experiment.
@@ -272,7 +274,7 @@ def submit(
         console.print_json(json.dumps(request, default=str))
         return
     job = create_job(request)
-    console.print(f"submitted: {console_url(job)}", highlight=False)
+    console.print(f"submitted: {console_url(job)}", highlight=False, soft_wrap=True)
     console.print(f"experiment: {request['experiment']} (compare runs in the console's Experiments view)")
     if not wait:
         return
@@ -280,7 +282,7 @@ def submit(
         job, lambda s: console.print(f"{time.strftime('%H:%M:%S')} {s}", highlight=False), poll_s=poll_s
     )
     if state != "PIPELINE_STATE_SUCCEEDED":
-        console.print(f"[red]{state}: {job_error(job)}[/red]", highlight=False)
+        console.print(f"[red]{state}: {job_error(job)}[/red]", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
 
 
