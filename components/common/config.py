@@ -59,6 +59,10 @@ RULES: dict[str, tuple[str, str]] = {
         "export tolerance out of range",
         "use a number in [0, 1]: the largest allowed metric drop",
     ),
+    "REG-001": (
+        "the Vertex registry needs a project and a gs:// staging location",
+        "set vertex.project, and vertex.pipeline_root or registry.staging_uri (gs://...)",
+    ),
     "TRAIN-001": ("non-positive training setting", "use a positive number"),
     "TRAIN-002": (
         "processes_per_node is negative",
@@ -542,6 +546,18 @@ class Config(_Section):
     def _lora_only_for_lora(self) -> Config:
         if self.model.method == "full" and "lora" in self.model.model_fields_set:
             raise _rule("MODEL-002", "model.lora is set but model.method is full")
+        return self
+
+    @model_validator(mode="after")
+    def _vertex_registry_has_a_home(self) -> Config:
+        if self.registry.backend == "vertex":
+            staging = self.registry.staging_uri or self.vertex.pipeline_root
+            if not self.vertex.project or not staging.startswith("gs://"):
+                raise _rule(
+                    "REG-001",
+                    f"registry.backend is vertex but vertex.project={self.vertex.project!r} and the staging "
+                    f"location is {staging!r}",
+                )
         return self
 
     @model_validator(mode="after")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ from components.export.core import ExportError, check_parity, export, merge, ref
 from components.train.core import TrainOptions, train
 
 SYSTEM = "You turn a travel request into a JSON list of commands."
+TRAVEL = Path(__file__).resolve().parents[2] / "examples" / "travel"
 
 
 @pytest.fixture(scope="module")
@@ -118,13 +120,19 @@ def test_model_code_runs_only_when_allow_listed_with_a_pinned_commit(tmp_path):
     assert remote_code(tmp_path, "org/plain", {}) == {}  # no code of its own: nothing to trust
 
 
-def test_trust_remote_code_needs_a_commit_sha(travel_config):
+def _travel_raw() -> dict:
+    import yaml
+
+    return yaml.safe_load((TRAVEL / "config.yaml").read_text())
+
+
+def test_trust_remote_code_needs_a_commit_sha():
     from components.common.config import ConfigError, parse_config
 
-    raw = travel_config.model_dump(mode="json", by_alias=True)
+    raw = _travel_raw()
     raw["model"]["trust_remote_code"] = {"org/custom": "main"}
     with pytest.raises(ConfigError, match=r"MODEL-003.*'main' is not a 40-hex commit sha"):
-        parse_config(raw)
+        parse_config(raw, TRAVEL)
 
 
 def test_card_and_lineage_stay_out_of_the_weights_hash(tmp_path, tiny_model):
@@ -153,3 +161,16 @@ def test_model_card_says_what_the_model_is_and_where_it_came_from():
     assert "| train | 2635 |" in text and "DUPLICATE 10" in text and "### Gate: PASSED" in text
     assert text.index("| adapter |") < text.index("| merged |") and "gs://b/adapter" in text
     assert "## Intended use and limits" in text
+
+
+def test_the_vertex_registry_needs_a_project_and_a_staging_location():
+    from components.common.config import ConfigError, parse_config, registry_spec
+
+    raw = _travel_raw()
+    raw.setdefault("registry", {})["backend"] = "vertex"
+    with pytest.raises(ConfigError, match=r"REG-001.*vertex.project=''"):
+        parse_config(raw, TRAVEL)
+    raw.setdefault("vertex", {}).update(project="my-proj", pipeline_root="gs://bucket/root/")
+    spec = registry_spec(parse_config(raw, TRAVEL))
+    assert spec["backend"] == "vertex" and spec["project"] == "my-proj"
+    assert spec["staging_bucket"] == "gs://bucket/root/models" and "vllm" in spec["serving_image"]
