@@ -273,6 +273,9 @@ def test_settings_and_names_are_checked():
         "vertex", project=PROJECT, region=REGION, staging_bucket="gs://b/models", serving_image=IMAGE
     )
     assert isinstance(registry, VertexRegistry) and registry.backend == "vertex"
+    from components.common.config import VLLM_SERVING_IMAGE
+
+    assert VertexRegistry(PROJECT, REGION, "gs://b/models").serving_image == VLLM_SERVING_IMAGE
     with pytest.raises(RegistryError, match="cannot be a Vertex model ID"):
         registry.resource("Travel Model")
 
@@ -284,3 +287,34 @@ def test_labels_keep_lineage_first_within_the_limit():
     assert len(labels) == 64
     assert list(labels)[:3] == ["weights_sha256", "pipeline_run", "config_hash"]
     assert labels["pipeline_run"] == "run-7" and labels["lineage_step00"] == "x" * 63
+
+
+def test_registration_promotion_and_rollback_work_on_vertex(vertex, registry, tmp_path):
+    """The backend-independent commands (components/register/core.py, promotion.py) on this backend."""
+    from components.register.core import register as register_candidate
+    from components.register.promotion import PromotionRefused, promote, rollback
+
+    def version(seed: str, green: bool, run: str) -> str:
+        result = register_candidate(
+            registry, model_folder(tmp_path / seed, seed.encode()), model_name="travel",
+            weights_sha256=hashlib.sha256(seed.encode()).hexdigest(), metrics=METRICS,
+            tags={**TAGS, "pipeline_run": run}, gate_passed=green,
+            gate_failed_rules=[] if green else ["FAIL exact_match >= 0.9: candidate 0.41"],
+        )  # fmt: skip
+        return result.version
+
+    assert (version("g1", True, "run-1"), version("r2", False, "run-2"), version("g3", True, "run-3")) == (
+        "1", "2", "3",
+    )  # fmt: skip
+    assert registry.by_alias("travel", "candidate").version == "3"  # a red version never gets candidate
+    promote(registry, "travel", version="1", who="ci-bot")
+    with pytest.raises(PromotionRefused, match=r"candidate 0\.41"):
+        promote(registry, "travel", run="run-2", who="ci-bot")
+    assert promote(registry, "travel", run="run-3", who="ci-bot").from_version == "1"
+    assert not promote(registry, "travel", version="3", who="ci-bot").changed
+    rollback(registry, "travel", to="1", who="on-call")
+    champion = registry.by_alias("travel", "champion")
+    assert champion.version == "1" and "default" in champion.aliases  # an unversioned deploy serves it
+    assert champion.tags["champion.rollback_by"] == "on-call"
+    assert [(r["action"], r["from"], r["to"]) for r in registry.audit("travel")] == [
+        ("promote", None, "1"), ("promote", "1", "3"), ("rollback", "3", "1")]  # fmt: skip
