@@ -232,6 +232,7 @@ def export_to_outputs(
     model_name: str,
     config_hash: str,
     exported,
+    hardware: str = "",
     metrics,
     predictions,
     card,
@@ -285,5 +286,5 @@ def export_to_outputs(
     )
     exported.metadata.update({"weights_sha256": weights, "lineage": lineage, "base_model": result.base_model,
                               "kind": result.kind, "changed_answers": result.changed_answers,
-                              "parity": result.parity})  # fmt: skip
+                              "parity": result.parity, "parity_evaluated_on": hardware})  # fmt: skip
     return result

@@ -64,8 +64,20 @@ def test_demo_config_end_to_end(tmp_path, monkeypatch, travel_config):
     assert mv.tags["config_hash"] == params["config_hash"]
     assert mv.tags["pipeline_run"] == run.run_dir.name
     assert mv.tags["base_model"] == "tiny://travel"
-    run_metrics = client.get_run(mv.run_id).data.metrics
+    assert mv.tags["gate_passed"] == "true" and mv.tags["gate_failed_rules"] == "[]"
+    run_metrics = client.get_run(mv.run_id).data.metrics  # the exported model's evaluation
     assert run_metrics["exact_match"] == pytest.approx(cand["exact_match"])
+
+    # export: safetensors + card + lineage, evaluated again, parity within tolerance, registered as is
+    exported = json.loads((run.run_dir / "export-op" / "executor_output.json").read_text())["artifacts"]
+    meta = exported["exported"]["artifacts"][0]["metadata"]
+    assert meta["parity"] and all(r["ok"] for r in meta["parity"]), meta["parity"]
+    assert mv.tags["weights_sha256"] == meta["weights_sha256"]
+    assert mv.tags["lineage.split_train"] == train_sha and mv.tags["lineage.merged"] == meta["weights_sha256"]
+    folder = run.run_dir / "export-op" / "exported"
+    assert {"model.safetensors", "MODEL_CARD.md", "lineage.json"} <= {p.name for p in folder.iterdir()}
+    card = (folder / "MODEL_CARD.md").read_text()
+    assert "candidate − base" in card and "## Export parity" in card and "## Lineage" in card
 
 
 def _cli(*args: str, home: Path) -> subprocess.CompletedProcess:
@@ -94,7 +106,7 @@ def test_cli_failing_gate_registers_nothing(tmp_path):
     assert "gate: FAILED" in out.stdout
     assert "FAIL exact_match = 0.0000 (needs >= 0.9)" in out.stdout
     assert "not registered: the gate did not pass" in out.stdout
-    assert "register-op" not in out.stdout
+    assert "register-op" not in out.stdout and "export-op" not in out.stdout
     runs = list((home / "runs").glob("*/slmforge-finetune-*"))
     assert len(runs) == 1 and not (runs[0] / "register-op").exists()
     assert (runs[0] / "gate-op" / "report").read_text().startswith("# Gate: FAILED")
