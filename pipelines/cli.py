@@ -268,7 +268,7 @@ def submit(
     try:
         request = job_request(cfg, params, template, enable_caching=False if no_cache else None)
     except VertexConfigError as e:
-        console.print(f"[red]{e}[/red]", highlight=False)
+        console.print(f"[red]{e}[/red]", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     if dry_run:
         console.print_json(json.dumps(request, default=str))

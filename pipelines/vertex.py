@@ -155,15 +155,16 @@ def stage_local_data(params: dict[str, Any], pipeline_root: str) -> tuple[dict[s
     return params, uploads
 
 
-def upload_staged(uploads: list[dict], project: str) -> None:
+def upload_staged(uploads: list[dict], project: str) -> list[str]:
     """Copy each planned local file or folder to its gs:// URI; objects already there are kept (their URI
-    names their content). ``$STORAGE_EMULATOR_HOST`` points the client at an emulator."""
+    names their content). Returns the gs:// URIs written. ``$STORAGE_EMULATOR_HOST`` points the client
+    at an emulator."""
     from google.api_core.exceptions import NotFound
     from google.cloud import storage
 
     from components.common.gcs import split_uri
 
-    client = storage.Client(project=project)
+    client, written = storage.Client(project=project), []
     for upload in uploads:
         local, (bucket_name, name) = Path(upload["from"]), split_uri(upload["to"])
         files = [(local, name)] if local.is_file() else [
@@ -175,11 +176,13 @@ def upload_staged(uploads: list[dict], project: str) -> None:
                 blob = bucket.blob(key)
                 if not blob.exists():
                     blob.upload_from_filename(str(path))
+                    written.append(f"gs://{bucket_name}/{key}")
         except NotFound:
             raise VertexConfigError(
                 f"[VTX-008] bucket {bucket_name!r} of vertex.pipeline_root does not exist: create it "
                 "(infra/) or fix vertex.pipeline_root"
             ) from None
+    return written
 
 
 def create_job(request: dict[str, Any]):

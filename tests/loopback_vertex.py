@@ -9,6 +9,10 @@ the replica and status). The image is not pulled: the command runs in this Pytho
 
 The Model Registry (``projects.locations.models``: upload, get, list, versions, aliases, labels,
 evaluations) is served by ``LoopbackModels`` (``vertex.models``), with versions kept in memory.
+
+Pipeline jobs (``projects.locations.pipelineJobs`` create / get / cancel) and the part of the Metadata API
+that Vertex AI Experiments use (metadata store, contexts, executions, artifacts) are served by
+``LoopbackPipelines`` (``vertex.pipelines``).
 """
 
 from __future__ import annotations
@@ -65,6 +69,7 @@ class LoopbackVertex:
         self.requests: list[Recorded] = []
         self.jobs: dict[str, _Job] = {}
         self.models = LoopbackModels()  # the Model Registry routes
+        self.pipelines = LoopbackPipelines()  # pipeline jobs, experiments (metadata)
         self._ids = itertools.count(1000)
         self._lock = threading.Lock()
         outer = self
@@ -128,6 +133,8 @@ class LoopbackVertex:
     def _route(self, method: str, path: str, body: dict, query: dict | None = None) -> tuple[int, dict]:
         if self.models.handles(path):
             return self.models.route(method, path, body, query or {})
+        if self.pipelines.handles(path):
+            return self.pipelines.route(method, path, body, query or {})
         create = re.fullmatch(r"/v1/(projects/[^/]+/locations/[^/]+)/customJobs", path)
         if method == "POST" and create:
             return 200, self._create(create.group(1), body)
@@ -368,3 +375,144 @@ class LoopbackModels:
             else:
                 models = [r for r in models if r.get("labels", {}).get(key[len("labels.") :]) == value]
         return 200, {"models": models}
+
+
+# -- projects.locations.pipelineJobs and the metadata store (Vertex AI Experiments) ----------------------
+PIPELINE_RUN_STATES = ("PIPELINE_STATE_PENDING", "PIPELINE_STATE_RUNNING", "PIPELINE_STATE_SUCCEEDED")
+
+
+class LoopbackPipelines:
+    """Pipeline jobs and the metadata a run leaves for Vertex AI Experiments.
+
+    ``pipelineJobs`` create (``?pipelineJobId=`` names the job) answers the job in ``states[0]``; the n-th
+    get of a job answers ``states[n]`` (the last one from then on) with ``jobDetail.pipelineRunContext``,
+    the run's ``system.PipelineRun`` context, as Vertex reports once a run starts; a FAILED state carries
+    ``error``. After ``:cancel`` a get answers CANCELLED.
+
+    Metadata (``metadataStores/default``): get of the store; contexts get / create (``?contextId=``) /
+    list / ``:addContextChildren``; executions and artifacts list. Lists take the filters the SDK sends:
+    ``schema_title="..."`` (alone or ORed in parentheses), ``in_context("...")`` and
+    ``parent_contexts:"..."``, joined by AND; anything else is refused. ``add_run_metadata`` records what
+    a pipeline run writes as it runs: its ``system.Run`` execution (parameters as ``input:<name>``) and
+    ``system.Metrics`` artifacts."""
+
+    _PATH = re.compile(r"/v1/(projects/[^/]+/locations/[^/]+)/(pipelineJobs|metadataStores)(.*)")
+
+    def __init__(self, states: tuple[str, ...] = PIPELINE_RUN_STATES, error: str = "The DAG failed."):
+        self.states, self.error = states, error
+        self.jobs: dict[str, dict] = {}  # job name -> resource
+        self.reads: dict[str, int] = {}  # job name -> gets so far
+        self.contexts: dict[str, dict] = {}  # context name -> resource
+        self.children: dict[str, list[str]] = {}  # context name -> child context names
+        self.executions: dict[str, dict] = {}  # name -> resource (+ "_contexts")
+        self.artifacts: dict[str, dict] = {}  # name -> resource (+ "_contexts")
+        self._ids = itertools.count(5000)
+        self._lock = threading.Lock()
+
+    def handles(self, path: str) -> bool:
+        return bool(self._PATH.fullmatch(unquote(path)))
+
+    def route(self, method: str, path: str, body: dict, query: dict) -> tuple[int, dict]:
+        parent, kind, rest = self._PATH.fullmatch(unquote(path)).groups()
+        with self._lock:
+            if kind == "pipelineJobs":
+                return self._jobs(method, parent, rest, body, query)
+            return self._metadata(method, f"{parent}/metadataStores", rest, body, query)
+
+    # pipeline jobs
+    def _jobs(self, method: str, parent: str, rest: str, body: dict, query: dict) -> tuple[int, dict]:
+        if method == "POST" and rest == "":
+            job_id = query.get("pipelineJobId") or f"pipeline-{next(self._ids)}"
+            name = f"{parent}/pipelineJobs/{job_id}"
+            self.jobs[name] = {
+                **body,
+                "name": name,
+                "state": self.states[0],
+                "createTime": "2026-11-21T00:00:00Z",
+            }
+            self.reads[name] = 0
+            return 200, self.jobs[name]
+        m = re.fullmatch(r"/([\w-]+)(:cancel)?", rest)
+        name = f"{parent}/pipelineJobs/{m.group(1)}" if m else ""
+        if name not in self.jobs:
+            return _error(404, "NOT_FOUND", f"PipelineJob {name or rest} not found.")
+        job = self.jobs[name]
+        if method == "POST" and m.group(2):
+            job["_cancelled"] = True
+            return 200, {}
+        if method != "GET" or m.group(2):
+            return _error(404, "NOT_FOUND", f"no route {method} {rest}")
+        self.reads[name] += 1
+        job["state"] = self.states[min(self.reads[name], len(self.states) - 1)]
+        if job.get("_cancelled"):
+            job["state"] = "PIPELINE_STATE_CANCELLED"
+        if job["state"] == "PIPELINE_STATE_FAILED":
+            job["error"] = {"code": 9, "message": self.error}
+        job["jobDetail"] = {"pipelineRunContext": self._run_context(name)}
+        return 200, {k: v for k, v in job.items() if not k.startswith("_")}
+
+    def _run_context(self, job_name: str) -> dict:
+        parent, _, job_id = job_name.partition("/pipelineJobs/")
+        name = f"{parent}/metadataStores/default/contexts/{job_id}"
+        context = {"name": name, "displayName": job_id, "schemaTitle": "system.PipelineRun", "metadata": {}}
+        return self.contexts.setdefault(name, context)
+
+    def add_run_metadata(
+        self, job_name: str, params: dict, metrics: list[dict], state: str = "COMPLETE"
+    ) -> None:
+        """What Vertex records while the job runs: its parameters and its Metrics artifacts."""
+        context = self._run_context(job_name)["name"]
+        store = context.split("/contexts/")[0]
+        run = f"{store}/executions/{next(self._ids)}"
+        self.executions[run] = {"name": run, "displayName": context.rsplit("/", 1)[1], "schemaTitle": "system.Run",
+                                "state": state, "metadata": {f"input:{k}": v for k, v in params.items()},
+                                "_contexts": [context]}  # fmt: skip
+        for values in metrics:
+            name = f"{store}/artifacts/{next(self._ids)}"
+            self.artifacts[name] = {"name": name, "schemaTitle": "system.Metrics", "metadata": dict(values),
+                                    "state": "LIVE", "_contexts": [context]}  # fmt: skip
+
+    # metadata store
+    def _metadata(self, method: str, stores: str, rest: str, body: dict, query: dict) -> tuple[int, dict]:
+        m = re.fullmatch(r"/default(?:/(contexts|executions|artifacts)(?:/([\w-]+))?(:\w+)?)?", rest)
+        if not m:
+            return _error(404, "NOT_FOUND", f"no route {method} {rest}")
+        collection, item, verb = m.groups()
+        store = f"{stores}/default"
+        if collection is None and method == "GET":
+            return 200, {"name": store}
+        if method == "GET" and item is None:  # a list
+            return self._list(collection, query.get("filter", ""))
+        if collection != "contexts":
+            return _error(404, "NOT_FOUND", f"no route {method} {rest}")
+        name = f"{store}/contexts/{item or query.get('contextId') or next(self._ids)}"
+        if method == "POST" and item is None:
+            if name in self.contexts:
+                return _error(409, "ALREADY_EXISTS", f"Context {name} already exists.")
+            self.contexts[name] = {**body, "name": name}
+            return 200, self.contexts[name]
+        if name not in self.contexts:
+            return _error(404, "NOT_FOUND", f"Context {name} not found.")
+        if method == "GET" and verb is None:
+            return 200, self.contexts[name]
+        if method == "POST" and verb == ":addContextChildren":
+            children = self.children.setdefault(name, [])
+            children += [c for c in body.get("childContexts", []) if c not in children]
+            return 200, {}
+        return _error(404, "NOT_FOUND", f"no route {method} {rest}")
+
+    def _list(self, collection: str, expression: str) -> tuple[int, dict]:
+        items = {"contexts": self.contexts, "executions": self.executions, "artifacts": self.artifacts}[
+            collection
+        ]
+        found = list(items.values())
+        for clause in (c.strip() for c in expression.split(" AND ") if c.strip()):
+            if titles := re.findall(r'schema_title="([^"]+)"', clause):
+                found = [r for r in found if r.get("schemaTitle") in titles]
+            elif m := re.fullmatch(r'in_context\("([^"]+)"\)', clause):
+                found = [r for r in found if m.group(1) in r.get("_contexts", [])]
+            elif m := re.fullmatch(r'parent_contexts:"([^"]+)"', clause):
+                found = [r for r in found if r["name"] in self.children.get(m.group(1), [])]
+            else:
+                return _error(400, "INVALID_ARGUMENT", f"unsupported filter {clause!r}")
+        return 200, {collection: [{k: v for k, v in r.items() if not k.startswith("_")} for r in found]}
