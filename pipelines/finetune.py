@@ -36,6 +36,119 @@ class FinetuneOutputs(NamedTuple):
 
 RETRIES = {"num_retries": 2, "backoff_duration": "60s", "backoff_factor": 2.0}  # transient infra failures
 
+# Steps that run a model (train, evaluate) on Vertex: the accelerators come from pipeline parameters; the CPU
+# and memory limits are a g2-standard-8's (1 L4, 8 vCPU, 32 GB), what the train step has always asked for.
+GPU_STEP_CPU = "8"
+GPU_STEP_MEMORY = "32G"
+
+# The helpers below take ``p``, the pipeline's parameters by name (``dict(locals())`` at the top of its
+# body): the finetune and evaluate pipelines wire these steps once, here, with the same parameter names.
+
+
+def on_gpu(task, p: dict):
+    """Run ``task`` on the pipeline's accelerators, within the GPU-step CPU and memory limits."""
+    return (
+        task.set_accelerator_type(p["accelerator_type"])
+        .set_accelerator_limit(p["accelerator_count"])
+        .set_cpu_limit(GPU_STEP_CPU)
+        .set_memory_limit(GPU_STEP_MEMORY)
+    )
+
+
+def prepare_data(p: dict):
+    """ingest -> clean -> split, as every pipeline prepares data: an evaluate run holds out the same rows
+    as the training run of the same config. Returns the split task."""
+    ingest = ingest_op(
+        train_locator=p["train_data"],
+        eval_locator=p["eval_data"],
+        shape=p["data_shape"],
+        prompt_field=p["prompt_field"],
+        completion_field=p["completion_field"],
+        group_field=p["group_field"],
+        id_field=p["id_field"],
+        output_schema=p["output_schema"],
+        max_row_bytes=p["max_row_bytes"],
+        max_reject_rate=p["max_reject_rate"],
+        config_hash=p["config_hash"],
+    ).set_retry(**RETRIES)
+    clean = clean_op(
+        dataset=ingest.outputs["dataset"],
+        upstream_events=ingest.outputs["events"],
+        pii=p["pii"],
+        pii_types=p["pii_types"],
+        near_dup_threshold=p["near_dup_threshold"],
+        max_tokens=p["max_tokens"],
+        base_model=p["base_model"],
+        system_prompt=p["system_prompt"],
+        max_reject_rate=p["max_reject_rate"],
+        config_hash=p["config_hash"],
+    ).set_retry(**RETRIES)
+    return split_op(
+        dataset=clean.outputs["cleaned"],
+        upstream_events=clean.outputs["events"],
+        eval_fraction=p["eval_fraction"],
+        seed=p["split_seed"],
+        cover=p["split_cover"],
+        output_schema=p["output_schema"],
+        config_hash=p["config_hash"],
+    ).set_retry(**RETRIES)
+
+
+def evaluation_args(p: dict, split) -> tuple[dict, dict]:
+    """The arguments every evaluation shares (the gate checks that candidate and baselines were scored on
+    the same eval rows, template, task scorer and decoding): (task_args, eval_args = task_args + decoding)."""
+    task_args = dict(
+        eval_data=split.outputs["eval_data"],
+        system_prompt=p["system_prompt"],
+        task_type=p["task_type"],
+        output_schema=p["output_schema"],
+        labels=p["labels"],
+        max_examples=p["eval_max_examples"],
+        config_hash=p["config_hash"],
+    )
+    eval_args = dict(
+        **task_args,
+        decoding=p["eval_decoding"],
+        max_new_tokens=p["eval_max_new_tokens"],
+        batch_size=p["eval_batch_size"],
+    )
+    return task_args, eval_args
+
+
+def baselines_and_gate(p: dict, split, candidate, task_args: dict, eval_args: dict):
+    """Score the base model, the registry's champion and the retrieval baseline like ``candidate`` (an
+    evaluate task), and gate the candidate against them. Returns (base, gate) tasks."""
+    base = on_gpu(evaluate_base_op(base_model=p["base_model"], **eval_args), p).set_display_name(
+        "evaluate-base"
+    )
+    champion = on_gpu(
+        evaluate_champion_op(model_name=p["model_name"], registry=p["registry"], **eval_args), p
+    ).set_display_name("evaluate-champion")
+    champion.set_caching_options(False)  # the champion alias moves between runs
+    for task in (base, champion):
+        task.set_retry(**RETRIES)
+    retrieval = (
+        retrieval_baseline_op(train_data=split.outputs["train_data"], **task_args)
+        .set_display_name("evaluate-retrieval")
+        .set_retry(**RETRIES)
+    )
+    gate = gate_op(
+        candidate=candidate.outputs["metrics"],
+        candidate_predictions=candidate.outputs["predictions"],
+        candidate_classification=candidate.outputs["classification"],
+        base=base.outputs["metrics"],
+        base_predictions=base.outputs["predictions"],
+        champion=champion.outputs["metrics"],
+        champion_predictions=champion.outputs["predictions"],
+        retrieval=retrieval.outputs["metrics"],
+        retrieval_predictions=retrieval.outputs["predictions"],
+        task_type=p["task_type"],
+        rules=p["gate_rules"],
+        bootstrap=p["gate_bootstrap"],
+        title=p["config_name"],
+    ).set_caching_options(False)
+    return base, gate
+
 
 def build_finetune(multi_node: bool):
     """The finetune pipeline; ``multi_node``: its train step is a Vertex AI custom job with ``train_nodes``
@@ -179,40 +292,8 @@ def build_finetune(multi_node: bool):
             gate_passed: whether the candidate passed the gate (and was registered).
             gate_reasons: every gate rule's verdict in words.
         """
-        ingest = ingest_op(
-            train_locator=train_data,
-            eval_locator=eval_data,
-            shape=data_shape,
-            prompt_field=prompt_field,
-            completion_field=completion_field,
-            group_field=group_field,
-            id_field=id_field,
-            output_schema=output_schema,
-            max_row_bytes=max_row_bytes,
-            max_reject_rate=max_reject_rate,
-            config_hash=config_hash,
-        ).set_retry(**RETRIES)
-        clean = clean_op(
-            dataset=ingest.outputs["dataset"],
-            upstream_events=ingest.outputs["events"],
-            pii=pii,
-            pii_types=pii_types,
-            near_dup_threshold=near_dup_threshold,
-            max_tokens=max_tokens,
-            base_model=base_model,
-            system_prompt=system_prompt,
-            max_reject_rate=max_reject_rate,
-            config_hash=config_hash,
-        ).set_retry(**RETRIES)
-        split = split_op(
-            dataset=clean.outputs["cleaned"],
-            upstream_events=clean.outputs["events"],
-            eval_fraction=eval_fraction,
-            seed=split_seed,
-            cover=split_cover,
-            output_schema=output_schema,
-            config_hash=config_hash,
-        ).set_retry(**RETRIES)
+        p = dict(locals())  # the parameters by name, for the steps both pipelines share (below)
+        split = prepare_data(p)
         preflight = preflight_op(
             train_data=split.outputs["train_data"],
             base_model=base_model,
@@ -269,62 +350,12 @@ def build_finetune(multi_node: bool):
                 accelerator_count=accelerator_count,
             ).set_display_name("train-multi-node")
         else:
-            train = (
-                train_op(**train_args)
-                .set_display_name("train")
-                .set_accelerator_type(accelerator_type)
-                .set_accelerator_limit(accelerator_count)
-                .set_cpu_limit("8")
-                .set_memory_limit("32G")
-            )
+            train = on_gpu(train_op(**train_args), p).set_display_name("train")
         train.set_retry(**train_retries)
         trained = train.outputs["model"]
-        # Candidate and baselines: the same eval rows, template, task scorer and decoding (the gate checks).
-        task_args = dict(
-            eval_data=split.outputs["eval_data"],
-            system_prompt=system_prompt,
-            task_type=task_type,
-            output_schema=output_schema,
-            labels=labels,
-            max_examples=eval_max_examples,
-            config_hash=config_hash,
-        )
-        eval_args = dict(
-            **task_args,
-            decoding=eval_decoding,
-            max_new_tokens=eval_max_new_tokens,
-            batch_size=eval_batch_size,
-        )
-        candidate = evaluate_op(model=trained, **eval_args).set_display_name("evaluate-candidate")
-        base = evaluate_base_op(base_model=base_model, **eval_args).set_display_name("evaluate-base")
-        champion = evaluate_champion_op(
-            model_name=model_name, registry=registry, **eval_args
-        ).set_display_name("evaluate-champion")
-        champion.set_caching_options(False)  # the champion alias moves between runs
-        for task in (candidate, base, champion):
-            task.set_accelerator_type(accelerator_type).set_accelerator_limit(accelerator_count).set_retry(
-                **RETRIES
-            )
-        retrieval = (
-            retrieval_baseline_op(train_data=split.outputs["train_data"], **task_args)
-            .set_display_name("evaluate-retrieval")
-            .set_retry(**RETRIES)
-        )
-        gate = gate_op(
-            candidate=candidate.outputs["metrics"],
-            candidate_predictions=candidate.outputs["predictions"],
-            candidate_classification=candidate.outputs["classification"],
-            base=base.outputs["metrics"],
-            base_predictions=base.outputs["predictions"],
-            champion=champion.outputs["metrics"],
-            champion_predictions=champion.outputs["predictions"],
-            retrieval=retrieval.outputs["metrics"],
-            retrieval_predictions=retrieval.outputs["predictions"],
-            task_type=task_type,
-            rules=gate_rules,
-            bootstrap=gate_bootstrap,
-            title=config_name,
-        ).set_caching_options(False)
+        task_args, eval_args = evaluation_args(p, split)
+        candidate = on_gpu(evaluate_op(model=trained, **eval_args), p).set_display_name("evaluate-candidate")
+        base, gate = baselines_and_gate(p, split, candidate.set_retry(**RETRIES), task_args, eval_args)
         with dsl.If(gate.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 (KFP condition syntax)
             export = (
                 export_op(
