@@ -369,8 +369,8 @@ def build_finetune(multi_node: bool):
                     tolerance=export_tolerance,
                     trust_remote_code=trust_remote_code,
                     model_name=model_name,
-                    accelerator_type=accelerator_type,
-                    accelerator_count=accelerator_count,
+                    parity_accelerator_type=accelerator_type,
+                    parity_accelerator_count=accelerator_count,
                     **eval_args,
                 )
                 .set_display_name("export")

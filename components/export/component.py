@@ -27,8 +27,8 @@ def export_op(
     tolerance: float,
     trust_remote_code: str,
     model_name: str,
-    accelerator_type: str,
-    accelerator_count: int,
+    parity_accelerator_type: str,
+    parity_accelerator_count: int,
     config_hash: str,
     exported: Output[Model],
     metrics: Output[Metrics],
@@ -58,10 +58,11 @@ def export_op(
         tolerance: largest allowed drop of a gated metric, exported vs adapter.
         trust_remote_code: JSON {model id: pinned commit} of bases allowed to run their own code.
         model_name: registered model name (the card's title).
-        accelerator_type: accelerator the step runs on (Vertex), recorded with the parity evaluation. Also an
-            input so the gate-passed branch receives the parameter its resource setting names (the KFP
-            compiler passes a condition branch only the parameters its tasks take as inputs).
-        accelerator_count: accelerators of the step, recorded likewise.
+        parity_accelerator_type: accelerator the step runs on (Vertex), recorded with the parity evaluation.
+            Also an input so the gate-passed branch receives the parameter its resource setting names (the
+            KFP compiler passes a condition branch only the parameters its tasks take as inputs; an input
+            named accelerator_type would collide with the compiler's own resource placeholder input).
+        parity_accelerator_count: accelerators of the step, recorded likewise.
         config_hash: sha256 of the validated config.
         exported: safetensors weights, tokenizer, generation config, MODEL_CARD.md and lineage.json.
         metrics: the exported model's metrics.
@@ -78,7 +79,7 @@ def export_op(
         eval_options={"decoding": decoding, "max_new_tokens": max_new_tokens, "batch_size": batch_size,
                       "max_examples": max_examples},
         rules=json.loads(gate_rules), tolerance=tolerance, trust_remote_code=json.loads(trust_remote_code),
-        model_name=model_name, hardware=f"{accelerator_count} x {accelerator_type}", config_hash=config_hash,
+        model_name=model_name, hardware=f"{parity_accelerator_count} x {parity_accelerator_type}", config_hash=config_hash,
         exported=exported, metrics=metrics,
         predictions=predictions, card=card,
     )  # fmt: skip

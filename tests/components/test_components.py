@@ -253,7 +253,7 @@ def test_train_then_evaluate_candidate_and_base(split_outputs, tmp_path, params)
         candidate_predictions=outs["candidate"][1], gate_report=report, system_prompt=params["system_prompt"],
         task_type="structured", output_schema=params["output_schema"], labels="[]", max_examples=24, **gen,
         gate_rules=rules, tolerance=0.0, trust_remote_code="{}", model_name="components-test", config_hash=SHA,
-        accelerator_type="NVIDIA_L4", accelerator_count=1,
+        parity_accelerator_type="NVIDIA_L4", parity_accelerator_count=1,
         exported=exported, metrics=ex_metrics, predictions=ex_pred, card=card,
     )  # fmt: skip
     assert ex_metrics.metadata["exact_match"] == outs["candidate"][0].metadata["exact_match"]
