@@ -17,6 +17,7 @@ _COMPONENTS = {
     "evaluate_base_op": "components.evaluate.component",
     "evaluate_champion_op": "components.evaluate.component",
     "retrieval_baseline_op": "components.evaluate.component",
+    "fetch_model_op": "components.evaluate.component",
     "gate_op": "components.gate.component",
     "export_op": "components.export.component",
     "register_op": "components.register.component",

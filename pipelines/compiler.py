@@ -10,7 +10,9 @@ from pathlib import Path
 def compile_all(
     out_dir: str | Path = "build/pipelines", image_repo: str | None = None, image_tag: str | None = None
 ) -> list[Path]:
-    """Compile each registered pipeline; rewrite image URIs when a repo or tag is given."""
+    """Compile each registered pipeline; rewrite image URIs when a repo or tag is given. ``image_tag="git"``
+    tags with the source revision (``$SLMFORGE_GIT_SHA`` or the checkout's HEAD), as CI pushes images.
+    The output depends on the code and these arguments only: the same inputs give the same bytes."""
     import yaml
     from kfp import compiler
 
@@ -18,6 +20,12 @@ def compile_all(
     from components.version import __version__
     from pipelines import REGISTRY
 
+    if image_tag == "git":
+        from components.common.provenance import git_sha
+
+        image_tag = git_sha()
+        if image_tag == "unknown":
+            raise SystemExit("--image-tag git: no git checkout here and $SLMFORGE_GIT_SHA is not set")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -42,7 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", default="build/pipelines", help="output folder")
     parser.add_argument("--image-repo", default=None, help="e.g. us-central1-docker.pkg.dev/PROJECT/slmforge")
-    parser.add_argument("--image-tag", default=None, help="image tag, e.g. a git SHA (default: the version)")
+    parser.add_argument(
+        "--image-tag",
+        default=None,
+        help="image tag: TAG, or git for the source revision (default: the version)",
+    )
     args = parser.parse_args(argv)
     for path in compile_all(args.out, args.image_repo, args.image_tag):
         print(path)

@@ -146,7 +146,11 @@ def baselines_and_gate(p: dict, split, candidate, task_args: dict, eval_args: di
         rules=p["gate_rules"],
         bootstrap=p["gate_bootstrap"],
         title=p["config_name"],
-    ).set_caching_options(False)
+    )
+    # Decided anew every run (not cached). Retried like the other CPU steps: a failing verdict is a return
+    # value, not an error; the gate raises only on inputs it cannot compare (GateError), a seconds-long
+    # step whose retries delay that error by the backoff (minutes) in exchange for surviving a lost machine.
+    gate.set_caching_options(False).set_retry(**RETRIES)
     return base, gate
 
 

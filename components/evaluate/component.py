@@ -3,7 +3,8 @@
 * ``evaluate_op``: a trained Model artifact (the candidate);
 * ``evaluate_base_op``: the untrained base model (a locator);
 * ``evaluate_champion_op``: the registry's current ``champion`` (skipped, saying so, when there is none);
-* ``retrieval_baseline_op``: the nearest training example's answer (components/evaluate/retrieval.py).
+* ``retrieval_baseline_op``: the nearest training example's answer (components/evaluate/retrieval.py);
+* ``fetch_model_op``: the model an evaluate-only run scores, from a URI (components/evaluate/fetch.py).
 
 Separate components instead of an optional artifact input, which kfp.local rejects
 (kubeflow/pipelines#13061). All call core.evaluate_to_outputs with the same eval rows, template, task
@@ -193,3 +194,20 @@ def retrieval_baseline_op(
     }
     record(result, metrics, predictions, model_label="retrieval", config_hash=config_hash, upstream=upstream,
            classification=classification)  # fmt: skip
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def fetch_model_op(model_uri: str, registry: str, config_hash: str, model: Output[Model]):
+    """Copy the model to evaluate into a Model artifact, from a registry version, gs:// or a local folder.
+
+    Args:
+        model_uri: models:/NAME/VERSION or models:/NAME@ALIAS (a registry version), a gs:// folder, or a local folder.
+        registry: JSON {backend: mlflow|vertex, ...}: the registry a models:/ URI refers to.
+        config_hash: sha256 of the validated config, recorded as provenance.
+        model: the model folder, with the URI it came from and the version it resolved to in metadata.
+    """
+    from components.common.provenance import stamp
+    from components.evaluate.fetch import fetch_model
+
+    model.metadata.update(fetch_model(model_uri, registry, model.path))
+    stamp(model.metadata, model.path, config_hash=config_hash, upstream={"model_uri": model_uri})

@@ -21,7 +21,7 @@ def compiled(tmp_path_factory) -> dict[str, dict]:
     from pipelines.compiler import compile_all
 
     paths = compile_all(tmp_path_factory.mktemp("compiled"))
-    assert sorted(p.name for p in paths) == ["finetune-multinode.yaml", "finetune.yaml"]
+    assert sorted(p.name for p in paths) == ["evaluate.yaml", "finetune-multinode.yaml", "finetune.yaml"]
     return {p.stem: yaml.safe_load(p.read_text()) for p in paths}
 
 
@@ -33,6 +33,11 @@ def spec(compiled) -> dict:
 @pytest.fixture(scope="module")
 def multinode(compiled) -> dict:
     return compiled["finetune-multinode"]
+
+
+@pytest.fixture(scope="module")
+def evaluate(compiled) -> dict:
+    return compiled["evaluate"]
 
 
 def _tasks(spec: dict) -> dict:
@@ -58,7 +63,7 @@ def test_yaml_loads_into_pipeline_spec_proto(tmp_path):
         message = json_format.ParseDict(yaml.safe_load(path.read_text()), pipeline_spec_pb2.PipelineSpec())
         names.add(message.pipeline_info.name)
         assert "gate-op" in message.root.dag.tasks
-    assert names == {"slmforge-finetune", "slmforge-finetune-multinode"}
+    assert names == {"slmforge-finetune", "slmforge-finetune-multinode", "slmforge-evaluate"}
 
 
 def test_every_stage_is_a_task(spec):
@@ -74,39 +79,72 @@ def test_every_stage_is_a_task(spec):
         "retrieval-baseline-op",
         "gate-op",
         "condition-1",
+        "export-op",
         "register-op",
     }
 
 
-def test_images(spec):
-    tasks = _tasks(spec)
-    for name in ("train-op", "evaluate-op", "evaluate-base-op", "evaluate-champion-op"):
-        assert _executor(spec, tasks[name])["image"] == f"slmforge/trainer:{__version__}"
-    for name in ("ingest-op", "clean-op", "split-op", "gate-op", "register-op", "retrieval-baseline-op"):
-        assert _executor(spec, tasks[name])["image"] == f"slmforge/cpu:{__version__}"
+# Per task, in every pipeline: (image kind, runs a model on the accelerators, retries, cached). Retries:
+# 2 with backoff on every non-training step against transient infra failures; train 3, each resuming from
+# its newest checkpoint; preflight none: a strict preflight failure is the verdict itself, deterministic,
+# and retries would only delay it by the backoff. Caching off where the answer changes between runs with
+# the same inputs: the champion alias moves, a models:/NAME@ALIAS URI moves, the gate and registration
+# act on the registry's state.
+TASKS = {
+    "ingest-op": ("cpu", False, 2, True),
+    "clean-op": ("cpu", False, 2, True),
+    "split-op": ("cpu", False, 2, True),
+    "preflight-op": ("cpu", False, 0, True),
+    "train-op": ("trainer", True, 3, True),
+    "train-op-custom-job": ("cpu", False, 3, True),  # the launcher waits; the job's replicas hold the GPUs
+    "fetch-model-op": ("cpu", False, 2, False),
+    "evaluate-op": ("trainer", True, 2, True),
+    "evaluate-base-op": ("trainer", True, 2, True),
+    "evaluate-champion-op": ("trainer", True, 2, False),
+    "retrieval-baseline-op": ("cpu", False, 2, True),
+    "gate-op": ("cpu", False, 2, False),
+    "export-op": ("trainer", True, 2, True),
+    "register-op": ("cpu", False, 2, False),
+}
+TRAINING = {"train-op", "train-op-custom-job"}
+LIMITED = {"train-op", "evaluate-op", "evaluate-base-op", "evaluate-champion-op"}  # CPU and memory limits
 
 
-def test_accelerators_come_from_parameters(spec):
-    tasks = _tasks(spec)
-    for name in ("train-op", "evaluate-op", "evaluate-base-op", "evaluate-champion-op"):
-        accel = _executor(spec, tasks[name])["resources"]["accelerator"]
-        assert accel["resourceType"] == "{{$.inputs.parameters['pipelinechannel--accelerator_type']}}"
-        assert accel["resourceCount"] == "{{$.inputs.parameters['pipelinechannel--accelerator_count']}}"
-        assert tasks[name]["inputs"]["parameters"]["pipelinechannel--accelerator_type"] == {
-            "componentInputParameter": "accelerator_type"
-        }
-    assert "accelerator" not in _executor(spec, tasks["ingest-op"]).get("resources", {})
-
-
-def test_retry_policy(spec):
-    tasks = _tasks(spec)
-    for name in ("ingest-op", "clean-op", "split-op", "evaluate-op", "evaluate-base-op", "evaluate-champion-op",
-                 "retrieval-baseline-op", "register-op"):  # fmt: skip
-        assert tasks[name]["retryPolicy"]["maxRetryCount"] == 2, name
-        assert tasks[name]["retryPolicy"]["backoffDuration"] == "60s"
-    # a preempted train step exits 143 after a checkpoint; its retries resume from it
-    assert tasks["train-op"]["retryPolicy"]["maxRetryCount"] == 3
-    assert "retryPolicy" not in tasks["preflight-op"] and "retryPolicy" not in tasks["gate-op"]
+@pytest.mark.parametrize("name", ["finetune", "finetune-multinode", "evaluate"])
+def test_every_task_image_resources_retries_and_caching(compiled, name):
+    spec = compiled[name]
+    tasks = {
+        k: t
+        for k, t in _tasks(spec).items()
+        if "executorLabel" in spec["components"][t["componentRef"]["name"]]
+    }
+    assert set(tasks) <= set(TASKS), set(tasks) - set(TASKS)
+    for task_name, task in tasks.items():
+        kind, on_gpu, retries, cached = TASKS[task_name]
+        container = _executor(spec, task)
+        assert container["image"] == f"slmforge/{kind}:{__version__}", task_name
+        resources = container.get("resources", {})
+        if on_gpu:  # type and count from the pipeline's parameters, so one template serves every GPU
+            accel = resources["accelerator"]
+            assert accel["resourceType"] == "{{$.inputs.parameters['pipelinechannel--accelerator_type']}}"
+            assert accel["resourceCount"] == "{{$.inputs.parameters['pipelinechannel--accelerator_count']}}"
+            assert (
+                task["inputs"]["parameters"]["pipelinechannel--accelerator_type"]
+                == {"componentInputParameter": "accelerator_type"}
+                or task_name == "export-op"
+            ), task_name  # export sits in the gate-passed branch
+        else:
+            assert "accelerator" not in resources, task_name
+        if task_name in LIMITED:
+            assert (resources["resourceCpuLimit"], resources["resourceMemoryLimit"]) == ("8", "32G"), (
+                task_name
+            )
+            assert (resources["cpuLimit"], resources["memoryLimit"]) == (8.0, 32.0), task_name
+        policy = task.get("retryPolicy", {})
+        assert policy.get("maxRetryCount", 0) == retries, task_name
+        if retries and task_name not in TRAINING:
+            assert (policy["backoffDuration"], policy["backoffFactor"]) == ("60s", 2.0), task_name
+        assert task.get("cachingOptions", {}).get("enableCache", False) is cached, task_name
 
 
 def test_preflight_runs_on_cpu_and_plans_the_train_batch(spec):
@@ -149,8 +187,9 @@ def test_data_stages_chain_the_audit_stream(spec):
     assert outputs["card"]["artifactType"]["schemaTitle"] == "system.Artifact"
 
 
-def test_docstrings_become_descriptions(spec):
-    params = spec["root"]["inputDefinitions"]["parameters"]
+@pytest.mark.parametrize("name", ["finetune", "finetune-multinode", "evaluate"])
+def test_docstrings_become_descriptions(compiled, spec, name):
+    params = compiled[name]["root"]["inputDefinitions"]["parameters"]
     assert all(p.get("description") for p in params.values()), [
         k for k, p in params.items() if not p.get("description")
     ]
@@ -237,3 +276,70 @@ def test_multi_node_training_is_a_vertex_custom_job(spec, multinode):
     # evaluation takes the chief's model, the custom-job task's output
     model = tasks["evaluate-op"]["inputs"]["artifacts"]["model"]["taskOutputArtifact"]
     assert model == {"outputArtifactKey": "model", "producerTask": "train-op-custom-job"}
+
+
+def test_evaluate_pipeline_scores_a_fetched_model_without_training(evaluate, spec):
+    tasks = _tasks(evaluate)
+    assert set(tasks) == {"ingest-op", "clean-op", "split-op", "fetch-model-op", "evaluate-op", "evaluate-base-op",
+                          "evaluate-champion-op", "retrieval-baseline-op", "gate-op"}  # fmt: skip
+    model = tasks["evaluate-op"]["inputs"]["artifacts"]["model"]["taskOutputArtifact"]
+    assert model == {"outputArtifactKey": "model", "producerTask": "fetch-model-op"}
+    assert tasks["fetch-model-op"]["inputs"]["parameters"]["model_uri"] == {
+        "componentInputParameter": "model_uri"
+    }
+    # the same data preparation, evaluation arguments and gate as finetune: identical task inputs
+    finetune_tasks = _tasks(spec)
+    for name in ("ingest-op", "clean-op", "split-op", "evaluate-base-op", "evaluate-champion-op",
+                 "retrieval-baseline-op", "gate-op"):  # fmt: skip
+        assert tasks[name]["inputs"] == finetune_tasks[name]["inputs"], name
+    candidate = {k: v for k, v in tasks["evaluate-op"]["inputs"]["parameters"].items()}
+    assert candidate == finetune_tasks["evaluate-op"]["inputs"]["parameters"]
+    outputs = evaluate["root"]["outputDefinitions"]
+    assert set(outputs["artifacts"]) == {"candidate_metrics", "base_metrics"}
+    assert set(outputs["parameters"]) == {"gate_passed", "gate_reasons"}
+
+
+def test_evaluate_parameters_are_finetunes_plus_the_model(evaluate, spec):
+    """Same names, defaults and descriptions as the finetune pipeline's (one config feeds both), and
+    ``model_uri``; ``submit --pipeline evaluate`` narrows a config's parameters to these."""
+    from components.common.config import load_config, pipeline_parameters
+    from pipelines.evaluate import evaluate_parameters
+
+    mine = evaluate["root"]["inputDefinitions"]["parameters"]
+    theirs = spec["root"]["inputDefinitions"]["parameters"]
+    assert set(mine) - set(theirs) == {"model_uri"}
+    for name in set(mine) - {"model_uri", "model_name"}:
+        assert mine[name] == theirs[name], name
+    assert mine["model_uri"]["parameterType"] == "STRING" and "defaultValue" not in mine["model_uri"]
+    params = evaluate_parameters(pipeline_parameters(load_config(REPO / "examples/travel/config.yaml")), "m")
+    assert set(params) == set(mine) and params["model_uri"] == "m"
+
+
+def test_compiling_is_deterministic_and_reads_no_environment(tmp_path):
+    """The same code gives the same bytes, whatever the environment holds: compile.py in a bare
+    environment and in one full of slmforge/Google/MLflow settings writes identical files."""
+    outputs = []
+    for i, env in enumerate([
+        {"PATH": "/usr/bin:/bin"},
+        {"PATH": "/usr/bin:/bin", "SLMFORGE_HOME": "/nonexistent", "SLMFORGE_GIT_SHA": "f" * 40,
+         "GOOGLE_CLOUD_PROJECT": "elsewhere", "MLFLOW_TRACKING_URI": "http://127.0.0.1:9", "HOME": "/nowhere"},
+    ]):  # fmt: skip
+        out = tmp_path / f"run{i}"
+        done = subprocess.run([sys.executable, "compile.py", "--out", str(out)], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        outputs.append({p.name: p.read_bytes() for p in sorted(out.glob("*.yaml"))})
+    assert list(outputs[0]) == ["evaluate.yaml", "finetune-multinode.yaml", "finetune.yaml"]
+    assert outputs[0] == outputs[1]
+
+
+def test_image_tag_git_is_the_source_revision(tmp_path, monkeypatch):
+    from pipelines.compiler import compile_all
+
+    monkeypatch.setenv("SLMFORGE_GIT_SHA", "0123abcd" * 5)
+    (path,) = [p for p in compile_all(tmp_path, image_tag="git") if p.name == "evaluate.yaml"]
+    images = {
+        e["container"]["image"]
+        for e in yaml.safe_load(path.read_text())["deploymentSpec"]["executors"].values()
+    }
+    assert images == {f"slmforge/cpu:{'0123abcd' * 5}", f"slmforge/trainer:{'0123abcd' * 5}"}
