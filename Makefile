@@ -71,7 +71,7 @@ lint-infra: tools ## hadolint images/, zizmor and the workflow schema on .github
 	$(TOOLS)/lint/bin/hadolint images/cpu/Dockerfile images/trainer/Dockerfile
 	$(TOOLS)/lint/bin/zizmor --offline --no-progress .github/workflows
 	$(TOOLS)/lint/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
-	$(TOOLS)/checkov/bin/checkov --quiet --compact --framework terraform -d infra
+	$(TOOLS)/checkov/bin/checkov --quiet --compact --skip-download --framework terraform -d infra
 
 constraints: setup ## rewrite images/constraints.txt (the images' pins) from .venv's runtime dependencies
 	$(BIN)/python images/constraints.py > images/constraints.txt

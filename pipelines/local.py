@@ -59,13 +59,39 @@ class _LogSink(io.TextIOBase):
         self._log.flush()
 
 
+def docker_run_args(home: Path | None = None, cwd: Path | None = None) -> dict[str, Any]:
+    """How each task's container runs under DockerRunner (kfp mounts only the pipeline root itself).
+
+    As the calling user, so what tasks write in the mounted folders stays the user's (the images' own user
+    is uid 1000); with $SLMFORGE_HOME (model cache, MLflow store) mounted read-write and the working folder
+    (where relative data paths in a config point) read-only, each at its own path, so the absolute paths
+    in the pipeline parameters mean the same inside and out.
+    """
+    from docker.types import Mount
+
+    from components.common.home import slmforge_home
+
+    home = (home or slmforge_home()).resolve()
+    cwd = (cwd or Path.cwd()).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    mounts = [Mount(str(home), str(home), type="bind")]
+    if cwd != home and home not in cwd.parents:  # the home may sit inside cwd: both mount, nested
+        mounts.insert(0, Mount(str(cwd), str(cwd), type="bind", read_only=True))
+    return {
+        "user": f"{os.getuid()}:{os.getgid()}",
+        # HOME: the calling uid has no home in the image; caches (Hugging Face, matplotlib) go to /tmp.
+        "environment": {"SLMFORGE_HOME": str(home), "HOME": "/tmp", "OMP_NUM_THREADS": "1"},
+        "mounts": mounts,
+    }
+
+
 def _runner(kind: str):
     from kfp import local
 
     if kind == "subprocess":
         return local.SubprocessRunner(use_venv=False)
     if kind == "docker":
-        return local.DockerRunner()
+        return local.DockerRunner(**docker_run_args())
     raise ValueError(f"runner {kind!r}: use subprocess or docker")
 
 

@@ -1,0 +1,41 @@
+# The values the GitHub workflows need (README: "GitHub Actions"), and the config's vertex section.
+
+output "workload_identity_provider" {
+  description = "GitHub variable GCP_WORKLOAD_IDENTITY_PROVIDER."
+  value       = google_iam_workload_identity_pool_provider.github.name
+}
+
+output "deployer_service_account" {
+  description = "GitHub variable GCP_DEPLOYER_SERVICE_ACCOUNT."
+  value       = google_service_account.deployer.email
+}
+
+output "promoter_service_account" {
+  description = "GitHub variable GCP_PROMOTER_SERVICE_ACCOUNT (used only in the protected environment)."
+  value       = google_service_account.promoter.email
+}
+
+output "pipeline_service_account" {
+  description = "The config's vertex.service_account."
+  value       = google_service_account.pipeline.email
+}
+
+output "pipeline_root" {
+  description = "The config's vertex.pipeline_root."
+  value       = "${google_storage_bucket.pipelines.url}/pipeline-root"
+}
+
+output "image_repo" {
+  description = "GitHub variable GCP_IMAGE_REPO; python compile.py --image-repo."
+  value       = "${var.region}-docker.pkg.dev/${var.project_id}/${google_artifact_registry_repository.images.repository_id}"
+}
+
+output "template_repo" {
+  description = "GitHub variable GCP_TEMPLATE_REPO: where CI uploads compiled templates."
+  value       = "https://${var.region}-kfp.pkg.dev/${var.project_id}/${google_artifact_registry_repository.templates.repository_id}"
+}
+
+output "gke_cluster" {
+  description = "Name of the self-hosted KFP cluster, when create_gke_cluster."
+  value       = var.create_gke_cluster ? google_container_cluster.kfp[0].name : null
+}

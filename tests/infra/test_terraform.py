@@ -1,0 +1,157 @@
+"""infra/: every .tf parses (python-hcl2), checkov passes with only justified skips, and the structure
+holds what the design promises: GitHub federation limited to one repository and ref, a promotion
+account that can only read and move aliases, least-privilege bindings, a tainted GPU node pool."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from infra_tools import REPO, resources, run_tool, tool
+
+INFRA = REPO / "infra"
+# What `slmforge promote` / `rollback` need: read versions, runs and their metadata; move aliases.
+PROMOTER_ALLOWED = {
+    "aiplatform.models.get",
+    "aiplatform.models.list",
+    "aiplatform.models.update",
+    "aiplatform.pipelineJobs.get",
+    "aiplatform.pipelineJobs.list",
+    "aiplatform.metadataStores.get",
+    "aiplatform.artifacts.get",
+    "aiplatform.artifacts.list",
+    "aiplatform.executions.get",
+    "aiplatform.executions.list",
+}
+
+
+def test_every_tf_file_parses(terraform):
+    files = sorted(p.name for p in INFRA.glob("*.tf"))
+    assert files and sorted(terraform) == files
+    assert all(terraform[f] for f in files), "an empty document"
+
+
+def test_checkov_passes():
+    out = run_tool(
+        [
+            tool("checkov", "checkov"),
+            "--quiet",
+            "--compact",
+            "--skip-download",
+            "--framework",
+            "terraform",
+            "-d",
+            INFRA,
+        ]
+    )
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+    assert re.search(r"Passed checks: [1-9]\d*, Failed checks: 0", out.stdout), out.stdout[-2000:]
+
+
+def test_checkov_skips_are_justified():
+    for path in INFRA.glob("*.tf"):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if "checkov:skip" in line:
+                m = re.search(r"#checkov:skip=(CKV2?_[A-Z]+_\d+):(.+)$", line)
+                assert m and len(m.group(2).strip()) >= 40, f"{path.name}: skip without a reason: {line}"
+
+
+def test_wif_provider_accepts_one_repository_and_ref(terraform):
+    provider = resources(terraform)[("google_iam_workload_identity_pool_provider", "github")]
+    assert provider["oidc"][0]["issuer_uri"] == "https://token.actions.githubusercontent.com"
+    condition = provider["attribute_condition"]
+    clauses = [c.strip() for c in condition.split("&&")]
+    assert "assertion.repository == '${var.github_repository}'" in clauses, condition
+    assert "assertion.ref == '${var.github_ref}'" in clauses, condition
+    assert "||" not in " ".join(c for c in clauses if not c.startswith("(")), (
+        "an OR outside the subject clause"
+    )
+    assert provider["attribute_mapping"]["google.subject"] == "assertion.sub"
+
+
+def test_promoter_can_only_read_and_move_aliases(terraform):
+    res = resources(terraform)
+    role = res[("google_project_iam_custom_role", "promoter")]
+    perms = set(role["permissions"])
+    assert "aiplatform.models.update" in perms and perms <= PROMOTER_ALLOWED, perms - PROMOTER_ALLOWED
+    bindings = [
+        body
+        for (rtype, _), body in res.items()
+        if rtype.endswith(("_iam_member", "_iam_binding"))
+        and "promoter.member" in str(body.get("member", ""))
+    ]
+    assert [b["role"] for b in bindings] == ["${google_project_iam_custom_role.promoter.id}"]
+    # and only jobs in the protected environment may act as it
+    wif = res[("google_service_account_iam_member", "promoter_wif")]
+    assert wif["role"] == "roles/iam.workloadIdentityUser"
+    assert wif["member"].endswith("/subject/${local.github_subject_environment}")
+    subject = terraform["wif.tf"]["locals"][0]["github_subject_environment"]
+    assert subject.endswith(":environment:${var.github_environment}")
+
+
+def test_no_keys_no_basic_roles_and_bindings_are_scoped(terraform):
+    res = resources(terraform)
+    assert not [k for k in res if k[0] == "google_service_account_key"]
+    roles = [str(body.get("role", "")) for body in res.values()]
+    assert not {"roles/owner", "roles/editor", "roles/viewer"} & set(roles)
+    # the CI account acts as the pipeline account only, not as every account of the project
+    assert not [
+        k for k, b in res.items() if k[0] == "google_project_iam_member" and "serviceAccountUser" in b["role"]
+    ]
+    # nobody but the node pools' own account gets project-wide roles beyond Vertex and logs
+    project_roles = {b["role"] for k, b in res.items() if k[0] == "google_project_iam_member"}
+    assert project_roles <= {
+        "roles/aiplatform.user",
+        "roles/logging.logWriter",
+        "roles/monitoring.metricWriter",
+        "roles/monitoring.viewer",
+        "roles/stackdriver.resourceMetadata.writer",
+        "${google_project_iam_custom_role.promoter.id}",
+        "${each.value}",
+    }, project_roles
+
+
+def test_bucket_and_repositories(terraform):
+    res = resources(terraform)
+    bucket = res[("google_storage_bucket", "pipelines")]
+    assert bucket["uniform_bucket_level_access"] is True
+    assert bucket["public_access_prevention"] == "enforced"
+    assert res[("google_artifact_registry_repository", "images")]["format"] == "DOCKER"
+    assert res[("google_artifact_registry_repository", "templates")]["format"] == "KFP"
+    text = (INFRA / "main.tf").read_text(encoding="utf-8")
+    apis = set(re.findall(r'"([a-z]+\.googleapis\.com)"', text))
+    assert {
+        "aiplatform.googleapis.com",
+        "artifactregistry.googleapis.com",
+        "sts.googleapis.com",
+        "iamcredentials.googleapis.com",
+        "container.googleapis.com",
+    } <= apis
+
+
+def test_gpu_node_pool_is_tainted_labelled_and_scales_to_zero(terraform):
+    pool = resources(terraform)[("google_container_node_pool", "gpu")]
+    node = pool["node_config"][0]
+    assert {"key": "nvidia.com/gpu", "value": "present", "effect": "NO_SCHEDULE"} in node["taint"]
+    assert node["labels"] == {"slmforge/pool": "gpu"}
+    assert node["guest_accelerator"][0]["type"] == "${var.gpu_accelerator_type}"
+    assert pool["autoscaling"][0]["min_node_count"] == 0
+    assert pool["count"] == "${var.create_gke_cluster ? 1 : 0}"  # optional
+    assert node["workload_metadata_config"][0]["mode"] == "GKE_METADATA"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "GCP_WORKLOAD_IDENTITY_PROVIDER",
+        "GCP_DEPLOYER_SERVICE_ACCOUNT",
+        "GCP_PROMOTER_SERVICE_ACCOUNT",
+        "GCP_IMAGE_REPO",
+        "GCP_TEMPLATE_REPO",
+    ],
+)
+def test_every_variable_the_workflows_read_is_an_output(terraform, name):
+    workflows = "".join(p.read_text(encoding="utf-8") for p in (REPO / ".github" / "workflows").glob("*.yml"))
+    assert f"vars.{name}" in workflows
+    outputs = [body for block in terraform["outputs.tf"]["output"] for body in block.values()]
+    assert any(name in o["description"] for o in outputs), f"no output says it is {name}"
