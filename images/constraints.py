@@ -36,7 +36,9 @@ def runtime_closure(root: str = ROOT) -> dict[str, str]:
             dist = distribution(name)
         except PackageNotFoundError:
             # A requirement whose marker held but is not installed: the venv is broken, say which.
-            raise SystemExit(f"{name} is required but not installed in {sys.prefix}: run `make setup`") from None
+            raise SystemExit(
+                f"{name} is required but not installed in {sys.prefix}: run `make setup`"
+            ) from None
         if canonicalize_name(name) not in {ROOT, *FOLLOW_TORCH}:
             pins[canonicalize_name(name)] = dist.version.split("+", 1)[0]
         for line in dist.requires or []:
@@ -51,7 +53,9 @@ def main() -> int:
     pins = runtime_closure()
     py = ".".join(map(str, sys.version_info[:2]))
     print(f"# slmforge's runtime pins, from a working venv (Python {py}, {sys.platform}).")
-    print("# Written by `make constraints` (images/constraints.py); the images install with `pip install -c` it.")
+    print(
+        "# Written by `make constraints` (images/constraints.py); the images install with `pip install -c` it."
+    )
     for name in sorted(pins):
         print(f"{name}=={pins[name]}")
     return 0
