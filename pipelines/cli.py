@@ -14,11 +14,13 @@ from rich.table import Table
 from pipelines.cli_data import data_app
 from pipelines.cli_eval import eval_cmd
 from pipelines.cli_registry import lineage_cmd, promote_cmd, rollback_cmd
+from pipelines.cli_runs import runs_app
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Fine-tune small language models with KFP."
 )
 app.add_typer(data_app, name="data")
+app.add_typer(runs_app, name="runs")
 app.command(name="eval")(eval_cmd)
 app.command(name="promote")(promote_cmd)
 app.command(name="rollback")(rollback_cmd)
