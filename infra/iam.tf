@@ -118,3 +118,31 @@ resource "google_project_iam_member" "promoter" {
   role    = google_project_iam_custom_role.promoter.id
   member  = google_service_account.promoter.member
 }
+
+# With registry.backend: vertex, a version's exact tags (gate verdict included) live in
+# slmforge_tags.json beside its weights, and every alias move is appended to <model>/audit.jsonl
+# (components/register/vertex_registry.py). So: read under the staging prefix, and write that one log
+# (appending rewrites the object, which needs create and delete) — nothing else in the bucket.
+locals {
+  staging_objects = "projects/_/buckets/${google_storage_bucket.pipelines.name}/objects/${var.registry_staging_prefix}/"
+}
+
+resource "google_storage_bucket_iam_member" "promoter_reads_staging" {
+  bucket = google_storage_bucket.pipelines.name
+  role   = "roles/storage.objectViewer"
+  member = google_service_account.promoter.member
+  condition {
+    title      = "registry staging only"
+    expression = "resource.name.startsWith(\"${local.staging_objects}\")"
+  }
+}
+
+resource "google_storage_bucket_iam_member" "promoter_writes_audit_log" {
+  bucket = google_storage_bucket.pipelines.name
+  role   = "roles/storage.objectUser"
+  member = google_service_account.promoter.member
+  condition {
+    title      = "registry audit logs only"
+    expression = "resource.name.startsWith(\"${local.staging_objects}\") && resource.name.endsWith(\"/audit.jsonl\")"
+  }
+}

@@ -42,6 +42,12 @@ variable "bucket_name" {
   default     = ""
 }
 
+variable "registry_staging_prefix" {
+  description = "Where in the bucket registry.backend vertex stages model versions (the config's registry.staging_uri, default <pipeline_root>/models)."
+  type        = string
+  default     = "pipeline-root/models"
+}
+
 variable "noncurrent_object_days" {
   description = "Days a replaced or deleted object version of the pipeline bucket is kept before deletion."
   type        = number

@@ -74,13 +74,23 @@ def test_promoter_can_only_read_and_move_aliases(terraform):
     role = res[("google_project_iam_custom_role", "promoter")]
     perms = set(role["permissions"])
     assert "aiplatform.models.update" in perms and perms <= PROMOTER_ALLOWED, perms - PROMOTER_ALLOWED
-    bindings = [
-        body
+    bindings = {
+        body["role"]: body
         for (rtype, _), body in res.items()
         if rtype.endswith(("_iam_member", "_iam_binding"))
         and "promoter.member" in str(body.get("member", ""))
-    ]
-    assert [b["role"] for b in bindings] == ["${google_project_iam_custom_role.promoter.id}"]
+    }
+    # on the project: the custom role only; in the bucket: reads under the registry's staging prefix and
+    # writes to its audit logs, each held to those objects by a condition
+    assert set(bindings) == {
+        "${google_project_iam_custom_role.promoter.id}",
+        "roles/storage.objectViewer",
+        "roles/storage.objectUser",
+    }
+    staging = 'resource.name.startsWith(\\"${local.staging_objects}\\")'
+    assert bindings["roles/storage.objectViewer"]["condition"][0]["expression"] == staging
+    writes = bindings["roles/storage.objectUser"]["condition"][0]["expression"]
+    assert writes == staging + ' && resource.name.endsWith(\\"/audit.jsonl\\")'
     # and only jobs in the protected environment may act as it
     wif = res[("google_service_account_iam_member", "promoter_wif")]
     assert wif["role"] == "roles/iam.workloadIdentityUser"
