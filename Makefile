@@ -69,8 +69,9 @@ tools: $(TOOLS)/lint/.installed $(TOOLS)/checkov/.installed ## linters in .venv-
 
 lint-infra: tools ## hadolint images/, zizmor and the workflow schema on .github/, checkov on infra/
 	$(TOOLS)/lint/bin/hadolint images/cpu/Dockerfile images/trainer/Dockerfile
-	$(TOOLS)/lint/bin/zizmor --offline --no-progress .github/workflows
+	$(TOOLS)/lint/bin/zizmor --offline --no-progress --persona pedantic .github
 	$(TOOLS)/lint/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	$(TOOLS)/lint/bin/check-jsonschema --builtin-schema vendor.dependabot .github/dependabot.yml
 	$(TOOLS)/checkov/bin/checkov --quiet --compact --skip-download --framework terraform -d infra
 
 constraints: setup ## rewrite images/constraints.txt (the images' pins) from .venv's runtime dependencies
