@@ -90,6 +90,28 @@ resource "google_artifact_registry_repository_iam_member" "deployer_templates" {
   member     = google_service_account.deployer.member
 }
 
+# `submit` copies local data files to <pipeline_root>/slmforge-data/<content hash>/ (pipelines/vertex.py):
+# it checks whether each object exists and creates it; it never overwrites or deletes.
+resource "google_storage_bucket_iam_member" "deployer_reads_staged_data" {
+  bucket = google_storage_bucket.pipelines.name
+  role   = "roles/storage.objectViewer"
+  member = google_service_account.deployer.member
+  condition {
+    title      = "staged data only"
+    expression = "resource.name.startsWith(\"${local.staged_data_objects}\")"
+  }
+}
+
+resource "google_storage_bucket_iam_member" "deployer_stages_data" {
+  bucket = google_storage_bucket.pipelines.name
+  role   = "roles/storage.objectCreator"
+  member = google_service_account.deployer.member
+  condition {
+    title      = "staged data only"
+    expression = "resource.name.startsWith(\"${local.staged_data_objects}\")"
+  }
+}
+
 # --- promotion -------------------------------------------------------------------------------------------
 # Only what `slmforge promote` / `slmforge rollback` do: read model versions and their recorded gate
 # verdict (labels), read the pipeline run that produced them, and move version aliases (models.update;
@@ -124,7 +146,9 @@ resource "google_project_iam_member" "promoter" {
 # (components/register/vertex_registry.py). So: read under the staging prefix, and write that one log
 # (appending rewrites the object, which needs create and delete) — nothing else in the bucket.
 locals {
-  staging_objects = "projects/_/buckets/${google_storage_bucket.pipelines.name}/objects/${var.registry_staging_prefix}/"
+  bucket_objects      = "projects/_/buckets/${google_storage_bucket.pipelines.name}/objects"
+  staged_data_objects = "${local.bucket_objects}/${local.pipeline_root_prefix}/slmforge-data/"
+  staging_objects     = "${local.bucket_objects}/${var.registry_staging_prefix}/"
 }
 
 resource "google_storage_bucket_iam_member" "promoter_reads_staging" {

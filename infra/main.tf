@@ -3,6 +3,9 @@
 # Identity Federation for GitHub Actions. gke.tf adds an optional cluster for a self-hosted KFP.
 
 locals {
+  # vertex.pipeline_root is gs://BUCKET/pipeline-root (output pipeline_root)
+  pipeline_root_prefix = "pipeline-root"
+
   bucket_name = var.bucket_name != "" ? var.bucket_name : "${var.project_id}-${var.name}-pipelines"
   labels      = { app = var.name, managed-by = "terraform" }
   apis = concat(

@@ -22,7 +22,7 @@ output "pipeline_service_account" {
 
 output "pipeline_root" {
   description = "The config's vertex.pipeline_root."
-  value       = "${google_storage_bucket.pipelines.url}/pipeline-root"
+  value       = "${google_storage_bucket.pipelines.url}/${local.pipeline_root_prefix}"
 }
 
 output "image_repo" {

@@ -99,6 +99,17 @@ def test_promoter_can_only_read_and_move_aliases(terraform):
     assert subject.endswith(":environment:${var.github_environment}")
 
 
+def test_deployer_writes_only_staged_data_in_the_bucket(terraform):
+    res = resources(terraform)
+    bucket_roles = {
+        b["role"]: b["condition"][0]["expression"]
+        for k, b in res.items()
+        if k[0] == "google_storage_bucket_iam_member" and "deployer.member" in b["member"]
+    }
+    staged = 'resource.name.startsWith(\\"${local.staged_data_objects}\\")'
+    assert bucket_roles == {"roles/storage.objectViewer": staged, "roles/storage.objectCreator": staged}
+
+
 def test_no_keys_no_basic_roles_and_bindings_are_scoped(terraform):
     res = resources(terraform)
     assert not [k for k in res if k[0] == "google_service_account_key"]
