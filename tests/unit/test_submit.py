@@ -323,3 +323,22 @@ def test_vertex_settings_are_checked(tmp_path, root_name, vertex):
     result = _submit(str(tmp_path / "local.yaml"), "--template", str(template))
     assert result.exit_code == 2 and "[VTX-007] base_model=" in result.output, result.output
     assert _creates(vertex) == []
+
+
+def test_submit_the_evaluate_pipeline(tmp_path, data_bucket, root_name, vertex):
+    """``--pipeline evaluate --model URI``: the config's parameters narrowed to the evaluate template's,
+    plus the model to evaluate."""
+    config = _config(tmp_path, root_name, f"gs://{data_bucket.name}/travel/travel.jsonl")
+    template = tmp_path / "build" / "evaluate.yaml"
+    assert (
+        _submit(str(config), "--pipeline", "evaluate", "--template", str(template)).exit_code == 2
+    )  # no --model
+    result = _submit(str(config), "--compile", "--pipeline", "evaluate", "--model", "models:/travel-commands@champion",
+                     "--template", str(template))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (create,) = _creates(vertex)
+    assert create.body["pipelineSpec"]["pipelineInfo"]["name"] == "slmforge-evaluate"
+    values = create.body["runtimeConfig"]["parameterValues"]
+    assert values["model_uri"] == "models:/travel-commands@champion"
+    assert set(values) == set(create.body["pipelineSpec"]["root"]["inputDefinitions"]["parameters"])
+    assert "max_steps" not in values and "train_data" in values  # no training; the same data preparation
