@@ -362,24 +362,25 @@ def build_finetune(multi_node: bool):
         base, gate = baselines_and_gate(p, split, candidate.set_retry(**RETRIES), task_args, eval_args)
         with dsl.If(gate.outputs["Output"] == True, name="gate-passed"):  # noqa: E712 (KFP condition syntax)
             export = (
-                export_op(
-                    model=trained,
-                    train_data=split.outputs["train_data"],
-                    split_card=split.outputs["card"],
-                    candidate_metrics=candidate.outputs["metrics"],
-                    candidate_predictions=candidate.outputs["predictions"],
-                    gate_report=gate.outputs["report"],
-                    gate_rules=gate_rules,
-                    tolerance=export_tolerance,
-                    trust_remote_code=trust_remote_code,
-                    model_name=model_name,
-                    parity_accelerator_type=accelerator_type,
-                    parity_accelerator_count=accelerator_count,
-                    **eval_args,
+                on_gpu(
+                    export_op(
+                        model=trained,
+                        train_data=split.outputs["train_data"],
+                        split_card=split.outputs["card"],
+                        candidate_metrics=candidate.outputs["metrics"],
+                        candidate_predictions=candidate.outputs["predictions"],
+                        gate_report=gate.outputs["report"],
+                        gate_rules=gate_rules,
+                        tolerance=export_tolerance,
+                        trust_remote_code=trust_remote_code,
+                        model_name=model_name,
+                        parity_accelerator_type=accelerator_type,
+                        parity_accelerator_count=accelerator_count,
+                        **eval_args,
+                    ),
+                    p,
                 )
                 .set_display_name("export")
-                .set_accelerator_type(accelerator_type)
-                .set_accelerator_limit(accelerator_count)
                 .set_retry(**RETRIES)
             )
             register_op(

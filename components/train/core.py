@@ -100,7 +100,7 @@ def resolve_backend(backend: str, cuda: bool) -> str:
     installed = cuda and importlib.util.find_spec("unsloth") is not None
     if backend == "unsloth" and not installed:
         raise ValueError(
-            "train.backend unsloth needs a CUDA GPU and the unsloth package (pip install 'slmforge[gpu]'); "
+            "train.backend unsloth needs a CUDA GPU and the unsloth package (pip install 'slmforge[unsloth]', in an environment with datasets<5); "
             f"here: cuda={cuda}. Fix: train.backend auto or hf, or run on the trainer image with a GPU"
         )
     return "unsloth" if installed else "hf"

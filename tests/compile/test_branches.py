@@ -35,7 +35,7 @@ def _dags(spec: dict) -> dict[str, tuple[dict, set[str]]]:
     return dags
 
 
-@pytest.mark.parametrize("name", ["finetune", "finetune-multinode"])
+@pytest.mark.parametrize("name", ["finetune", "finetune-multinode", "evaluate"])
 def test_every_parameter_a_branch_reads_is_its_input(tmp_path, name):
     from pipelines.compiler import compile_all
 
@@ -47,7 +47,7 @@ def test_every_parameter_a_branch_reads_is_its_input(tmp_path, name):
             missing = _references(task) - inputs
             assert not missing, f"{dag_name}/{task_name} reads {sorted(missing)}, not inputs of {dag_name}"
             checked += 1
-    assert checked > 10
+    assert checked > 5
 
 
 def test_the_check_finds_a_parameter_missing_from_a_branch():

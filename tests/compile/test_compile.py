@@ -107,7 +107,13 @@ TASKS = {
     "register-op": ("cpu", False, 2, False),
 }
 TRAINING = {"train-op", "train-op-custom-job"}
-LIMITED = {"train-op", "evaluate-op", "evaluate-base-op", "evaluate-champion-op"}  # CPU and memory limits
+LIMITED = {
+    "train-op",
+    "evaluate-op",
+    "evaluate-base-op",
+    "evaluate-champion-op",
+    "export-op",
+}  # CPU and memory limits
 
 
 @pytest.mark.parametrize("name", ["finetune", "finetune-multinode", "evaluate"])
