@@ -3,8 +3,13 @@ same builder the product uses (components/common/tiny.py)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 # Before torch is imported anywhere: 1 intra-op thread (2 threads ran 14-20x slower under load here).
@@ -63,3 +68,40 @@ def canonical_table(tmp_path, travel_rows) -> Path:
     path = tmp_path / "canonical.parquet"
     write_rows([{k: r[k] for k in ("id", "group", "prompt", "completion")} for r in travel_rows[:400]], path)
     return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def gcs_emulator():
+    """A ``gcp-storage-emulator`` process (in-memory) on a free local port: its http:// address."""
+    if importlib.util.find_spec("gcp_storage_emulator") is None:
+        pytest.skip("gcp-storage-emulator is not installed (pip install -e '.[dev]')")
+    port = free_port()
+    cmd = [sys.executable, "-m", "gcp_storage_emulator", "start", "--host=127.0.0.1", f"--port={port}"]
+    proc = subprocess.Popen(
+        [*cmd, "--in-memory", "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                err = proc.communicate()[1].decode(errors="replace")[-2000:]
+                pytest.skip(f"the storage emulator did not start (exit {proc.returncode}): {err}")
+            time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    os.kill(proc.pid, 15)  # SIGTERM, then make sure
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, 9)
+        proc.wait()
+    proc.stderr.close()

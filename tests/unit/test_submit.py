@@ -6,14 +6,11 @@ is patched."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -29,43 +26,6 @@ TRAVEL = REPO / "examples" / "travel"
 PROJECT, REGION = "test-project", "us-central1"
 SERVICE_ACCOUNT = "pipeline-runner@test-project.iam.gserviceaccount.com"
 NETWORK = "projects/123456789/global/networks/ml-vpc"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def gcs_emulator():
-    """A ``gcp-storage-emulator`` process (in-memory) on a free local port: its http:// address."""
-    if importlib.util.find_spec("gcp_storage_emulator") is None:
-        pytest.skip("gcp-storage-emulator is not installed (pip install -e '.[dev]')")
-    port = _free_port()
-    cmd = [sys.executable, "-m", "gcp_storage_emulator", "start", "--host=127.0.0.1", f"--port={port}"]
-    proc = subprocess.Popen(
-        [*cmd, "--in-memory", "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                err = proc.communicate()[1].decode(errors="replace")[-2000:]
-                pytest.skip(f"the storage emulator did not start (exit {proc.returncode}): {err}")
-            time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    os.kill(proc.pid, 15)
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        os.kill(proc.pid, 9)
-        proc.wait()
-    proc.stderr.close()
 
 
 @pytest.fixture()

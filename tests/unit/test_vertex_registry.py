@@ -15,7 +15,6 @@ from urllib.parse import unquote
 
 import pytest
 from loopback_vertex import LoopbackVertex
-from test_sources import gcs_emulator  # noqa: F401  (the storage emulator fixture, one per module)
 
 from components.register.backends import TAG_WEIGHTS, RegistryError, open_registry
 from components.register.vertex_registry import (
@@ -43,7 +42,7 @@ METRICS = {"exact_match": 0.97, "json_valid": 1.0, "latency_p50_ms": 41.5}
 
 
 @pytest.fixture()
-def vertex(gcs_emulator, monkeypatch, tmp_path):  # noqa: F811
+def vertex(gcs_emulator, monkeypatch, tmp_path):
     """The loopback Vertex API with the SDK pointed at it, and a fresh bucket in the storage emulator."""
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import aiplatform, storage
