@@ -46,7 +46,9 @@ def test_bf16_full_fine_tune_on_gpu(canonical_table, tmp_path):
     assert math.isfinite(result.final_loss) and result.final_loss < result.first_loss
 
 
-@pytest.mark.skipif(importlib.util.find_spec("unsloth") is None, reason="unsloth not installed (extra [unsloth])")
+@pytest.mark.skipif(
+    importlib.util.find_spec("unsloth") is None, reason="unsloth not installed (extra [unsloth])"
+)
 def test_unsloth_backend_lora(canonical_table, tmp_path):
     from components.train.core import resolve_backend
 
