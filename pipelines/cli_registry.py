@@ -100,19 +100,16 @@ def lineage_cmd(
     tracking_uri: str = TRACKING,
 ) -> None:
     """Print the chain a registered version came from: data -> split -> adapter -> merged -> eval -> version."""
-    from components.register.core import parse_model_uri
+    from components.register.core import version_of
     from components.register.promotion import lineage
 
     registry = _registry(config, tracking_uri)
     try:
-        name, version, alias = parse_model_uri(model_uri)
-    except ValueError as e:
+        found = version_of(model_uri, registry)
+    except (ValueError, FileNotFoundError) as e:
         console.print(f"[red]{e}[/red]", highlight=False)
         raise typer.Exit(2) from None
-    found = registry.by_alias(name, alias) if alias else registry.get(name, version)
-    if found is None:
-        console.print(f"[red]{model_uri}: no such version in the {registry.backend} registry[/red]")
-        raise typer.Exit(2)
+    name = found.name
     table = Table(title=f"lineage of {found.uri}")
     for column in ("step", "sha256", "uri"):
         table.add_column(column, overflow="fold")

@@ -220,9 +220,14 @@ REASONS: dict[str, Reason] = {
     "PROMOTED": Reason(
         "registry", "info", "an alias was moved to a version whose recorded gate passed", "nothing to do"
     ),
-    "ROLLED_BACK": Reason("registry", "info", "an alias was moved back to an earlier version", "nothing to do"),
+    "ROLLED_BACK": Reason(
+        "registry", "info", "an alias was moved back to an earlier version", "nothing to do"
+    ),
     "ALIAS_UNCHANGED": Reason(
-        "registry", "info", "the alias already pointed at the requested version; nothing changed", "nothing to do"
+        "registry",
+        "info",
+        "the alias already pointed at the requested version; nothing changed",
+        "nothing to do",
     ),
     "PROMOTION_REFUSED": Reason(
         "registry",

@@ -35,15 +35,12 @@ def fetch_model(uri: str, registry_spec: str | dict, dst: str | Path) -> dict[st
     dst = Path(dst)
     found: dict[str, Any] = {"model_uri": uri}
     if uri.startswith("models:/"):
-        from components.register.core import parse_model_uri, registry_from_spec
+        from components.register.core import registry_from_spec, version_of
 
         registry = registry_from_spec(registry_spec)
-        name, version, alias = parse_model_uri(uri)
-        hit = registry.by_alias(name, alias) if alias else registry.get(name, version)
-        if hit is None:
-            raise FileNotFoundError(f"{uri}: no such version in the {registry.backend} registry")
+        hit = version_of(uri, registry)
         with tempfile.TemporaryDirectory() as tmp:
-            _copy_folder(registry.download(name, hit.version, tmp), dst)
+            _copy_folder(registry.download(hit.name, hit.version, tmp), dst)
         found.update(resolved=hit.uri, version=hit.version, registry=registry.backend)
     elif uri.startswith("gs://"):
         from components.common.gcs import download_prefix

@@ -18,6 +18,7 @@ from components.register.backends import (
     TAG_GATE,
     TAG_GATE_FAILED,
     TAG_RUN,
+    ModelVersion,
     Registry,
     open_registry,
 )
@@ -87,11 +88,18 @@ def model_source(uri: str, registry: Registry, work: str | Path) -> str:
     downloaded under ``work``; local folders, gs:// folders, hub ids and tiny:// are returned as they are."""
     if not uri.startswith("models:/"):
         return uri
+    found = version_of(uri, registry)
+    return str(registry.download(found.name, found.version, Path(work) / f"{found.name}-{found.version}"))
+
+
+def version_of(uri: str, registry: Registry) -> ModelVersion:
+    """The registry version ``models:/NAME/VERSION`` or ``models:/NAME@ALIAS`` names; FileNotFoundError
+    when there is none."""
     name, version, alias = parse_model_uri(uri)
     found = registry.by_alias(name, alias) if alias else registry.get(name, version)
     if found is None:
-        raise ValueError(f"{uri}: no such version in the {registry.backend} registry")
-    return str(registry.download(name, found.version, Path(work) / f"{name}-{found.version}"))
+        raise FileNotFoundError(f"{uri}: no such version in the {registry.backend} registry")
+    return found
 
 
 def download_alias(
@@ -112,6 +120,7 @@ __all__ = [
     "download_alias",
     "register",
     "registry_from_spec",
+    "version_of",
 ]
 
 
