@@ -44,6 +44,7 @@ bench: setup ## run the benchmarks (they print; results go to benchmarks/RESULTS
 	$(BIN)/python benchmarks/data_prep.py
 	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/python benchmarks/eval_decoding.py
+	$(BIN)/python benchmarks/compile_time.py
 
 clean: ## remove build outputs and local state (.slmforge/: model cache, MLflow store, runs)
 	rm -rf build .slmforge .pytest_cache
