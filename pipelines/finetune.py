@@ -220,6 +220,8 @@ def build_finetune(multi_node: bool):
         registry: str = '{"backend": "mlflow", "tracking_uri": ""}',
         model_name: str = "",
         export_tolerance: float = 0.01,
+        export_quantize: str = "",
+        export_quantized_tolerance: float = 0.05,
         trust_remote_code: str = "{}",
         accelerator_type: str = "NVIDIA_L4",
         accelerator_count: int = 1,
@@ -285,6 +287,8 @@ def build_finetune(multi_node: bool):
             registry: JSON {backend: mlflow|vertex, ...}: where the champion is read and candidates registered.
             model_name: registered model name.
             export_tolerance: largest drop of a gated metric allowed between adapter and exported model.
+            export_quantize: comma-separated quantized variants exported beside the merged model (nf4, int8).
+            export_quantized_tolerance: largest drop of a gated metric allowed for a quantized variant.
             trust_remote_code: JSON {model id: pinned commit} of bases allowed to run their own code.
             accelerator_type: accelerator of the train and evaluate steps on Vertex (ignored locally).
             accelerator_count: accelerators per train and evaluate step (ignored locally).
@@ -372,6 +376,8 @@ def build_finetune(multi_node: bool):
                         gate_report=gate.outputs["report"],
                         gate_rules=gate_rules,
                         tolerance=export_tolerance,
+                        quantize=export_quantize,
+                        quantized_tolerance=export_quantized_tolerance,
                         trust_remote_code=trust_remote_code,
                         model_name=model_name,
                         parity_accelerator_type=accelerator_type,

@@ -55,7 +55,7 @@ RULES: dict[str, tuple[str, str]] = {
         "trust_remote_code entry without a pinned commit",
         "map the model id to the full 40-hex commit sha of the code you reviewed: {org/name: <sha>}",
     ),
-    "EXPORT-001": (
+    "EXPORT-005": (
         "export tolerance out of range",
         "use a number in [0, 1]: the largest allowed metric drop",
     ),
@@ -370,12 +370,19 @@ class ExportConfig(_Section):
         description="largest drop of a gated metric allowed between the adapter's evaluation and the "
         "exported (merged) model's; a larger drop fails the export and nothing is registered",
     )
+    quantize: list[Literal["nf4", "int8"]] = Field(
+        default_factory=list,
+        description="quantized variants written beside the merged weights (bitsandbytes), each evaluated",
+    )
+    quantized_tolerance: float = Field(
+        0.05, description="largest drop of a gated metric allowed for a quantized variant vs the adapter"
+    )
 
-    @field_validator("tolerance")
+    @field_validator("tolerance", "quantized_tolerance")
     @classmethod
-    def _tolerance(cls, v: float) -> float:
+    def _tolerance(cls, v: float, info) -> float:
         if not 0 <= v <= 1:
-            raise _rule("EXPORT-001", f"export.tolerance={v} is outside [0, 1]")
+            raise _rule("EXPORT-005", f"export.{info.field_name}={v} is outside [0, 1]")
         return v
 
 
@@ -753,6 +760,8 @@ def pipeline_parameters(cfg: Config) -> dict[str, Any]:
         "registry": json.dumps(registry_spec(cfg), sort_keys=True),
         "model_name": cfg.registry.model_name or cfg.name,
         "export_tolerance": cfg.export.tolerance,
+        "export_quantize": ",".join(cfg.export.quantize),
+        "export_quantized_tolerance": cfg.export.quantized_tolerance,
         "trust_remote_code": json.dumps(cfg.model.trust_remote_code, sort_keys=True),
         "accelerator_type": cfg.vertex.accelerator_type,
         "accelerator_count": cfg.vertex.accelerator_count,

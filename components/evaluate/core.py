@@ -118,8 +118,8 @@ def evaluate(
     if max_examples >= 0:
         rows = rows[:max_examples]
     model, tokenizer = load_for_inference(model_source)
-    if torch.cuda.is_available():
-        model.to("cuda")
+    if torch.cuda.is_available() and not getattr(model, "is_quantized", False):
+        model.to("cuda")  # a bitsandbytes model is placed on the GPU when loaded and cannot be moved
     prompts = [prompt_token_ids(tokenizer, system_prompt, r["prompt"], r["history"]) for r in rows]
     targets = [r["completion"] for r in rows]
     runs: dict[str, tuple[list[str], Scored]] = {}

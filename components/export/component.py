@@ -25,6 +25,8 @@ def export_op(
     max_examples: int,
     gate_rules: str,
     tolerance: float,
+    quantize: str,
+    quantized_tolerance: float,
     trust_remote_code: str,
     model_name: str,
     parity_accelerator_type: str,
@@ -56,6 +58,8 @@ def export_op(
         max_examples: evaluate at most this many rows; -1 = all.
         gate_rules: JSON list of gate rules; their metrics are the ones parity is checked on.
         tolerance: largest allowed drop of a gated metric, exported vs adapter.
+        quantize: comma-separated quantized variants to write and evaluate (nf4, int8); empty = none.
+        quantized_tolerance: largest allowed drop of a gated metric, quantized variant vs adapter.
         trust_remote_code: JSON {model id: pinned commit} of bases allowed to run their own code.
         model_name: registered model name (the card's title).
         parity_accelerator_type: accelerator the step runs on (Vertex), recorded with the parity evaluation.
@@ -64,7 +68,8 @@ def export_op(
             named accelerator_type would collide with the compiler's own resource placeholder input).
         parity_accelerator_count: accelerators of the step, recorded likewise.
         config_hash: sha256 of the validated config.
-        exported: safetensors weights, tokenizer, generation config, MODEL_CARD.md and lineage.json.
+        exported: safetensors weights, tokenizer, generation config, MODEL_CARD.md, lineage.json, and
+            quantized/<kind>/ per variant.
         metrics: the exported model's metrics.
         predictions: the exported model's answers and per-example scores.
         card: the model card.
@@ -78,7 +83,8 @@ def export_op(
         task_parts=(task_type, output_schema, labels), system_prompt=system_prompt,
         eval_options={"decoding": decoding, "max_new_tokens": max_new_tokens, "batch_size": batch_size,
                       "max_examples": max_examples},
-        rules=json.loads(gate_rules), tolerance=tolerance, trust_remote_code=json.loads(trust_remote_code),
+        rules=json.loads(gate_rules), tolerance=tolerance, quantize=[q for q in quantize.split(",") if q],
+        quantized_tolerance=quantized_tolerance, trust_remote_code=json.loads(trust_remote_code),
         model_name=model_name, hardware=f"{parity_accelerator_count} x {parity_accelerator_type}", config_hash=config_hash,
         exported=exported, metrics=metrics,
         predictions=predictions, card=card,

@@ -10,16 +10,16 @@
 3. Parity: the exported folder is evaluated by the same code as the candidate (same rows, template,
    decoding, scorer) and the step fails when a gated metric drops by more than ``tolerance`` against the
    adapter's evaluation. A merged model is never registered unevaluated.
-
-Quantized variants (8-/4-bit) are not exported: the maintained route on this stack, bitsandbytes, writes
-checkpoints only transformers+bitsandbytes can load (not the vLLM serving image), and GPTQ/AWQ
-quantizers need calibration on a CUDA device. The README says which formats exist.
+4. Quantized variants (``export.quantize``: ``nf4``, ``int8``) are written with bitsandbytes under
+   ``quantized/<kind>/`` (transformers' own serialization of bitsandbytes weights, which vLLM reads as a
+   pre-quantized checkpoint: docs.vllm.ai "BitsAndBytes", 8-bit since vllm-project/vllm#7445) and each is
+   evaluated and parity-checked the same way, against ``export.quantized_tolerance``.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,18 @@ class ExportError(RuntimeError):
     """The model cannot be exported safely, or the exported model does not answer like the candidate."""
 
 
+QUANTIZED = "quantized"  # subfolder of the export holding quantized variants, one folder per kind
+QUANT_KINDS = ("nf4", "int8")
+
+
+@dataclass
+class Variant:
+    kind: str  # nf4 | int8
+    metrics: dict[str, float]
+    parity: list[dict[str, Any]]
+    changed_answers: int
+
+
 @dataclass
 class ExportResult:
     kind: str  # what was exported: merged (LoRA folded in) or full
@@ -41,6 +53,7 @@ class ExportResult:
     parity: list[dict[str, Any]]  # one row per gated metric: adapter, exported, drop, within tolerance
     changed_answers: int  # eval rows whose answer differs between adapter and exported model
     settings: dict[str, Any] = field(default_factory=dict)
+    variants: list[Variant] = field(default_factory=list)  # quantized variants, each evaluated
 
 
 def refuse_pickle(folder: str | Path) -> None:
@@ -109,6 +122,37 @@ def merge(model_dir: str | Path, out_dir: str | Path, allow_remote_code: dict[st
     return kind
 
 
+def quantize(merged_dir: str | Path, out_dir: str | Path, kind: str) -> None:
+    """Write a bitsandbytes-quantized copy of the merged model folder (weights, tokenizer, model info)."""
+    import importlib.util
+
+    if kind not in QUANT_KINDS:
+        raise ExportError(f"[EXPORT-004] export.quantize: {kind!r} is not one of {', '.join(QUANT_KINDS)}")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ExportError(
+            f"[EXPORT-004] export.quantize: {kind} needs bitsandbytes. Fix: pip install 'slmforge[gpu]' "
+            "(the trainer image has it), or drop the variant"
+        )
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+    config = (
+        BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                           bnb_4bit_compute_dtype=torch.bfloat16 if torch.cuda.is_available() else torch.float32)
+        if kind == "nf4"
+        else BitsAndBytesConfig(load_in_8bit=True)
+    )  # fmt: skip
+    model = AutoModelForCausalLM.from_pretrained(
+        str(merged_dir), quantization_config=config, use_safetensors=True
+    )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    AutoTokenizer.from_pretrained(str(merged_dir)).save_pretrained(out)
+    info = read_model_info(merged_dir)
+    write_model_info(out, **{**info, "quantized": kind})
+
+
 def gated_metrics(rules: list[dict], task_metrics: dict[str, float], headline: tuple[str, ...]) -> list[str]:
     """The metrics parity is checked on: those the gate rules name, else the task's headline metrics."""
     named = [r["metric"] for r in rules if r.get("metric") in task_metrics]
@@ -131,10 +175,12 @@ def check_parity(
     return rows
 
 
-def parity_markdown(rows: list[dict[str, Any]], tolerance: float, changed: int, examples: int) -> str:
+def parity_markdown(
+    rows: list[dict[str, Any]], tolerance: float, changed: int, examples: int, what: str = "Exported model"
+) -> str:
     lines = [
         (
-            f"Exported model vs the adapter's evaluation (tolerance {tolerance:g}; {changed} of {examples} answers "
+            f"{what} vs the adapter's evaluation (tolerance {tolerance:g}; {changed} of {examples} answers "
             "differ):"
         ),
         "",
@@ -176,38 +222,58 @@ def export(
     batch_size: int = 64,
     max_examples: int = -1,
     allow_remote_code: dict[str, str] | None = None,
+    quantize_kinds: list[str] = (),
+    quantized_tolerance: float = 0.05,
 ) -> ExportResult:
-    """Merge, evaluate the exported folder like the adapter was, and fail on a metric drop."""
+    """Merge, evaluate the exported folder like the adapter was, and fail on a metric drop; the same for
+    each quantized variant in ``quantize_kinds`` (against ``quantized_tolerance``)."""
+    import tempfile
+
     from components.common.task import METRICS
     from components.evaluate.core import evaluate
 
     kind = merge(model_dir, out_dir, allow_remote_code)
-    result = evaluate(
-        str(out_dir), eval_path, system_prompt, task, predictions_path, max_new_tokens=max_new_tokens,
-        batch_size=batch_size, max_examples=max_examples, decoding=decoding,
-    )  # fmt: skip
-    # Same rows, task, template and decoding as the adapter's evaluation, or the comparison means nothing.
-    differing = {
-        k: (adapter_settings.get(k), v) for k, v in result.settings.items() if adapter_settings.get(k) != v
-    }
-    if differing:
-        raise ExportError(
-            f"the exported model was evaluated with other settings than the adapter: {differing}"
-        )
     checked = gated_metrics(rules, adapter_metrics, METRICS[task.type])
-    parity = check_parity(adapter_metrics, result.metrics, checked, tolerance)
-    changed = changed_answers(adapter_predictions, predictions_path)
-    failed = [r for r in parity if not r["ok"]]
-    if failed:
-        detail = "; ".join(f"{r['metric']} {r['adapter']:.4f} -> {r['exported']:.4f}" for r in failed)
-        raise ExportError(
-            f"[EXPORT-003] the exported model scores below the adapter beyond tolerance {tolerance:g}: {detail} "
-            f"({changed} of {result.examples} answers changed). Fix: check the merge (dtype, adapter config) "
-            "before registering; raise export.tolerance only if the drop is understood"
-        )
+    options = dict(max_new_tokens=max_new_tokens, batch_size=batch_size, max_examples=max_examples,
+                   decoding=decoding)  # fmt: skip
+
+    def evaluate_against_adapter(folder: Path, predictions: Path, limit: float, what: str):
+        result = evaluate(str(folder), eval_path, system_prompt, task, predictions, **options)
+        # Same rows, task, template and decoding as the adapter's evaluation, or the comparison means nothing.
+        differing = {
+            k: (adapter_settings.get(k), v)
+            for k, v in result.settings.items()
+            if adapter_settings.get(k) != v
+        }
+        if differing:
+            raise ExportError(f"the {what} was evaluated with other settings than the adapter: {differing}")
+        parity = check_parity(adapter_metrics, result.metrics, checked, limit)
+        changed = changed_answers(adapter_predictions, predictions)
+        failed = [r for r in parity if not r["ok"]]
+        if failed:
+            detail = "; ".join(f"{r['metric']} {r['adapter']:.4f} -> {r['exported']:.4f}" for r in failed)
+            raise ExportError(
+                f"[EXPORT-003] the {what} scores below the adapter beyond tolerance {limit:g}: {detail} "
+                f"({changed} of {result.examples} answers changed). Fix: check the export (dtype, adapter "
+                "config, quantization) before registering; raise the tolerance only if the drop is understood"
+            )
+        return result, parity, changed
+
+    result, parity, changed = evaluate_against_adapter(
+        Path(out_dir), Path(predictions_path), tolerance, "exported model"
+    )
+    variants = []
+    for q in quantize_kinds:
+        folder = Path(out_dir) / QUANTIZED / q
+        quantize(out_dir, folder, q)
+        with tempfile.TemporaryDirectory() as tmp:
+            q_result, q_parity, q_changed = evaluate_against_adapter(
+                folder, Path(tmp) / "predictions.parquet", quantized_tolerance, f"{q} variant"
+            )
+        variants.append(Variant(q, q_result.metrics, q_parity, q_changed))
     files = sorted(p.relative_to(out_dir).as_posix() for p in Path(out_dir).rglob("*") if p.is_file())
     return ExportResult(kind, read_model_info(out_dir)["base_model"], files, result.metrics, parity, changed,
-                        result.settings)  # fmt: skip
+                        result.settings, variants)  # fmt: skip
 
 
 def _ref(artifact) -> dict[str, Any]:
@@ -229,6 +295,8 @@ def export_to_outputs(
     rules: list[dict],
     tolerance: float,
     trust_remote_code: dict[str, str],
+    quantize: list[str] = (),
+    quantized_tolerance: float = 0.05,
     model_name: str,
     config_hash: str,
     exported,
@@ -252,7 +320,8 @@ def export_to_outputs(
         task=TaskSpec.from_parts(*task_parts), adapter_metrics=adapter_metrics,
         adapter_predictions=candidate_predictions.path, adapter_settings=candidate_predictions.metadata["settings"],
         predictions_path=predictions.path, rules=rules, tolerance=tolerance,
-        allow_remote_code=trust_remote_code, **eval_options,
+        allow_remote_code=trust_remote_code, quantize_kinds=list(quantize),
+        quantized_tolerance=quantized_tolerance, **eval_options,
     )  # fmt: skip
     weights = weights_hash(exported.path)
     record(
@@ -272,7 +341,10 @@ def export_to_outputs(
         name=model_name, task_type=task_parts[0], base_model=result.base_model,
         model_info=read_model_info(exported.path), manifest=manifest,
         gate_report=Path(gate_report.path).read_text(encoding="utf-8"),
-        parity=parity_markdown(result.parity, tolerance, result.changed_answers, int(result.metrics["examples"])),
+        parity=parity_markdown(result.parity, tolerance, result.changed_answers, int(result.metrics["examples"]))
+        + "".join("\n" + parity_markdown(v.parity, quantized_tolerance, v.changed_answers,
+                                          int(v.metrics["examples"]), f"Variant `{QUANTIZED}/{v.kind}/` (bitsandbytes)")
+                  for v in result.variants),
         lineage=lineage, config_hash=config_hash,
     )  # fmt: skip
     Path(exported.path, CARD).write_text(text, encoding="utf-8")
@@ -286,5 +358,6 @@ def export_to_outputs(
     )
     exported.metadata.update({"weights_sha256": weights, "lineage": lineage, "base_model": result.base_model,
                               "kind": result.kind, "changed_answers": result.changed_answers,
-                              "parity": result.parity, "parity_evaluated_on": hardware})  # fmt: skip
+                              "parity": result.parity, "parity_evaluated_on": hardware,
+                              "variants": [asdict(v) for v in result.variants]})  # fmt: skip
     return result

@@ -252,12 +252,14 @@ def test_train_then_evaluate_candidate_and_base(split_outputs, tmp_path, params)
         model=model, eval_data=held, train_data=train, split_card=split_card, candidate_metrics=outs["candidate"][0],
         candidate_predictions=outs["candidate"][1], gate_report=report, system_prompt=params["system_prompt"],
         task_type="structured", output_schema=params["output_schema"], labels="[]", max_examples=24, **gen,
-        gate_rules=rules, tolerance=0.0, trust_remote_code="{}", model_name="components-test", config_hash=SHA,
+        gate_rules=rules, tolerance=0.0, quantize="int8", quantized_tolerance=1.0, trust_remote_code="{}", model_name="components-test", config_hash=SHA,
         parity_accelerator_type="NVIDIA_L4", parity_accelerator_count=1,
         exported=exported, metrics=ex_metrics, predictions=ex_pred, card=card,
     )  # fmt: skip
     assert ex_metrics.metadata["exact_match"] == outs["candidate"][0].metadata["exact_match"]
     assert exported.metadata["changed_answers"] == 0 and exported.metadata["kind"] == "full"
+    assert [v["kind"] for v in exported.metadata["variants"]] == ["int8"]
+    assert (Path(exported.path) / "quantized" / "int8" / "model.safetensors").is_file()
     assert {p.name for p in Path(exported.path).iterdir()} >= {"model.safetensors", "MODEL_CARD.md", "lineage.json",
                                                                "tokenizer.json", "generation_config.json"}  # fmt: skip
     assert not [p for p in Path(exported.path).iterdir() if p.suffix == ".bin"]
@@ -268,7 +270,7 @@ def test_train_then_evaluate_candidate_and_base(split_outputs, tmp_path, params)
     )
     text = Path(card.path).read_text()
     for heading in ("## Model", "## Data", "## Evaluation and gate", "## Export parity", "## Intended use and limits",
-                    "## Lineage", "Metrics vs baselines"):  # fmt: skip
+                    "## Lineage", "Metrics vs baselines", "Variant `quantized/int8/`"):  # fmt: skip
         assert heading in text, heading
 
 

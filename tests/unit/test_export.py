@@ -174,3 +174,53 @@ def test_the_vertex_registry_needs_a_project_and_a_staging_location():
     spec = registry_spec(parse_config(raw, TRAVEL))
     assert spec["backend"] == "vertex" and spec["project"] == "my-proj"
     assert spec["staging_bucket"] == "gs://bucket/root/models" and "vllm" in spec["serving_image"]
+
+
+def test_quantized_variants_are_written_and_evaluated_like_the_merged_model(adapter, tmp_path, travel_schema):
+    task = TaskSpec("structured", travel_schema)
+    kw = dict(max_new_tokens=48, batch_size=20, decoding="free", max_examples=20)
+    before = evaluate(
+        str(adapter / "adapter"), adapter / "eval.parquet", SYSTEM, task, tmp_path / "a.parquet", **kw
+    )
+    result = export(
+        adapter / "adapter", tmp_path / "exported", eval_path=adapter / "eval.parquet", system_prompt=SYSTEM,
+        task=task, adapter_metrics=before.metrics, adapter_predictions=tmp_path / "a.parquet",
+        adapter_settings=before.settings, predictions_path=tmp_path / "e.parquet", rules=[], tolerance=0.0,
+        quantize_kinds=["nf4", "int8"], quantized_tolerance=1.0, **kw,
+    )  # fmt: skip
+    assert [v.kind for v in result.variants] == ["nf4", "int8"]
+    for v in result.variants:
+        folder = tmp_path / "exported" / "quantized" / v.kind
+        config = json.loads((folder / "config.json").read_text())
+        method = config["quantization_config"]
+        assert method["quant_method"] == "bitsandbytes"
+        assert method["load_in_4bit"] if v.kind == "nf4" else method["load_in_8bit"]
+        assert read_model_info(folder)["quantized"] == v.kind and (folder / "tokenizer.json").is_file()
+        assert v.metrics["examples"] == 20 and [r["metric"] for r in v.parity] == [
+            r["metric"] for r in result.parity
+        ]
+    assert "quantized/nf4/model.safetensors" in result.files
+
+
+def test_an_unknown_quantization_is_refused(tmp_path):
+    from components.export.core import quantize
+
+    with pytest.raises(ExportError, match=r"EXPORT-004.*'gptq'"):
+        quantize(tmp_path, tmp_path / "q", "gptq")
+
+
+def test_export_settings_are_checked():
+    from components.common.config import ConfigError, parse_config
+
+    raw = _travel_raw()
+    raw["export"] = {"quantized_tolerance": 1.5}
+    with pytest.raises(ConfigError, match=r"EXPORT-005.*export.quantized_tolerance=1.5"):
+        parse_config(raw, TRAVEL)
+    raw["export"] = {"quantize": ["nf4", "awq"]}
+    with pytest.raises(ConfigError, match=r"export.quantize.1"):
+        parse_config(raw, TRAVEL)
+    raw["export"] = {"quantize": ["nf4"], "tolerance": 0.02}
+    from components.common.config import pipeline_parameters
+
+    params = pipeline_parameters(parse_config(raw, TRAVEL))
+    assert (params["export_quantize"], params["export_tolerance"]) == ("nf4", 0.02)
