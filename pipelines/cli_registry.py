@@ -121,7 +121,7 @@ def lineage_cmd(
     ]
     for record in audit:
         console.print(
-            f"{record['time']} {record['action']} {record['alias']}: {record['from']} -> {record['to']} "
+            f"{record['time']} {record['action']} {record['alias']}: {record['from'] or 'none'} -> {record['to']} "
             f"by {record['actor']}",
             highlight=False,
         )

@@ -330,7 +330,8 @@ def export_to_outputs(
     )  # fmt: skip
     manifest = json.loads((Path(split_card.path) / "manifest.json").read_text(encoding="utf-8"))
     lineage = {
-        "data": {"sha256": manifest.get("sha256", {}).get("dataset", ""), "uri": ", ".join(
+        # the source files as read (one hash per locator), not the cleaned table split received
+        "data": {"sha256": ", ".join(s["sha256"] for s in manifest.get("sources", [])), "uri": ", ".join(
             s["locator"] or s["source"] for s in manifest.get("sources", []))},
         "split_train": _ref(train_data), "split_eval": _ref(eval_data), "adapter": _ref(model),
         "merged": {"sha256": weights, "uri": getattr(exported, "uri", "")},

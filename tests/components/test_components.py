@@ -266,7 +266,7 @@ def test_train_then_evaluate_candidate_and_base(split_outputs, tmp_path, params)
     lineage = exported.metadata["lineage"]
     assert lineage["adapter"]["sha256"] == model.metadata["sha256"]
     assert (
-        lineage["split_train"]["sha256"] == train.metadata["sha256"] and lineage["data"]["sha256"] == "c" * 64
+        lineage["split_train"]["sha256"] == train.metadata["sha256"] and lineage["data"]["sha256"] == "f" * 64
     )
     text = Path(card.path).read_text()
     for heading in ("## Model", "## Data", "## Evaluation and gate", "## Export parity", "## Intended use and limits",
