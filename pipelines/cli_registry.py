@@ -15,6 +15,9 @@ CONFIG = typer.Option(None, "--config", help="config YAML whose registry section
 TRACKING = typer.Option(
     None, "--tracking-uri", help="MLflow tracking URI (default: the config's, else embedded)"
 )
+REQUIRE_GREEN = typer.Option(
+    True, "--require-green/--no-require-green", help="refuse a version whose recorded gate did not pass"
+)
 EVENTS = typer.Option(
     None, "--events", help="events stream (JSONL) to append to; default $SLMFORGE_HOME/events/registry.jsonl"
 )
@@ -62,9 +65,7 @@ def promote_cmd(
     version: str = typer.Option("", "--version", help="the version to promote"),
     run: str = typer.Option("", "--run", help="or: the pipeline run whose registered version to promote"),
     alias: str = typer.Option("champion", "--alias", help="alias to move"),
-    require_green: bool = typer.Option(
-        True, "--require-green/--no-require-green", help="refuse a version whose recorded gate did not pass"
-    ),
+    require_green: bool = REQUIRE_GREEN,
     config: Path = CONFIG,
     tracking_uri: str = TRACKING,
     events: Path = EVENTS,
@@ -80,9 +81,7 @@ def rollback_cmd(
     model: str = typer.Option(..., "--model", help="registered model name"),
     to: str = typer.Option(..., "--to", help="the version the alias goes back to"),
     alias: str = typer.Option("champion", "--alias", help="alias to move"),
-    require_green: bool = typer.Option(
-        True, "--require-green/--no-require-green", help="refuse a version whose recorded gate did not pass"
-    ),
+    require_green: bool = REQUIRE_GREEN,
     config: Path = CONFIG,
     tracking_uri: str = TRACKING,
     events: Path = EVENTS,

@@ -272,8 +272,6 @@ class ModelConfig(_Section):
     @field_validator("trust_remote_code")
     @classmethod
     def _pinned(cls, v: dict[str, str]) -> dict[str, str]:
-        import re
-
         for model_id, rev in v.items():
             if not re.fullmatch(r"[0-9a-f]{40}", rev):
                 raise _rule(
