@@ -2,8 +2,10 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# CPU wheel first, so no dependency drags in a CUDA build; the trainer image installs CUDA torch instead.
-TORCH_SPEC ?= torch==2.13.0
+# The one lock (requirements.lock, hashes included) for dev, CI and both images; torch stays outside it
+# (CPU wheel here and in images/cpu, CUDA wheel in images/trainer) at the version images/torch.txt pins.
+LOCK := requirements.lock
+TORCH_VERSION := $(shell sed -n 's/^torch==//p' images/torch.txt)
 # 1 intra-op thread: on 2 shared cores, 2 threads ran a tiny model 14-20x slower under load.
 export OMP_NUM_THREADS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
@@ -14,13 +16,22 @@ export TOKENIZERS_PARALLELISM ?= false
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
-$(BIN)/slmforge: pyproject.toml
+# A new venv whenever the lock changes, so it holds exactly the locked versions and nothing left over.
+# torch first, without dependencies (its CPU wheel; the lock carries what it needs), then the lock with
+# --require-hashes --no-deps (pip names a package whose file does not match its hash), then slmforge itself;
+# `pip check` names any requirement the lock leaves unmet (a pin removed or edited by hand).
+$(BIN)/slmforge: pyproject.toml $(LOCK) images/torch.txt
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check $(TORCH_SPEC)
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps torch==$(TORCH_VERSION)
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps --require-hashes -r $(LOCK) \
+	  || { echo "make setup: $(LOCK) could not be installed as locked (pip names the package above). If it was edited by hand, restore it (git checkout $(LOCK)) or re-resolve it with make lock."; exit 1; }
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
+	$(BIN)/pip check \
+	  || { echo "make setup: $(LOCK) does not satisfy the requirements above (a pin missing or changed by hand?). Restore it (git checkout $(LOCK)) or re-resolve it with make lock."; exit 1; }
 	@touch $@
 
-setup: $(BIN)/slmforge ## create .venv with CPU torch and slmforge[dev] (once; again when pyproject changes)
+setup: $(BIN)/slmforge ## create .venv with CPU torch and exactly the locked versions (again when the lock changes)
 
 demo: setup ## run the travel demo end to end, offline, on the tiny model
 	$(BIN)/slmforge demo
@@ -58,7 +69,7 @@ IMAGE_TAG ?= $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' components/version.
 GIT_SHA ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 DOCKER ?= docker
 DOCKER_BUILD_FLAGS ?=
-.PHONY: tools lint-infra constraints images
+.PHONY: tools lint-infra lock lock-check images
 
 $(TOOLS)/%/.installed: tests/infra/requirements-%.txt
 	rm -rf $(TOOLS)/$*
@@ -75,8 +86,32 @@ lint-infra: tools ## hadolint images/, zizmor and the workflow schema on .github
 	$(TOOLS)/lint/bin/check-jsonschema --builtin-schema vendor.dependabot .github/dependabot.yml
 	$(TOOLS)/checkov/bin/checkov --quiet --compact --skip-download --framework terraform -d infra
 
-constraints: setup ## rewrite images/constraints.txt (the images' pins) from .venv's runtime dependencies
-	$(BIN)/python images/constraints.py > images/constraints.txt
+# requirements.lock is written by uv (`uv pip compile`): it resolves in seconds, writes pip's own
+# requirements format with every file's sha256, and keeps the pins already in the lock unless pyproject
+# asks otherwise (UPGRADE=1 takes the newest versions pyproject allows). The resolution is for the images'
+# and CI's platform, Linux x86_64 with Python 3.11; the trainer image (Python 3.12) runs `pip check` on it.
+# The CPU torch wheel is found in pip's find-links folder where the machine has one (these machines),
+# else on PyPI's CPU index for torch; either way torch itself is left out of the lock.
+TORCH_WHEELS ?= $(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null)
+UV_COMPILE = pyproject.toml --extra dev --extra gpu --generate-hashes --python-version 3.11 \
+  --python-platform x86_64-manylinux_2_28 -c images/torch.txt --no-emit-package torch \
+  --custom-compile-command "make lock" --quiet \
+  $(if $(TORCH_WHEELS),--find-links $(TORCH_WHEELS),--index https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match)
+
+lock: $(TOOLS)/uv/.installed ## re-resolve requirements.lock from pyproject.toml (UPGRADE=1: newest allowed versions)
+	$(TOOLS)/uv/bin/uv pip compile $(UV_COMPILE) $(if $(UPGRADE),--upgrade) -o $(LOCK)
+
+# Resolves pyproject again, starting from the lock's pins, and compares name==version lines: a pin that
+# is missing, extra or no longer allowed by pyproject shows up by name. Needs the package index.
+lock-check: $(TOOLS)/uv/.installed ## fail when requirements.lock and pyproject.toml disagree (CI runs it)
+	@mkdir -p build && cp $(LOCK) build/lock-check.txt
+	@$(TOOLS)/uv/bin/uv pip compile $(UV_COMPILE) -o build/lock-check.txt
+	@grep -E '^[A-Za-z0-9]' $(LOCK) | sed 's/ .*//' > build/lock-pins.txt
+	@grep -E '^[A-Za-z0-9]' build/lock-check.txt | sed 's/ .*//' > build/lock-resolved.txt
+	@diff build/lock-pins.txt build/lock-resolved.txt > build/lock-diff.txt \
+	  && echo "lock-check: $(LOCK) agrees with pyproject.toml ($$(wc -l < build/lock-pins.txt) pins)" \
+	  || { echo "lock-check: $(LOCK) disagrees with pyproject.toml ('<' in the lock, '>' what pyproject resolves to):"; \
+	       cat build/lock-diff.txt; echo "Fix: make lock, then commit $(LOCK)"; exit 1; }
 
 # Exits 2, saying why, when no Docker engine answers: a build target that built nothing has not succeeded.
 images: ## docker-build slmforge/cpu and slmforge/trainer:VERSION (override IMAGE_REPO, IMAGE_TAG)

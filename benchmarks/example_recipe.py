@@ -4,7 +4,7 @@ Runs the pipeline's own stages in one process on a fresh ``tiny://<example>`` mo
 SLMFORGE_HOME, not timed): ingest, clean and split with the config's settings (``pipelines.cli_data.
 prepare_splits``), full fine-tuning with the config's train section (``--steps``/``--batch-size``/``--lr``
 override it), then the evaluation stage's own generation and task scorer (``components.evaluate.core.
-evaluate``: free decoding, the config's max_new_tokens) on the held-out groups. Prints the task metrics and
+evaluate``: the config's decoding and max_new_tokens) on the held-out groups. Prints the task metrics and
 wall times. Measures; asserts nothing.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/example_recipe.py support [--split-seed N] [--steps N]
@@ -30,6 +30,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, help="override train.batch_size")
     parser.add_argument("--lr", type=float, help="override train.learning_rate")
     parser.add_argument("--split-seed", type=int, help="override data.split.seed")
+    parser.add_argument("--seed", type=int, help="override train.seed (data order, dropout)")
     a = parser.parse_args()
 
     from runinfo import code_version, machine
@@ -51,7 +52,7 @@ def main() -> None:
         opts = TrainOptions(method=cfg.model.method, max_steps=a.steps or t.max_steps,
                             batch_size=a.batch_size or t.batch_size, learning_rate=a.lr or t.learning_rate,
                             lr_scheduler=t.lr_scheduler, warmup_ratio=t.warmup_ratio, max_length=t.max_length,
-                            seed=t.seed)  # fmt: skip
+                            seed=t.seed if a.seed is None else a.seed)  # fmt: skip
         start = time.perf_counter()
         if cfg.model.base.startswith("tiny://"):
             ensure_tiny_model(cfg.model.base)
@@ -62,14 +63,14 @@ def main() -> None:
         task = TaskSpec(cfg.task.type, cfg.task.output_schema, list(cfg.task.labels))
         scored = evaluate(str(Path(tmp) / "model"), eval_path, cfg.task.system_prompt, task,
                           Path(tmp) / "predictions.parquet", max_new_tokens=cfg.eval.max_new_tokens,
-                          batch_size=cfg.eval.batch_size)  # fmt: skip
+                          batch_size=cfg.eval.batch_size, decoding=cfg.eval.decoding)  # fmt: skip
         done = time.perf_counter()
 
     print(f"# {a.example}: {machine()}; {code_version()}")
     print(f"recipe: {opts.max_steps} steps x batch {opts.batch_size}, lr {opts.learning_rate:g}, "
-          f"split seed {cfg.data.split.seed}; final loss {result.final_loss:.4f}")  # fmt: skip
+          f"split seed {cfg.data.split.seed}, train seed {opts.seed}, decoding {cfg.eval.decoding}; final loss {result.final_loss:.4f}")  # fmt: skip
     print(f"held-out rows: {scored.examples}")
-    for name in sorted(k for k in scored.metrics if "/" not in k and k != "examples"):
+    for name in sorted(k for k in scored.metrics if k.count("/") <= 1 and "field_match/" not in k):
         print(f"  {name:22s} {scored.metrics[name]:.3f}")
     print(f"wall s: data {prepared - start:.0f}, train {trained - prepared:.0f}, evaluate {done - trained:.0f}, "
           f"total {done - start:.0f}")  # fmt: skip
