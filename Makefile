@@ -4,17 +4,17 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # The one lock (requirements.lock, hashes included) for dev, CI and both images; torch stays outside it
 # (CPU wheel here and in images/cpu, CUDA wheel in images/trainer) at the version images/torch.txt pins.
-LOCK := requirements.lock
+LOCK ?= requirements.lock
 TORCH_VERSION := $(shell sed -n 's/^torch==//p' images/torch.txt)
 # 1 intra-op thread: on 2 shared cores, 2 threads ran a tiny model 14-20x slower under load.
 export OMP_NUM_THREADS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo test lint format compile bench clean
+.PHONY: help setup demo demo-record test test-slow drift lint format compile bench clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 # A new venv whenever the lock changes, so it holds exactly the locked versions and nothing left over.
 # torch first, without dependencies (its CPU wheel; the lock carries what it needs), then the lock with
@@ -24,8 +24,12 @@ $(BIN)/slmforge: pyproject.toml $(LOCK) images/torch.txt
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps torch==$(TORCH_VERSION)
-	$(BIN)/pip install -q --disable-pip-version-check --no-deps --require-hashes -r $(LOCK) \
-	  || { echo "make setup: $(LOCK) could not be installed as locked (pip names the package above). If it was edited by hand, restore it (git checkout $(LOCK)) or re-resolve it with make lock."; exit 1; }
+	@mkdir -p build
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps --require-hashes -r $(LOCK) 2> build/setup-pip.err \
+	  || { grep -v '^WARNING: Location' build/setup-pip.err; \
+	       echo "make setup: $(LOCK) could not be installed as locked; pip refused:"; \
+	       grep -E '^ +[A-Za-z0-9._-]+==[^ ]+ from |^ERROR' build/setup-pip.err | sed 's/ from .*//; s/^ */  /'; \
+	       echo "If the lock was edited by hand, restore it (git checkout $(LOCK)) or re-resolve it with make lock."; exit 1; }
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
 	$(BIN)/pip check \
 	  || { echo "make setup: $(LOCK) does not satisfy the requirements above (a pin missing or changed by hand?). Restore it (git checkout $(LOCK)) or re-resolve it with make lock."; exit 1; }
@@ -33,11 +37,33 @@ $(BIN)/slmforge: pyproject.toml $(LOCK) images/torch.txt
 
 setup: $(BIN)/slmforge ## create .venv with CPU torch and exactly the locked versions (again when the lock changes)
 
-demo: setup ## run the travel demo end to end, offline, on the tiny model
+demo: setup ## run the travel demo end to end, offline, on the tiny model (writes the run's summary.json)
 	$(BIN)/slmforge demo
 
-test: setup tools ## run the whole test suite (unit, components, compile, kfp.local pipeline runs)
-	$(BIN)/python -m pytest
+demo-record: demo ## run the demo, then record its summary (benchmarks/demo-summary.json) and the README block
+	$(BIN)/python benchmarks/demo_summary.py --record
+
+test: setup tools ## the test suite (unit, components, compile, infra, kfp.local runs on shortened recipes)
+	$(BIN)/python -m pytest -m "not slow"
+
+test-slow: setup tools ## the full-recipe quality runs (minutes each): the shipped examples' configs unchanged
+	$(BIN)/python -m pytest -m slow
+
+# The newest versions pyproject.toml allows, not the lock: an upstream release that breaks the demo shows
+# up here (and in the scheduled drift workflow) with the versions named, while users stay on the lock.
+DRIFT_VENV ?= .venv-drift
+drift: ## build .venv-drift from pyproject's ranges at their newest versions, run the demo, fail if its gate fails
+	rm -rf $(DRIFT_VENV) build/drift
+	$(PYTHON) -m venv $(DRIFT_VENV)
+	$(DRIFT_VENV)/bin/pip install -q --disable-pip-version-check torch==$(TORCH_VERSION)
+	$(DRIFT_VENV)/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+	@mkdir -p build/drift && $(DRIFT_VENV)/bin/pip freeze --exclude-editable > build/drift/freeze.txt
+	@grep -E '^[A-Za-z0-9]' $(LOCK) | sed 's/ .*//' | tr A-Z_ a-z- | sort > build/drift/locked.txt
+	@grep -v '^torch==' build/drift/freeze.txt | tr A-Z_ a-z- | sort > build/drift/newest.txt
+	@echo "drift: versions that differ from $(LOCK) (newest allowed by pyproject.toml):"
+	@comm -13 build/drift/locked.txt build/drift/newest.txt | sed 's/^/  /'
+	SLMFORGE_HOME=build/drift/home $(DRIFT_VENV)/bin/slmforge demo
+	SLMFORGE_HOME=build/drift/home $(DRIFT_VENV)/bin/python benchmarks/demo_summary.py --require-pass
 
 lint: setup lint-infra ## ruff lint and format check (and lint-infra)
 	$(BIN)/ruff check .

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -31,6 +32,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, help="override train.learning_rate")
     parser.add_argument("--split-seed", type=int, help="override data.split.seed")
     parser.add_argument("--seed", type=int, help="override train.seed (data order, dropout)")
+    parser.add_argument("--keep", type=Path, help="copy the predictions (parquet) here, to read the errors")
     a = parser.parse_args()
 
     from runinfo import code_version, machine
@@ -64,6 +66,8 @@ def main() -> None:
         scored = evaluate(str(Path(tmp) / "model"), eval_path, cfg.task.system_prompt, task,
                           Path(tmp) / "predictions.parquet", max_new_tokens=cfg.eval.max_new_tokens,
                           batch_size=cfg.eval.batch_size, decoding=cfg.eval.decoding)  # fmt: skip
+        if a.keep:
+            shutil.copyfile(Path(tmp) / "predictions.parquet", a.keep)
         done = time.perf_counter()
 
     print(f"# {a.example}: {machine()}; {code_version()}")

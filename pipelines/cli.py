@@ -29,11 +29,17 @@ console = Console()
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "examples" / "travel" / "config.yaml"
 
 
-def _load(config: Path):
+# One option for every command that reads a config: `--set train.max_steps=300` (repeatable).
+SET_OPTION = typer.Option(
+    None, "--set", help="override a config field, SECTION.FIELD=VALUE (YAML value); repeatable"
+)
+
+
+def _load(config: Path, overrides: list[str] | None = None):
     from components.common.config import ConfigError, load_config
 
     try:
-        return load_config(config)
+        return load_config(config, overrides or ())
     except ConfigError as e:
         console.print(f"[red]{e}[/red]", highlight=False)
         raise typer.Exit(2) from None
@@ -52,11 +58,13 @@ def _metrics_table(candidate: dict, base: dict) -> Table:
 
 
 @app.command()
-def validate(config: Path = typer.Argument(..., help="config YAML")) -> None:
+def validate(
+    config: Path = typer.Argument(..., help="config YAML"), overrides: list[str] = SET_OPTION
+) -> None:
     """Validate a config; print the pipeline parameters it flattens into."""
     from components.common.config import pipeline_parameters
 
-    params = pipeline_parameters(_load(config))
+    params = pipeline_parameters(_load(config, overrides))
     shown = {k: (v if len(str(v)) < 80 else str(v)[:77] + "...") for k, v in params.items()}
     console.print_json(json.dumps(shown))
     console.print(f"[green]{config}: valid[/green]")
@@ -69,8 +77,9 @@ def run(
     runner: str = typer.Option("subprocess", help="subprocess, or docker (images from images/)"),
     runs_root: Path = typer.Option(None, help="where local runs are written (default: $SLMFORGE_HOME/runs)"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="stream every task's log"),
+    overrides: list[str] = SET_OPTION,
 ) -> None:
-    """Run the finetune pipeline on a config."""
+    """Run the finetune pipeline on a config; write summary.json beside the run's artifacts."""
     from components.common.config import pipeline_parameters
     from components.common.home import slmforge_home
     from components.register.core import default_tracking_uri
@@ -79,7 +88,7 @@ def run(
     if not local:
         console.print("To run on Vertex AI: `python compile.py && submit CONFIG`. To run here: add --local.")
         raise typer.Exit(2)
-    cfg = _load(config)
+    cfg = _load(config, overrides)
     os.environ["SLMFORGE_HOME"] = str(slmforge_home())  # absolute, inherited by every task subprocess
     params = pipeline_parameters(cfg)
     root = runs_root or slmforge_home() / "runs"
@@ -121,12 +130,16 @@ def run(
         term.print("not registered: the gate did not pass")
     term.print(f"report: {result.run_dir / 'gate-op' / 'html_report'} (HTML: candidate vs baselines, CIs)")
     term.print(f"artifacts: {result.run_dir}   ({result.seconds:.0f} s)")
+    term.print(f"summary: {result.run_dir / 'summary.json'}")
 
 
 @app.command()
-def demo(verbose: bool = typer.Option(False, "--verbose", "-v", help="stream every task's log")) -> None:
+def demo(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="stream every task's log"),
+    overrides: list[str] = SET_OPTION,
+) -> None:
     """Run the travel demo end to end, offline, on the tiny://travel model."""
-    run(DEMO_CONFIG, local=True, runner="subprocess", runs_root=None, verbose=verbose)
+    run(DEMO_CONFIG, local=True, runner="subprocess", runs_root=None, verbose=verbose, overrides=overrides)
 
 
 @app.command(name="preflight")
@@ -233,6 +246,7 @@ def submit(
         False, "--wait", help="stream the run's state until it ends; exit 1 unless it succeeded"
     ),
     poll_s: float = typer.Option(20.0, "--poll-s", help="--wait: seconds between state reads"),
+    overrides: list[str] = SET_OPTION,
 ) -> None:
     """Submit a pipeline to Vertex AI Pipelines as a PipelineJob, in the config's Vertex AI experiment.
 
@@ -249,7 +263,7 @@ def submit(
         stream_states,
     )
 
-    cfg = _load(config)
+    cfg = _load(config, overrides)
     params = pipeline_parameters(cfg)
     if pipeline == "evaluate":
         if not model:

@@ -152,7 +152,7 @@ def run_pipeline_local(
     seconds = time.perf_counter() - start
     run_dir = next(d for d in root.iterdir() if d.is_dir())
     registered_file = run_dir / "register-op" / "registered"
-    return LocalRun(
+    run = LocalRun(
         run_dir=run_dir,
         log_path=log_path,
         seconds=seconds,
@@ -162,3 +162,37 @@ def run_pipeline_local(
         gate_reasons=str(task.outputs["gate_reasons"]),
         registered=json.loads(registered_file.read_text()) if registered_file.is_file() else None,
     )
+    summary = run_summary(run, params, pipeline=pipeline, runner=runner)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return run
+
+
+def run_summary(run: LocalRun, params: dict[str, Any], *, pipeline: str, runner: str) -> dict[str, Any]:
+    """What a run's figures are quoted from (README, benchmarks/RESULTS.md, `make drift`): the metrics, the
+    gate, the registration, and the machine, threads, versions and lock hash the run had."""
+    import platform
+
+    from components.common.provenance import git_sha, lock_sha256, package_version, stack_versions
+
+    return {
+        "config_name": params.get("config_name", ""),
+        "config_hash": params.get("config_hash", ""),
+        "pipeline": pipeline,
+        "runner": runner,
+        "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "wall_s": round(run.seconds, 1),
+        "run": run.run_dir.name,
+        "candidate": run.candidate_metrics,
+        "base": run.base_metrics,
+        "gate": {"passed": run.gate_passed, "reasons": run.gate_reasons.splitlines()},
+        "registered": (run.registered or {}).get("model_uri", ""),
+        "environment": {
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS", ""),
+            "python": platform.python_version(),
+            "slmforge": package_version(),
+            "git_sha": git_sha(),
+            "lock_sha256": lock_sha256(),
+            "versions": stack_versions(),
+        },
+    }

@@ -28,6 +28,10 @@ RULES: dict[str, tuple[str, str]] = {
     "CFG-002": ("unknown field", "remove it or fix its spelling; unknown keys are never ignored"),
     "CFG-003": ("wrong type or value", "give a value of the type shown"),
     "CFG-004": ("the config file cannot be read", "pass the path of a YAML mapping"),
+    "CFG-005": (
+        "malformed override",
+        "write SECTION.FIELD=VALUE with a YAML value, e.g. train.max_steps=300 or eval.decoding=free",
+    ),
     "TASK-001": ("structured tasks need a JSON Schema", "set task.schema to a .json file path"),
     "TASK-002": ("the JSON Schema cannot be loaded", "point task.schema at a readable JSON Schema file"),
     "EVAL-001": (
@@ -658,8 +662,37 @@ def parse_config(raw: Any, base_dir: Path | str = ".") -> Config:
         raise ConfigError(violations) from None
 
 
-def load_config(path: str | Path) -> Config:
-    """Read and validate a YAML config file."""
+def apply_overrides(raw: Any, overrides: list[str] | tuple[str, ...]) -> Any:
+    """``raw`` with each ``dotted.path=value`` override set (the value read as YAML); the result is
+    validated like any config, so an unknown field or a bad value names its rule as usual."""
+    import yaml
+
+    if not overrides:
+        return raw
+    if not isinstance(raw, dict):
+        raise ConfigError([("CFG-004", "(top)", f"expected a mapping, got {type(raw).__name__}")])
+    raw = json.loads(json.dumps(raw))
+    for item in overrides:
+        path, sep, text = item.partition("=")
+        keys = path.strip().split(".")
+        if not sep or not all(keys):
+            raise ConfigError([("CFG-005", item, "expected SECTION.FIELD=VALUE")])
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ConfigError([("CFG-005", path, f"the value {text!r} is not YAML: {e}")]) from None
+        node = raw
+        for depth, key in enumerate(keys[:-1]):
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                where = ".".join(keys[: depth + 1])
+                raise ConfigError([("CFG-005", path, f"{where} is a value, not a section")])
+        node[keys[-1]] = value
+    return raw
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read and validate a YAML config file, with ``overrides`` (``train.max_steps=300``) applied."""
     import yaml
 
     path = Path(path)
@@ -667,7 +700,7 @@ def load_config(path: str | Path) -> Config:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as e:
         raise ConfigError([("CFG-004", str(path), str(e))]) from None
-    return parse_config(raw, path.resolve().parent)
+    return parse_config(apply_overrides(raw, overrides), path.resolve().parent)
 
 
 def config_hash(cfg: Config) -> str:

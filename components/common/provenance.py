@@ -74,3 +74,26 @@ def stamp(metadata: dict[str, Any], path: str | Path, *, config_hash: str, upstr
         }
     )
     return digest
+
+
+# The packages whose versions decide a run's numbers (training, decoding, the pipeline runner).
+STACK = ("torch", "transformers", "tokenizers", "trl", "peft", "accelerate", "datasets", "xgrammar", "kfp")
+
+
+def stack_versions() -> dict[str, str]:
+    """{package: installed version} for ``STACK`` ("" where one is not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in STACK:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = ""
+    return out
+
+
+def lock_sha256() -> str:
+    """sha256 of the checkout's requirements.lock (the environment a run was meant to have), or ""."""
+    lock = repo_root() / "requirements.lock"
+    return sha256_file(lock) if lock.is_file() else ""

@@ -1,6 +1,6 @@
 """images/: both Dockerfiles lint clean with hadolint, follow the image rules (multi-stage, bases pinned by
-digest, non-root, the git SHA from a build arg, installs from images/constraints.txt), send only what they
-copy, and the constraints pin the project's whole runtime closure. The DockerRunner wiring is checked
+digest, non-root, the git SHA from a build arg, install torch at images/torch.txt's version and then
+requirements.lock exactly), and send only what they copy. The DockerRunner wiring is checked
 without an engine; building and running the images is skipped where no engine answers."""
 
 from __future__ import annotations
@@ -8,13 +8,10 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from importlib.metadata import distribution
 from pathlib import Path
 
 import pytest
 from infra_tools import REPO, docker_engine_answers, run_tool, tool
-from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
 
 IMAGES = REPO / "images"
 KINDS = ("cpu", "trainer")
@@ -70,19 +67,21 @@ def test_runs_as_non_root_with_git_sha(kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_installs_from_the_constraints(kind):
+def test_installs_torch_then_the_lock_exactly(kind):
     ops = instructions(dockerfile(kind))
     pip = [a for op, a in ops if op == "RUN" and "pip install" in a]
-    assert any("-r /tmp/constraints.txt" in a for a in pip)
-    # the project itself, and torch, resolve against the pins
+    assert ("COPY", "requirements.lock images/torch.txt /tmp/") in ops
+    torch = [i for i, a in enumerate(pip) if "torch==$(sed -n 's/^torch==//p' /tmp/torch.txt)" in a]
+    lock = [i for i, a in enumerate(pip) if "--require-hashes -r /tmp/requirements.lock" in a]
+    assert torch and lock and torch[0] < lock[0], pip
+    assert "--no-deps" in pip[lock[0]]
+    # the project itself adds nothing beyond the lock, and pip check proves the lock meets its requirements
     project = [a for a in pip if re.search(r"-e (\.|\"\.\[gpu\]\")", a)]
-    assert project and all("-c /tmp/constraints.txt" in a for a in project), pip
-    assert all("-c /tmp/constraints.txt" in a for a in pip if "torch==" in a)
-    assert ("COPY", "images/constraints.txt /tmp/constraints.txt") in ops
+    assert project and all("--no-deps" in a and "pip check" in a for a in project), pip
     if kind == "cpu":
-        assert any("download.pytorch.org/whl/cpu" in a for a in pip)
+        assert "download.pytorch.org/whl/cpu" in pip[torch[0]]
     else:
-        assert any('".[gpu]"' in a for a in pip)
+        assert '".[gpu]"' in project[0]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -99,27 +98,6 @@ def test_dockerignore_lets_in_what_the_dockerfile_copies(kind):
     sources = {s.rstrip("/") for srcs in copies for s in srcs}
     assert sources <= allowed, sources - allowed
     assert not allowed & {".venv", ".git", ".slmforge", ".venv-tools"}
-
-
-def test_constraints_pin_the_runtime_closure():
-    """Every package `pip install .` needs here is pinned, and each pin satisfies slmforge's own
-    requirement on it (a pyproject change without `make constraints` fails here)."""
-    sys.path.insert(0, str(IMAGES))
-    try:
-        from constraints import FOLLOW_TORCH, runtime_closure
-    finally:
-        sys.path.pop(0)
-    lines = (IMAGES / "constraints.txt").read_text(encoding="utf-8").splitlines()
-    pins = dict(x.split("==", 1) for x in lines if x and not x.startswith("#"))
-    pins = {canonicalize_name(k): v for k, v in pins.items()}
-    missing = set(runtime_closure()) - set(pins)
-    assert not missing, f"not pinned in images/constraints.txt: {sorted(missing)}; run `make constraints`"
-    assert not FOLLOW_TORCH & set(pins)
-    for line in distribution("slmforge").requires or []:
-        req = Requirement(line)
-        if req.marker is None or req.marker.evaluate({"extra": ""}):
-            name = canonicalize_name(req.name)
-            assert req.specifier.contains(pins[name], prereleases=True), (name, pins[name], req)
 
 
 def test_docker_runner_mounts_home_and_data_and_runs_as_caller(tmp_path):

@@ -46,7 +46,7 @@ def commands(wf: dict) -> list[list[str]]:
 
 
 def test_workflow_names():
-    assert [p.name for p in WORKFLOWS] == ["ci.yml", "images.yml", "pipeline.yml", "promote.yml"]
+    assert [p.name for p in WORKFLOWS] == ["ci.yml", "images.yml", "pipeline.yml", "promote.yml", "scheduled.yml"]
 
 
 def test_zizmor_pedantic_finds_nothing():
@@ -106,11 +106,19 @@ def test_ci_lints_tests_compiles_and_uploads():
     assert {"push", "pull_request"} <= set(triggers(wf))
     cmds = commands(wf)
     assert ["make", "lint"] in cmds and ["make", "test"] in cmds
+    assert cmds.index(["make", "lock-check"]) < cmds.index(["make", "lint"])  # the lock first
     assert any(c[:2] == [".venv/bin/python", "compile.py"] for c in cmds)
     uploads = [
         s for s in wf["jobs"]["ci"]["steps"] if s.get("uses", "").startswith("actions/upload-artifact@")
     ]
     assert uploads and uploads[0]["with"]["path"] == "build/pipelines/*.yaml"
+
+
+def test_scheduled_runs_drift_and_the_quality_tier():
+    """Nightly: the demo on the newest allowed versions (not the lock), and the slow full-recipe tests."""
+    wf = load("scheduled.yml")
+    assert {"schedule", "workflow_dispatch"} <= set(triggers(wf))
+    assert ["make", "drift"] in commands(wf) and ["make", "test-slow"] in commands(wf)
 
 
 def test_pipeline_builds_images_then_compiles_uploads_and_submits():
