@@ -46,7 +46,13 @@ def commands(wf: dict) -> list[list[str]]:
 
 
 def test_workflow_names():
-    assert [p.name for p in WORKFLOWS] == ["ci.yml", "images.yml", "pipeline.yml", "promote.yml", "scheduled.yml"]
+    assert [p.name for p in WORKFLOWS] == [
+        "ci.yml",
+        "images.yml",
+        "pipeline.yml",
+        "promote.yml",
+        "scheduled.yml",
+    ]
 
 
 def test_zizmor_pedantic_finds_nothing():
