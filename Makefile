@@ -62,7 +62,7 @@ drift: ## build .venv-drift from pyproject's ranges at their newest versions, ru
 	@grep -v '^torch==' build/drift/freeze.txt | tr A-Z_ a-z- | sort > build/drift/newest.txt
 	@echo "drift: versions that differ from $(LOCK) (newest allowed by pyproject.toml):"
 	@comm -13 build/drift/locked.txt build/drift/newest.txt | sed 's/^/  /'
-	SLMFORGE_HOME=build/drift/home $(DRIFT_VENV)/bin/slmforge demo
+	SLMFORGE_HOME=build/drift/home $(DRIFT_VENV)/bin/slmforge demo || true  # the summary decides below
 	SLMFORGE_HOME=build/drift/home $(DRIFT_VENV)/bin/python benchmarks/demo_summary.py --require-pass
 
 lint: setup lint-infra ## ruff lint and format check (and lint-infra)

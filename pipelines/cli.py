@@ -26,6 +26,8 @@ app.command(name="promote")(promote_cmd)
 app.command(name="rollback")(rollback_cmd)
 app.command(name="lineage")(lineage_cmd)
 console = Console()
+# `slmforge run` exit codes: 0 gate passed, 1 a step failed, 2 bad usage or config, 3 the gate failed.
+GATE_FAILED_EXIT = 3
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "examples" / "travel" / "config.yaml"
 
 
@@ -79,7 +81,9 @@ def run(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="stream every task's log"),
     overrides: list[str] = SET_OPTION,
 ) -> None:
-    """Run the finetune pipeline on a config; write summary.json beside the run's artifacts."""
+    """Run the finetune pipeline on a config; write summary.json beside the run's artifacts.
+
+    Exits 0 when the gate passed, 1 when a step failed, 2 on a bad config, 3 when the gate failed."""
     from components.common.config import pipeline_parameters
     from components.common.home import slmforge_home
     from components.register.core import default_tracking_uri
@@ -131,6 +135,8 @@ def run(
     term.print(f"report: {result.run_dir / 'gate-op' / 'html_report'} (HTML: candidate vs baselines, CIs)")
     term.print(f"artifacts: {result.run_dir}   ({result.seconds:.0f} s)")
     term.print(f"summary: {result.run_dir / 'summary.json'}")
+    if not result.gate_passed:  # the run worked, its model did not pass: a code of its own, for CI
+        raise typer.Exit(GATE_FAILED_EXIT)
 
 
 @app.command()

@@ -732,7 +732,8 @@ def pipeline_parameters(cfg: Config) -> dict[str, Any]:
         "config_name": cfg.name,
         "config_hash": config_hash(cfg),
         "system_prompt": cfg.task.system_prompt,
-        "output_schema": json.dumps(cfg.task.output_schema, sort_keys=True),
+        # declared key order kept: constrained decoding emits properties in this order (not sorted)
+        "output_schema": json.dumps(cfg.task.output_schema),
         "task_type": cfg.task.type,
         "labels": json.dumps(cfg.task.labels),
         "eval_decoding": cfg.eval.decoding,

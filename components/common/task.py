@@ -116,3 +116,87 @@ def schema_validator(schema: dict[str, Any]):
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
     cls.check_schema(schema)
     return cls(schema)
+
+
+# The JSON text a structured target is trained on and constrained decoding produces: compact separators,
+# UTF-8 kept as is, object keys in the order the schema declares them (xgrammar emits properties in that
+# order; a target in another order would teach the model an order the constraint then forbids).
+JSON_SEPARATORS = (",", ":")
+
+
+def canonical_json(value: Any, schema: dict[str, Any]) -> str:
+    """``value`` as JSON text with every object's keys in ``schema``'s declared ``properties`` order
+    (keys the schema does not declare follow, in their own order); compact, non-ASCII kept."""
+    return JsonCanonicalizer(schema)(value)
+
+
+class JsonCanonicalizer:
+    """``canonical_json`` for many values of one schema: $refs and oneOf/anyOf branches are resolved once;
+    a branch is validated only when several branches could hold an object's keys in different orders."""
+
+    def __init__(self, schema: dict[str, Any]):
+        from referencing import Registry, Resource
+        from referencing.jsonschema import DRAFT202012
+
+        self.validator = schema_validator(schema)
+        self.schema = schema
+        base = schema.get("$id", "")
+        resource = Resource.from_contents(schema, default_specification=DRAFT202012)
+        self._resolver = Registry().with_resource(base, resource).resolver(base_uri=base)
+        self._branches: dict[int, list[dict]] = {}
+        self._validators: dict[int, Any] = {}
+
+    def __call__(self, value: Any) -> str:
+        ordered = self._ordered(value, self.schema)
+        text = json.dumps(ordered, ensure_ascii=False, separators=JSON_SEPARATORS)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate (valid JSON escape, not UTF-8): keep it escaped
+            text = json.dumps(ordered, separators=JSON_SEPARATORS)
+        return text
+
+    def _deref(self, node: Any) -> dict:
+        for _ in range(32):  # a chain of $refs, bounded (a cycle of bare $refs describes nothing)
+            if not isinstance(node, dict) or "$ref" not in node:
+                break
+            node = self._resolver.lookup(node["$ref"]).contents
+        return node if isinstance(node, dict) else {}
+
+    def branches(self, node: dict) -> list[dict]:
+        """The leaf subschemas a node stands for: itself, or its oneOf/anyOf branches, $refs followed."""
+        key = id(node)
+        if key not in self._branches:
+            node = self._deref(node)
+            subs = [b for k in ("oneOf", "anyOf") for sub in node.get(k, []) for b in self.branches(sub)]
+            self._branches[key] = subs or [node]
+        return self._branches[key]
+
+    def _pick(self, value: Any, node: dict) -> dict:
+        options = self.branches(node)
+        if len(options) == 1:
+            return options[0]
+        if isinstance(value, dict):
+            holding = [b for b in options if set(value) <= set(b.get("properties", {}))]
+            orders = {tuple(k for k in b.get("properties", {}) if k in value) for b in holding}
+            if len(orders) == 1 and len(holding) == 1:
+                return holding[0]
+            options = holding or options
+        for b in options:
+            check = self._validators.setdefault(id(b), self.validator.evolve(schema=b))
+            if check.is_valid(value):
+                return b
+        return options[0]
+
+    def _ordered(self, value: Any, node: Any) -> Any:
+        node = self._pick(value, node) if isinstance(node, dict) else {}
+        if isinstance(value, dict):
+            props = node.get("properties", {})
+            keys = [k for k in props if k in value] + [k for k in value if k not in props]
+            return {k: self._ordered(value[k], props.get(k, {})) for k in keys}
+        if isinstance(value, list):
+            prefix, items = node.get("prefixItems", []), node.get("items", {})
+            return [
+                self._ordered(v, prefix[i] if i < len(prefix) else items if isinstance(items, dict) else {})
+                for i, v in enumerate(value)
+            ]
+        return value

@@ -19,9 +19,10 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-# JSON is generated compact, in the separators the training targets use (json.dumps(..., separators=...)),
-# so a constrained answer can match the expected completion byte for byte.
-JSON_SEPARATORS = (",", ":")
+# JSON is generated compact and in the schema's key order, as ingest writes the training targets
+# (components.common.task.canonical_json), so a constrained answer can match the target byte for byte.
+from components.common.task import JSON_SEPARATORS
+
 # Up to this many rows: one matcher call per row and xgrammar's CPU masking kernel; above: xgrammar's batch
 # helper and masking in torch (each the faster side, measured on the travel schema).
 SMALL_BATCH = 4

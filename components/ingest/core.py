@@ -93,18 +93,22 @@ class _Validator:
         if schema is not None:
             import jsonschema_rs
 
-            from components.common.task import schema_validator
+            from components.common.task import JsonCanonicalizer, schema_validator
 
             self.slow = schema_validator(schema)  # also checks the schema itself, with a clear error
+            # the target as training sees it: the schema's key order, compact (what constrained decoding emits)
+            self.canonical = JsonCanonicalizer(schema)
             # formats are annotations only, as in jsonschema (and evaluation): do not assert them here
             self.fast = jsonschema_rs.validator_for(schema, validate_formats=False)
             import orjson
 
             self.loads, self.decode_error = orjson.loads, orjson.JSONDecodeError
 
-    def check(self, completion: str) -> None:
+    def check(self, completion: str) -> str:
+        """The completion as training will see it, or ``Reject``: a structured target must be JSON valid
+        against the schema, and is rewritten in the schema's key order with compact separators."""
         if self.fast is None:
-            return
+            return completion
         try:
             value = self.loads(completion)
         except self.decode_error:
@@ -119,6 +123,7 @@ class _Validator:
             if err is not None:
                 where = "/".join(str(p) for p in err.absolute_path) or "(root)"
                 raise Reject("TARGET_SCHEMA", f"at {where}: {err.message}")
+        return self.canonical(value)
 
 
 def resolve(train_locator: str, options: IngestOptions, workdir: str | Path) -> Hypothesis:
@@ -210,7 +215,7 @@ def _canonical(
     seen: set,
 ) -> dict:
     history, prompt, completion = map_row(value, shape.shape, shape.fields)
-    validator.check(completion)
+    completion = validator.check(completion)
     row_id = value.get(options.id_field) if options.id_field else None
     row_id = str(row_id) if row_id not in (None, "") else f"{source}:{row_no}"
     if row_id in seen:

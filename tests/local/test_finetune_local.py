@@ -142,7 +142,7 @@ def test_cli_failing_gate_registers_nothing(tmp_path):
     sets = ["train.max_steps=3", "eval.max_examples=16", "eval.max_new_tokens=8"]
     home = tmp_path / "home"
     out = _cli("run", str(DEMO), "--local", *(a for s in sets for a in ("--set", s)), home=home)
-    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.returncode == 3, out.stdout + out.stderr  # ran to the end; the gate failed
     assert "3 steps" in out.stdout
     assert "✓ train-op" in out.stdout and "✓ gate-op" in out.stdout
     assert "gate: FAILED" in out.stdout

@@ -197,3 +197,36 @@ def test_processor_is_per_batch(model_tok, prompts, json_factory):
     model, tok = model_tok
     with pytest.raises(ValueError, match=r"factory\(batch_size\)"):
         generate_rows(model, tok, prompts[:4], 4, json_factory(3))
+
+
+# Declared order is not alphabetical: a sorted schema would force "date" first.
+EXTRACTION = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 12},
+        "type": {"enum": ["meeting", "call"]},
+        "date": {"enum": ["monday", "friday"]},
+    },
+    "required": ["name", "type", "date"],
+    "additionalProperties": False,
+}
+
+
+def test_constrained_output_keeps_the_schema_declared_key_order(model_tok, prompts):
+    """xgrammar emits properties in the order it is given them; the schema reaches it unsorted (through the
+    pipeline parameter too), so the constraint and the training targets (canonical_json) agree."""
+    from components.common.config import parse_config, pipeline_parameters
+    from components.evaluate.constrained import logits_processor_factory
+
+    raw = {
+        "name": "order",
+        "task": {"type": "structured", "output_schema": EXTRACTION},
+        "data": {"train": "gs://bucket/train.jsonl"},
+        "model": {"base": "tiny://travel"},
+    }
+    schema = json.loads(pipeline_parameters(parse_config(raw))["output_schema"])
+    assert list(schema["properties"]) == ["name", "type", "date"]
+    model, tok = model_tok
+    rows = generate_rows(model, tok, prompts[:4], 64, logits_processor_factory(tok, json_schema=schema)(4))
+    finished = [json.loads(tok.decode(ids, skip_special_tokens=True)) for ids, ended in rows if ended]
+    assert finished and all(list(v) == ["name", "type", "date"] for v in finished), finished

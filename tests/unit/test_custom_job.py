@@ -161,7 +161,6 @@ def test_worker_pools_need_a_machine_for_the_accelerators():
                                      machine_type="g2-standard-8", accelerator_type="", accelerator_count=0)  # fmt: skip
 
 
-@pytest.mark.slow
 def test_two_nodes_train_together_and_node_0_writes_the_outputs(canonical_table, tiny_model, tmp_path):
     """The whole chain: launcher -> CustomJob -> two replicas (CLUSTER_SPEC) -> torchrun on each -> DDP
     (gloo); the outputs of the step are the chief's, and the run matches one node with two processes."""

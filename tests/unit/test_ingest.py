@@ -188,3 +188,20 @@ def test_targets_are_judged_like_evaluation_judges_them(tmp_path, schema, comple
     assert error is None and schema_validator(schema).is_valid(value)
     src = write_lines(tmp_path / "d.jsonl", [json.dumps({"prompt": "p", "completion": completion}).encode()])
     assert run(tmp_path, src, output_schema=schema).rejected == Counter()
+
+
+def test_structured_targets_are_written_in_the_schema_key_order(tmp_path):
+    """A target whose keys follow another order, or with spaces, is trained as constrained decoding will
+    emit it: the schema's declared order, compact (the schema order here is not alphabetical)."""
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "type": {"type": "string"}, "date": {"type": "string"}},
+    }
+    rows = [
+        {"prompt": "a", "completion": '{"date": "mon", "name": "Ann", "type": "call"}'},
+        {"prompt": "b", "completion": '{"name":"Bo","type":"meeting","date":"fri"}'},
+    ]
+    src = write_lines(tmp_path / "d.jsonl", [json.dumps(r).encode() for r in rows])
+    assert run(tmp_path, src, output_schema=schema).rejected == Counter()
+    got = [r["completion"] for r in read_rows(tmp_path / "out.parquet")]
+    assert got == ['{"name":"Ann","type":"call","date":"mon"}', '{"name":"Bo","type":"meeting","date":"fri"}']

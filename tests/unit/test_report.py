@@ -58,7 +58,6 @@ def test_divergences_need_the_same_row_order(tmp_path):
         divergences(cand, [other], "classification")
 
 
-@pytest.mark.slow
 def test_slmforge_eval_writes_the_report(tmp_path, tiny_model):
     """`slmforge eval` alone: candidate, base, retrieval, the gate and the same HTML report."""
     import os

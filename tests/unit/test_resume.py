@@ -65,7 +65,6 @@ def _fake_checkpoint(root: Path, step: int, *, complete: bool) -> Path:
     return folder
 
 
-@pytest.mark.slow
 def test_sigterm_then_resume_matches_an_uninterrupted_run(canonical_table, tiny_model, tmp_path):
     opts = {
         "method": "full",

@@ -65,3 +65,31 @@ def test_chat_history_renders_the_same_in_training_and_eval(tiny_model):
         "role": "system",
         "content": "config system",
     }
+
+
+def test_canonical_json_follows_the_declared_key_order_through_refs_and_branches():
+    from components.common.task import JsonCanonicalizer, canonical_json
+
+    schema = {
+        "type": "array",
+        "items": {"oneOf": [{"$ref": "#/$defs/event"}, {"$ref": "#/$defs/note"}]},
+        "$defs": {
+            "event": {
+                "type": "object",
+                "properties": {"name": {}, "type": {"const": "event"}, "date": {}},
+                "required": ["type"],
+            },
+            "note": {
+                "type": "object",
+                "properties": {"type": {"const": "note"}, "text": {}},
+                "required": ["type"],
+            },
+        },
+    }
+    value = [{"date": "mon", "type": "event", "name": "x"}, {"text": "hé", "type": "note"}]
+    text = canonical_json(value, schema)
+    assert text == '[{"name":"x","type":"event","date":"mon"},{"type":"note","text":"hé"}]'
+    # undeclared keys follow the declared ones, in their own order; a lone surrogate stays escaped
+    flat = {"type": "object", "properties": {"b": {}, "a": {}}}
+    assert JsonCanonicalizer(flat)({"z": 1, "a": 2, "b": 3}) == '{"b":3,"a":2,"z":1}'
+    assert JsonCanonicalizer(flat)({"a": "\ud800"}) == '{"a":"\\ud800"}'

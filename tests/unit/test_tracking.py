@@ -330,7 +330,6 @@ def mlflow_server(tmp_path):
                 child.kill()
 
 
-@pytest.mark.slow
 def test_run_tracked_on_an_mlflow_server(canonical_table, tmp_path, mlflow_server, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     sinks = tracking_sinks("tracking-server-test")  # the URI comes from the environment

@@ -29,7 +29,6 @@ def test_loss_is_on_completion_tokens_only(canonical_table, tmp_path):
     assert row["prompt"] in tok.decode(batch["input_ids"][0])  # the prompt is there, just not in the loss
 
 
-@pytest.mark.slow
 def test_full_fine_tune_learns(canonical_table, tmp_path, tiny_model):
     opts = TrainOptions(method="full", max_steps=40, batch_size=16, learning_rate=3e-3, logging_steps=5)
     result = train(canonical_table, "tiny://travel", SYSTEM, opts, tmp_path / "model")
@@ -44,7 +43,6 @@ def test_full_fine_tune_learns(canonical_table, tmp_path, tiny_model):
     assert tok.pad_token_id != tok.eos_token_id and not model.training
 
 
-@pytest.mark.slow
 def test_lora_learns_and_saves_an_adapter(canonical_table, tmp_path, tiny_model):
     opts = TrainOptions(
         method="lora",
