@@ -190,6 +190,7 @@ def preflight_cmd(
         machine_type=cfg.vertex.machine_type,
         strict=cfg.preflight.strict if strict is None else strict,
         truncation_threshold=cfg.preflight.truncation_threshold,
+        max_new_tokens=cfg.eval.max_new_tokens,
         sample_rows=cfg.preflight.sample_rows,
         tokens_per_s=tokens_per_s,
         usd_per_hour=usd_per_hour,

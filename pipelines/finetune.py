@@ -317,6 +317,7 @@ def build_finetune(multi_node: bool):
             lora_target_modules=lora_target_modules,
             strict=preflight_strict,
             truncation_threshold=preflight_truncation_threshold,
+            max_new_tokens=eval_max_new_tokens,
             config_hash=config_hash,
         )  # no retries: its verdicts are deterministic
         train_args = dict(

@@ -40,8 +40,10 @@ def generate(
     max_new_tokens: int,
     batch_size: int,
     logits_processor_factory=None,
-) -> list[str]:
-    """Greedy decoding of token-id prompts in left-padded batches; returns the decoded completions.
+) -> tuple[list[str], list[bool]]:
+    """Greedy decoding of token-id prompts in left-padded batches; returns the decoded completions and,
+    per row, whether it was cut off: ``max_new_tokens`` ran out before the model (or the constraint)
+    ended the answer with eos. A cut-off constrained answer is an unfinished document, not valid JSON.
 
     ``logits_processor_factory``: called once per batch with the batch size, returns a list of
     transformers LogitsProcessors for that batch (constrained decoding); None = free decoding."""
@@ -51,6 +53,7 @@ def generate(
     # Longest prompts first keeps padding low within a batch; results are put back in input order.
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     texts: dict[int, str] = {}
+    cut: dict[int, bool] = {}
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         width = max(len(prompts[i]) for i in idx)
@@ -70,9 +73,12 @@ def generate(
                 eos_token_id=tokenizer.eos_token_id,
                 logits_processor=logits_processor_factory(len(idx)) if logits_processor_factory else None,
             )
+        new = out[:, width:]
+        ended = (new == tokenizer.eos_token_id).any(dim=1).tolist()
         for row, i in enumerate(idx):
-            texts[i] = tokenizer.decode(out[row, width:], skip_special_tokens=True)
-    return [texts[i] for i in range(len(prompts))]
+            texts[i] = tokenizer.decode(new[row], skip_special_tokens=True)
+            cut[i] = not ended[row] and new.shape[1] >= max_new_tokens
+    return [texts[i] for i in range(len(prompts))], [cut[i] for i in range(len(prompts))]
 
 
 def task_settings(task: TaskSpec, eval_path) -> dict[str, Any]:
@@ -130,8 +136,16 @@ def evaluate(
             from components.evaluate.constrained import logits_processor_factory
 
             factory = logits_processor_factory(tokenizer, **task.constraint())
-        predicted = generate(model, tokenizer, prompts, max_new_tokens, batch_size, factory)
-        runs[mode] = (predicted, score(task, predicted, targets))
+        predicted, cut = generate(model, tokenizer, prompts, max_new_tokens, batch_size, factory)
+        scored = score(task, predicted, targets)
+        # counted, not hidden: a cut-off answer scores as what it is (unfinished), and the share is reported
+        scored.metrics["cut_off"] = sum(cut) / len(cut) if cut else 0.0
+        scored.per_example["cut_off"] = [float(c) for c in cut]
+        for detail, c in zip(scored.details, cut, strict=True):
+            if c:
+                why = f"cut off at max_new_tokens={max_new_tokens} (no end of answer)"
+                detail["error"] = f"{why}; {detail['error']}" if detail["error"] else why
+        runs[mode] = (predicted, scored)
     elapsed = time.perf_counter() - start
     primary = "constrained" if decoding == "both" else decoding
     predicted, scored = runs[primary]

@@ -221,6 +221,21 @@ def _divergence_table(rows: list[dict], baselines: list[str], limit: int) -> str
     )
 
 
+def _cut_off_note(candidate: Evaluated, settings: dict) -> list[str]:
+    """A warning when max_new_tokens ended some of the candidate's answers (they score as unfinished)."""
+    share = candidate.metrics.get("cut_off", 0.0)
+    if not share:
+        return []
+    n = round(share * int(candidate.metrics.get("examples", len(candidate.predictions))))
+    limit = _e(settings.get("max_new_tokens", "?"))
+    note = (
+        f"<p class=fail>{n} answers ({share:.1%}) were cut off at max_new_tokens {limit} before they ended; "
+        "they count as they are (an unfinished JSON document is invalid). "
+        "Raise eval.max_new_tokens if the answers need more tokens.</p>"
+    )
+    return [note]
+
+
 def render_html(
     *,
     title: str,
@@ -255,6 +270,7 @@ def render_html(
             f"eval sha256 {_e(str(settings.get('eval_sha256', ''))[:12])} · CIs: paired bootstrap, {resamples} resamples, "
             f"seed {seed}, {confidence:.0%}</p>"
         ),
+        *_cut_off_note(candidate, settings),
         "<h2>Metrics</h2>",
         _metric_table(
             comparison

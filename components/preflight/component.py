@@ -24,6 +24,7 @@ def preflight_op(
     lora_target_modules: str,
     strict: bool,
     truncation_threshold: float,
+    max_new_tokens: int,
     config_hash: str,
     report: Output[Markdown],
     plan: Output[Artifact],
@@ -46,6 +47,7 @@ def preflight_op(
         lora_target_modules: comma-separated module names, or all-linear.
         strict: fail the step when any check finds an error (after writing the report and plan).
         truncation_threshold: largest share of rows allowed longer than max_length.
+        max_new_tokens: evaluation's answer budget; completions near or over it are reported (0 = not checked).
         config_hash: sha256 of the validated config, recorded as provenance.
         report: the findings, memory plan, cost and alternatives as Markdown.
         plan: plan.json: micro_batch, grad_accum, estimated memory, hours, cost and every finding.
@@ -68,6 +70,7 @@ def preflight_op(
         machine_type=machine_type,
         strict=strict,
         truncation_threshold=truncation_threshold,
+        max_new_tokens=max_new_tokens,
         lora_r=lora_r,
         lora_target_modules=module_names(lora_target_modules) or ["all-linear"],
     )

@@ -45,6 +45,7 @@ class PreflightOptions:
     machine_type: str = ""  # "" = the machine type that carries accelerator_count of them
     strict: bool = False  # check_strict raises PreflightFailed when any finding is an error
     truncation_threshold: float = 0.05  # largest share of rows allowed to be longer than max_length
+    max_new_tokens: int = 0  # evaluation's answer budget (eval.max_new_tokens); 0 = not checked
     sample_rows: int = 2000  # rows rendered for the data checks (seeded sample); -1 = every row
     tokens_per_s: float = 0.0  # measured training tokens/s of the whole job; 0 = assumed (prices.py)
     usd_per_hour: float = 0.0  # price of the machine; 0 = the price table (prices.py)
@@ -798,6 +799,40 @@ def check_eos_trained(tokenizer, renders: list[Rendered], max_length: int) -> li
     ]
 
 
+# A target this close to evaluation's answer budget leaves no room for a longer answer to the same question.
+ANSWER_BUDGET_MARGIN = 0.9
+
+
+def check_answer_budget(renders: list[Rendered], max_new_tokens: int) -> list[Finding]:
+    """Completions (end-of-turn tokens included) against evaluation's max_new_tokens: a longer one can
+    never be answered whole (error: its answer is cut off and scores as unfinished, invalid JSON); one
+    above 90% of the budget leaves a model no room (warning)."""
+    if max_new_tokens <= 0 or not renders:
+        return []
+    lengths = {r.row_id: len(r.ids) - r.prompt_len for r in renders}
+    longest = max(lengths.values())
+    over = [r for r in renders if lengths[r.row_id] > max_new_tokens]
+    near = [r for r in renders if lengths[r.row_id] > ANSWER_BUDGET_MARGIN * max_new_tokens]
+    if not near:
+        return []
+    worst = over or near
+    code, level = (
+        ("TARGET_OVER_MAX_NEW_TOKENS", "error") if over else ("TARGET_NEAR_MAX_NEW_TOKENS", "warning")
+    )
+    what = "longer than" if over else f"above {ANSWER_BUDGET_MARGIN:.0%} of"
+    return [
+        Finding(
+            code,
+            level,
+            f"{len(worst)} of {len(renders)} sampled completions are {what} eval.max_new_tokens {max_new_tokens} "
+            f"(longest {longest} tokens): evaluation cuts such answers off, and an unfinished answer scores as "
+            f"invalid. Fix: raise eval.max_new_tokens to at least {int(longest / ANSWER_BUDGET_MARGIN) + 1}",
+            len(worst),
+            _ids(worst),
+        )
+    ]
+
+
 def check_memory(plan: TrainPlan, shape: ModelShape, options: PreflightOptions) -> list[Finding]:
     if plan.fits:
         return []
@@ -928,6 +963,7 @@ def preflight(
         *check_trainable_tokens(renders, options.max_length),
         *check_truncation(renders, options.max_length, options.truncation_threshold),
         *check_eos_trained(tokenizer, renders, options.max_length),
+        *check_answer_budget(renders, options.max_new_tokens),
         *check_memory(plan, shape, options),
         *check_machine(options, cost),
     ]

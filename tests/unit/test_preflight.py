@@ -402,3 +402,33 @@ def test_component_writes_plan_and_report_then_fails_when_strict(tiny_model, tmp
     with pytest.raises(PreflightFailed, match="PAD_IS_EOS"):
         call(broken, True, "strict")
     assert "PAD_IS_EOS" in open(tmp_path / "strict" / "report.md", encoding="utf-8").read()
+
+
+def test_answer_budget_warns_near_and_fails_over_max_new_tokens():
+    from components.preflight.core import Rendered, check_answer_budget
+
+    def row(i: int, completion: int) -> Rendered:
+        return Rendered(f"r{i}", list(range(10 + completion)), list(range(10)), 10)
+
+    renders = [row(0, 40), row(1, 60), row(2, 95)]
+    assert check_answer_budget(renders, 0) == [] and check_answer_budget(renders, 200) == []
+    (near,) = check_answer_budget(renders, 100)
+    assert (near.code, near.severity, near.count, near.examples) == (
+        "TARGET_NEAR_MAX_NEW_TOKENS",
+        "warning",
+        1,
+        ["r2"],
+    )
+    assert "raise eval.max_new_tokens to at least 106" in near.message
+    (over,) = check_answer_budget(renders, 50)
+    assert (over.code, over.severity, over.count) == ("TARGET_OVER_MAX_NEW_TOKENS", "error", 2)
+    assert "longest 95 tokens" in over.message
+
+
+def test_the_demo_leaves_room_for_its_answers(tiny_model, travel_config, canonical_table):
+    """The travel completions fit the demo's eval.max_new_tokens with margin (no budget finding)."""
+    from components.preflight.core import PreflightOptions, preflight
+
+    opts = PreflightOptions(method="full", max_new_tokens=travel_config.eval.max_new_tokens, sample_rows=-1)
+    result = preflight(canonical_table, "tiny://travel", travel_config.task.system_prompt, opts)
+    assert not [f for f in result.findings if "MAX_NEW_TOKENS" in f.code], result.findings

@@ -91,3 +91,30 @@ def test_the_confusion_matrix_is_read_back_from_a_kfp_artifact():
     artifact.log_confusion_matrix(["billing", "refund"], [[3, 1], [0, 2]])
     assert confusion_from_metadata(artifact.metadata) == (["billing", "refund"], [[3, 1], [0, 2]])
     assert confusion_from_metadata({}) is None  # not a classification task
+
+
+def test_answers_cut_off_by_max_new_tokens_are_counted_and_reported(tmp_path, tiny_model, canonical_table):
+    """A constrained answer that max_new_tokens ends is an unfinished document: invalid JSON, counted in
+    cut_off, named in the row's error and warned about at the top of the report."""
+    import pyarrow.parquet as pq
+
+    from components.evaluate.core import evaluate
+
+    schema = json.loads((Path(__file__).parents[2] / "examples/travel/schema.json").read_text())
+    task = TaskSpec("structured", schema, [])
+    preds = tmp_path / "p.parquet"
+    result = evaluate("tiny://travel", canonical_table, "sys", task, preds, max_new_tokens=4, max_examples=6,
+                      decoding="constrained")  # fmt: skip
+    assert result.metrics["cut_off"] == 1.0 and result.metrics["json_validity"] == 0.0
+    table = pq.read_table(preds).to_pylist()
+    assert all(
+        r["score/cut_off"] == 1.0 and r["error"].startswith("cut off at max_new_tokens=4") for r in table
+    )
+    candidate = Evaluated.load("candidate", result.metrics, preds, result.settings)
+    page = render_html(title="t", task_type="structured", candidate=candidate, baselines=[], verdicts=[],
+                       passed=None, divergence_rows=[])  # fmt: skip
+    assert "6 answers (100.0%) were cut off at max_new_tokens 4" in page
+    # a generous budget: nothing is cut off, and the report says nothing about it
+    roomy = evaluate("tiny://travel", canonical_table, "sys", task, tmp_path / "q.parquet", max_new_tokens=200,
+                     max_examples=6, decoding="constrained")  # fmt: skip
+    assert roomy.metrics["cut_off"] < 1.0
