@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pipelines.cli_data import data_app
+from pipelines.cli_data import data_app, data_options
 from pipelines.cli_eval import eval_cmd
 from pipelines.cli_registry import lineage_cmd, promote_cmd, rollback_cmd
 from pipelines.cli_runs import runs_app
@@ -169,7 +169,7 @@ def preflight_cmd(
 
     from rich.markdown import Markdown
 
-    from components.ingest.core import IngestOptions, ingest
+    from components.ingest.core import ingest
     from components.preflight.core import (
         PreflightFailed,
         PreflightOptions,
@@ -200,15 +200,7 @@ def preflight_cmd(
     with tempfile.TemporaryDirectory() as tmp:
         if table is None:  # ingest only (no clean): rows clean would drop are still checked
             d, table = cfg.data, Path(tmp) / "train.parquet"
-            fields = {"prompt_field": d.fields.prompt, "completion_field": d.fields.completion}
-            ingest_opts = IngestOptions(
-                shape=d.effective_shape,
-                **fields,
-                group_field=d.fields.group or "",
-                id_field=d.fields.id or "",
-                output_schema=cfg.task.output_schema,
-                max_row_bytes=d.max_row_bytes,
-            )
+            ingest_opts = data_options(cfg)[0]  # the run's own ingest options
             ingest(d.train, "", ingest_opts, table, Path(tmp) / "rejects.jsonl")
         try:
             result = preflight(table, cfg.model.base, cfg.task.system_prompt, opts)

@@ -67,6 +67,8 @@ def data_options(cfg, *, force: bool = False):
         group_field=d.fields.group or "",
         id_field=d.fields.id or "",
         output_schema=cfg.task.output_schema,
+        labels=list(cfg.task.labels) or None,
+        label_normalize=tuple(d.labels.normalize),
         max_row_bytes=d.max_row_bytes,
         force_shape=force,
     )

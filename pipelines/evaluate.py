@@ -40,6 +40,7 @@ def evaluate(
     model_uri: str,
     task_type: str = "structured",
     labels: str = "[]",
+    label_normalize: str = "",
     system_prompt: str = "",
     eval_data: str = "",
     data_shape: str = "auto",

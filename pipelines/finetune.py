@@ -67,6 +67,8 @@ def prepare_data(p: dict):
         group_field=p["group_field"],
         id_field=p["id_field"],
         output_schema=p["output_schema"],
+        labels=p["labels"],
+        label_normalize=p["label_normalize"],
         max_row_bytes=p["max_row_bytes"],
         max_reject_rate=p["max_reject_rate"],
         config_hash=p["config_hash"],
@@ -171,6 +173,7 @@ def build_finetune(multi_node: bool):
         output_schema: str,
         task_type: str = "structured",
         labels: str = "[]",
+        label_normalize: str = "",
         system_prompt: str = "",
         eval_data: str = "",
         data_shape: str = "auto",
@@ -236,6 +239,7 @@ def build_finetune(multi_node: bool):
             output_schema: the task's JSON Schema, as JSON text.
             task_type: structured, classification or generation (components/common/scoring.py).
             labels: the label set of a classification task, as a JSON list.
+            label_normalize: comma-separated strip, lower: how ingest matches a target to a label.
             system_prompt: system message rendered before every prompt, in training and evaluation.
             eval_data: locator of an explicit eval set; empty = hold out eval_fraction of train_data.
             data_shape: auto, prompt_completion, alpaca, messages or sharegpt.

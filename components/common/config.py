@@ -207,6 +207,14 @@ class CleanConfig(_Section):
 SHAPES = ("auto", "prompt_completion", "alpaca", "messages", "sharegpt")
 
 
+class LabelsConfig(_Section):
+    normalize: list[Literal["strip", "lower"]] = Field(
+        default_factory=list,
+        description="classification targets: strip = trim surrounding whitespace, lower = match task.labels "
+        "ignoring case; a target then takes the declared spelling. Labels still unknown are LABEL_UNKNOWN",
+    )
+
+
 class DataConfig(_Section):
     train: str = Field(..., description="locator of the training data (see components/ingest/sources.py)")
     eval: str = Field("", description="optional locator of an explicit eval set; empty = split from train")
@@ -218,6 +226,7 @@ class DataConfig(_Section):
         0.01, description="fail the run when more rows than this share are rejected"
     )
     max_row_bytes: int = Field(1_000_000, description="larger source rows are rejected (ROW_TOO_LARGE)")
+    labels: LabelsConfig = Field(default_factory=LabelsConfig)
     clean: CleanConfig = Field(default_factory=CleanConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
 
@@ -736,6 +745,7 @@ def pipeline_parameters(cfg: Config) -> dict[str, Any]:
         "output_schema": json.dumps(cfg.task.output_schema),
         "task_type": cfg.task.type,
         "labels": json.dumps(cfg.task.labels),
+        "label_normalize": ",".join(cfg.data.labels.normalize),
         "eval_decoding": cfg.eval.decoding,
         "train_data": cfg.data.train,
         "eval_data": cfg.data.eval,

@@ -85,6 +85,12 @@ REASONS: dict[str, Reason] = {
         "the target is not valid against the task's JSON Schema",
         "fix the completion or the schema (task.schema)",
     ),
+    "LABEL_UNKNOWN": Reason(
+        "ingest",
+        "error",
+        "the target of a classification task is not one of task.labels (after data.labels.normalize)",
+        "fix the label, add it to task.labels, or normalise spelling with data.labels.normalize: [strip, lower]",
+    ),
     # clean: a valid row that must not be trained on
     "PII_BLOCKED": Reason(
         "clean",

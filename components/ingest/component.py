@@ -16,6 +16,8 @@ def ingest_op(
     group_field: str,
     id_field: str,
     output_schema: str,
+    labels: str,
+    label_normalize: str,
     max_row_bytes: int,
     max_reject_rate: float,
     config_hash: str,
@@ -34,6 +36,8 @@ def ingest_op(
         group_field: column with a group id; empty = each row is its own group.
         id_field: column with a stable row id; empty = source and row number.
         output_schema: the task's JSON Schema as JSON text (targets must validate); empty = no check.
+        labels: a classification task's label set as a JSON list (targets must be one); [] = no check.
+        label_normalize: comma-separated strip, lower: how a target is matched to a label; empty = exactly.
         max_row_bytes: source rows larger than this are rejected.
         max_reject_rate: fail when more than this share of rows is rejected.
         config_hash: sha256 of the validated config, recorded as provenance.
@@ -51,6 +55,10 @@ def ingest_op(
     opts.output_schema, opts.max_row_bytes = (
         json.loads(output_schema) if output_schema else None,
         max_row_bytes,
+    )
+    opts.labels, opts.label_normalize = (
+        json.loads(labels or "[]"),
+        tuple(filter(None, label_normalize.split(","))),
     )
     result = ingest(train_locator, eval_locator, opts, dataset.path, rejects.path)
     rejected = dict(result.rejected)

@@ -36,6 +36,8 @@ class IngestOptions:
     group_field: str = "group"  # "" = no group column: a row (or conversation) is its own group
     id_field: str = "id"  # "" = "<source>:<row number>"
     output_schema: dict | None = None  # structured tasks: every target must validate
+    labels: list[str] | None = None  # classification tasks: every target must be one of these
+    label_normalize: tuple[str, ...] = ()  # strip, lower: how a target is matched to a declared label
     max_row_bytes: int = 1_000_000  # bytes of one source row; larger rows are ROW_TOO_LARGE
     force_shape: bool = False  # take the best shape hypothesis even below the auto-pick confidence
 
@@ -148,6 +150,7 @@ def ingest(
         result = IngestResult(shape=shape, sources={})
         result.events.append(event("ingest", "SHAPE_DETECTED", 0, f"{shape.shape}: {shape.rationale}"))
         validator = _Validator(options.output_schema)
+        labels = _Labels(options.labels, options.label_normalize)
         seen_ids: set[str] = set()
         Path(rejects_path).parent.mkdir(parents=True, exist_ok=True)
         with RowWriter(out_path) as writer, open(rejects_path, "w", encoding="utf-8") as rejects:
@@ -162,7 +165,9 @@ def ingest(
                     code, detail, raw = rec.reason, rec.detail, rec.raw
                     if rec.value is not None:
                         try:
-                            row = _canonical(rec.value, source, rec.row, shape, options, validator, seen_ids)
+                            row = _canonical(
+                                rec.value, source, rec.row, shape, options, validator, labels, seen_ids
+                            )
                             writer.write(row)
                             stats.accepted += 1
                             continue
@@ -205,6 +210,32 @@ def _read_event(source: str, stats: SourceStats) -> dict:
     )
 
 
+class _Labels:
+    """Classification targets against task.labels: each maps to a declared label (after the configured
+    normalisation) or the row is LABEL_UNKNOWN, at ingest, seconds into a run instead of after training."""
+
+    def __init__(self, labels: list[str] | None, normalize: tuple[str, ...]):
+        self.normalize = normalize
+        self.table = {self.key(label): label for label in labels or []}
+
+    def key(self, text: str) -> str:
+        if "strip" in self.normalize:
+            text = text.strip()
+        return text.lower() if "lower" in self.normalize else text
+
+    def check(self, completion: str) -> str:
+        if not self.table:
+            return completion
+        label = self.table.get(self.key(completion))
+        if label is None:
+            shown = ", ".join(repr(x) for x in self.table.values())
+            hint = (
+                "" if self.normalize else " (data.labels.normalize: [strip, lower] matches case and padding)"
+            )
+            raise Reject("LABEL_UNKNOWN", f"{completion[:80]!r} is not one of {shown}{hint}")
+        return label
+
+
 def _canonical(
     value: dict,
     source: str,
@@ -212,10 +243,11 @@ def _canonical(
     shape: Hypothesis,
     options: IngestOptions,
     validator: _Validator,
+    labels: _Labels,
     seen: set,
 ) -> dict:
     history, prompt, completion = map_row(value, shape.shape, shape.fields)
-    completion = validator.check(completion)
+    completion = labels.check(validator.check(completion))
     row_id = value.get(options.id_field) if options.id_field else None
     row_id = str(row_id) if row_id not in (None, "") else f"{source}:{row_no}"
     if row_id in seen:

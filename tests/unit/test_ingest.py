@@ -117,7 +117,7 @@ def test_sharegpt_and_alpaca(tmp_path):
 
 
 def test_every_ingest_reason_is_covered_by_a_test():
-    covered = {c for _, c in PC_CORPUS + CHAT_CORPUS if c} | {"TRUNCATED"}
+    covered = {c for _, c in PC_CORPUS + CHAT_CORPUS if c} | {"TRUNCATED", "LABEL_UNKNOWN"}  # labels: below
     assert covered == {code for code, r in REASONS.items() if r.stage == "ingest" and r.severity == "error"}
 
 
@@ -205,3 +205,26 @@ def test_structured_targets_are_written_in_the_schema_key_order(tmp_path):
     assert run(tmp_path, src, output_schema=schema).rejected == Counter()
     got = [r["completion"] for r in read_rows(tmp_path / "out.parquet")]
     assert got == ['{"name":"Ann","type":"call","date":"mon"}', '{"name":"Bo","type":"meeting","date":"fri"}']
+
+
+@pytest.mark.parametrize(
+    ("normalize", "accepted", "unknown"),
+    [
+        ((), ["billing", "Technical"], ["Billing", " billing ", "BILLING", "refund"]),
+        (("strip",), ["billing", "billing", "Technical"], ["Billing", "BILLING", "refund"]),
+        (("strip", "lower"), ["billing", "billing", "billing", "billing", "Technical"], ["refund"]),
+    ],
+)
+def test_classification_labels_are_checked_at_ingest(tmp_path, normalize, accepted, unknown):
+    """Case variants, padding and labels outside task.labels are LABEL_UNKNOWN at ingest (seconds into a
+    run, not after training); data.labels.normalize maps spelling variants to the declared label."""
+    targets = ["billing", "Billing", " billing ", "BILLING", "Technical", "refund"]
+    lines = [
+        json.dumps({"id": str(i), "prompt": "p", "completion": t}).encode() for i, t in enumerate(targets)
+    ]
+    src = write_lines(tmp_path / "d.jsonl", lines)
+    result = run(tmp_path, src, labels=["billing", "Technical"], label_normalize=normalize)
+    assert sorted(r["completion"] for r in read_rows(tmp_path / "out.parquet")) == sorted(accepted)
+    assert result.rejected == Counter({"LABEL_UNKNOWN": len(unknown)})
+    details = [r["detail"] for r in rejects(tmp_path)]
+    assert all("is not one of 'billing', 'Technical'" in d for d in details), details
