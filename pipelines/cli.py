@@ -42,8 +42,8 @@ def _load(config: Path, overrides: list[str] | None = None):
 
     try:
         return load_config(config, overrides or ())
-    except ConfigError as e:
-        console.print(f"[red]{e}[/red]", highlight=False)
+    except ConfigError as e:  # printed as is: rule messages hold brackets and patterns, not rich markup
+        console.print(str(e), style="red", markup=False, highlight=False)
         raise typer.Exit(2) from None
 
 

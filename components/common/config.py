@@ -93,6 +93,29 @@ RULES: dict[str, tuple[str, str]] = {
         "bootstrap setting out of range",
         "use gates.bootstrap.resamples >= 100 and 0 < confidence < 1",
     ),
+    "TRAIN-003": (
+        "unknown learning-rate scheduler",
+        "use a transformers SchedulerType name (LR_SCHEDULERS in components/common/config.py), e.g. cosine",
+    ),
+    "TRAIN-004": (
+        "value out of range",
+        "warmup_ratio in [0, 1); max_steps <= 10,000,000, batch_size <= 65,536, max_length <= 1,048,576",
+    ),
+    "MODEL-004": ("LoRA setting out of range", "use r >= 1, alpha > 0 and 0 <= dropout < 1"),
+    "EVAL-002": (
+        "evaluation size out of range",
+        "use max_new_tokens in 1..65,536, batch_size >= 1, and max_examples -1 (all) or >= 1",
+    ),
+    "DATA-006": ("max_row_bytes is not positive", "use a number of bytes >= 1 (default 1,000,000)"),
+    "GATE-007": (
+        "threshold outside [0, 1]",
+        "metrics are shares in [0, 1]: use a min, max or equals in [0, 1]",
+    ),
+    "CFG-006": ("the same key twice in one YAML mapping", "keep one; YAML would silently use the last"),
+    "VTX-001": (
+        "unknown accelerator",
+        "use an accelerator type of components/preflight/prices.py (e.g. NVIDIA_L4) and a count >= 1",
+    ),
     "VTX-003": (
         "malformed VPC network",
         "use the full name projects/<project number>/global/networks/<network>, or leave it empty",
@@ -117,7 +140,8 @@ class ConfigError(ValueError):
 
 
 def _rule(rule: str, msg: str) -> PydanticCustomError:
-    return PydanticCustomError(rule, msg)
+    # the message goes in as context: braces in it ('^{1,62}$') are text, not format fields
+    return PydanticCustomError(rule, "{msg}", {"msg": msg})
 
 
 def _share(name: str, v: float) -> float:
@@ -128,7 +152,18 @@ def _share(name: str, v: float) -> float:
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinity are never a setting; a YAML true/false is never a number (max_steps: true is not 1)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for name, f in cls.model_fields.items():
+                value = data.get(f.alias or name, data.get(name))
+                if isinstance(value, bool) and f.annotation in (int, float, int | None, float | None):
+                    raise _rule("CFG-003", f"{name}={value} is a boolean; give a number")
+        return data
 
 
 class TaskConfig(_Section):
@@ -153,6 +188,14 @@ class TaskConfig(_Section):
             raise _rule("TASK-003", f"task.type is classification but task.labels is {self.labels}")
         if self.type != "classification" and self.labels:
             raise _rule("TASK-003", f"task.labels is set but task.type is {self.type}")
+        if self.output_schema is not None:
+            import jsonschema
+
+            try:  # a broken schema is refused here, not by preflight's or ingest's traceback
+                jsonschema.validators.validator_for(self.output_schema).check_schema(self.output_schema)
+            except jsonschema.SchemaError as e:
+                where = "/".join(str(p) for p in e.absolute_path) or "(root)"
+                raise _rule("TASK-002", f"the JSON Schema is invalid at {where}: {e.message}") from None
         return self
 
 
@@ -249,6 +292,13 @@ class DataConfig(_Section):
     def _rate(cls, v: float) -> float:
         return _share("max_reject_rate", v)
 
+    @field_validator("max_row_bytes")
+    @classmethod
+    def _row_bytes(cls, v: int) -> int:
+        if v < 1:
+            raise _rule("DATA-006", f"max_row_bytes={v}")
+        return v
+
     @property
     def effective_shape(self) -> str:
         """auto, unless data.fields names the prompt/completion columns (a field map in the config)."""
@@ -268,6 +318,12 @@ class LoraConfig(_Section):
         default_factory=list,
         description="modules trained in full next to the adapter (e.g. embed_tokens for a random-init base)",
     )
+
+    @model_validator(mode="after")
+    def _in_range(self) -> LoraConfig:
+        if self.r < 1 or self.alpha <= 0 or not 0 <= self.dropout < 1:
+            raise _rule("MODEL-004", f"model.lora r={self.r}, alpha={self.alpha}, dropout={self.dropout}")
+        return self
 
 
 class ModelConfig(_Section):
@@ -299,6 +355,16 @@ class ModelConfig(_Section):
         if not ok or (v.endswith("/") and v.startswith("tiny://")):
             raise _rule("MODEL-001", f"model.base={v!r} is none of the supported forms")
         return v
+
+
+# transformers.SchedulerType values (a test compares them with the installed transformers).
+LR_SCHEDULERS = (
+    "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+    "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
+    "warmup_stable_decay", "greedy",
+)  # fmt: skip
+# Upper bounds that catch a typo (an extra zero or three), far above any real run of a 0.5B-8B model.
+MAX_STEPS, MAX_BATCH, MAX_LENGTH, MAX_NEW_TOKENS = 10_000_000, 65_536, 1_048_576, 65_536
 
 
 class TrainConfig(_Section):
@@ -341,6 +407,22 @@ class TrainConfig(_Section):
             raise _rule("TRAIN-001", f"{v} is not positive")
         return v
 
+    @field_validator("lr_scheduler")
+    @classmethod
+    def _scheduler(cls, v: str) -> str:
+        if v not in LR_SCHEDULERS:
+            raise _rule("TRAIN-003", f"lr_scheduler={v!r} is not a scheduler transformers knows")
+        return v
+
+    @model_validator(mode="after")
+    def _in_range(self) -> TrainConfig:
+        for name, top in (("max_steps", MAX_STEPS), ("batch_size", MAX_BATCH), ("max_length", MAX_LENGTH)):
+            if getattr(self, name) > top:
+                raise _rule("TRAIN-004", f"train.{name}={getattr(self, name)} is above {top:,}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise _rule("TRAIN-004", f"train.warmup_ratio={self.warmup_ratio} is outside [0, 1)")
+        return self
+
     @field_validator("processes_per_node")
     @classmethod
     def _processes(cls, v: int) -> int:
@@ -373,6 +455,18 @@ class EvalConfig(_Section):
     max_new_tokens: int = Field(128, description="generation budget per example, in tokens")
     batch_size: int = Field(64, description="prompts generated together")
     max_examples: int = Field(-1, description="evaluate at most this many rows; -1 = all")
+
+    @model_validator(mode="after")
+    def _in_range(self) -> EvalConfig:
+        if not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS:
+            raise _rule(
+                "EVAL-002", f"eval.max_new_tokens={self.max_new_tokens} is outside 1..{MAX_NEW_TOKENS:,}"
+            )
+        if self.batch_size < 1:
+            raise _rule("EVAL-002", f"eval.batch_size={self.batch_size} is below 1")
+        if self.max_examples == 0 or self.max_examples < -1:
+            raise _rule("EVAL-002", f"eval.max_examples={self.max_examples}: use -1 (all) or a count >= 1")
+        return self
 
 
 class ExportConfig(_Section):
@@ -438,6 +532,10 @@ class GateRule(_Section):
                 f"rule on {self.metric!r}: not_worse_than={self.not_worse_than!r} is not one of "
                 + ", ".join(GATE_BASELINES),
             )
+        for key in ("min", "max", "equals"):
+            value = getattr(self, key)
+            if value is not None and not 0 <= value <= 1:
+                raise _rule("GATE-007", f"rule on {self.metric!r}: {key}={value} is outside [0, 1]")
         if self.margin is not None and self.margin < 0:
             raise _rule("GATE-004", f"rule on {self.metric!r}: margin={self.margin} is negative")
         extra = [k for k in ("margin", "required") if getattr(self, k) is not None]
@@ -520,6 +618,18 @@ class VertexConfig(_Section):
         description="labels of the PipelineJob (filtering and billing); submit adds slmforge-git (code SHA) and "
         "slmforge-config (config hash)",
     )
+
+    @model_validator(mode="after")
+    def _accelerator(self) -> VertexConfig:
+        from components.preflight.prices import ACCELERATORS  # plain data, no ML stack
+
+        if self.accelerator_type not in ACCELERATORS:
+            raise _rule(
+                "VTX-001", f"vertex.accelerator_type={self.accelerator_type!r} is not a known accelerator"
+            )
+        if self.accelerator_count < 1:
+            raise _rule("VTX-001", f"vertex.accelerator_count={self.accelerator_count} is below 1")
+        return self
 
     @field_validator("network")
     @classmethod
@@ -700,15 +810,52 @@ def apply_overrides(raw: Any, overrides: list[str] | tuple[str, ...]) -> Any:
     return raw
 
 
-def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Read and validate a YAML config file, with ``overrides`` (``train.max_steps=300``) applied."""
+def _read_yaml(path: Path) -> Any:
+    """The config file as data; refuses what YAML would silently accept: a key given twice in one mapping
+    (the last would win), and aliases (a few lines of them expand to gigabytes: an "alias bomb")."""
     import yaml
 
-    path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as e:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            [("CFG-004", str(path), f"not UTF-8 text (byte {e.start}): save it as UTF-8")]
+        ) from None
+    except OSError as e:
         raise ConfigError([("CFG-004", str(path), str(e))]) from None
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent):
+                mark = event.start_mark
+                raise ConfigError(
+                    [("CFG-004", f"{path}:{mark.line + 1}", "YAML aliases (*name) are not read")]
+                )
+        return yaml.load(text, Loader=_unique_key_loader())  # a SafeLoader subclass
+    except yaml.YAMLError as e:
+        raise ConfigError([("CFG-004", str(path), str(e))]) from None
+
+
+def _unique_key_loader():
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    line = key_node.start_mark.line + 1
+                    raise ConfigError([("CFG-006", f"line {line}", f"{key!r} appears twice in one mapping")])
+                seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read and validate a YAML config file, with ``overrides`` (``train.max_steps=300``) applied."""
+    path = Path(path)
+    raw = _read_yaml(path)
     return parse_config(apply_overrides(raw, overrides), path.resolve().parent)
 
 

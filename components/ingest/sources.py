@@ -64,9 +64,15 @@ def parse_locator(text: str) -> Locator:
             return Locator(text, "hf_hub", parts[0], config=parts[1], split=parts[2])
         raise LocatorError(f"{text!r}: a hub locator is hf:NAME:SPLIT or hf:NAME:CONFIG:SPLIT")
     head, sep, rest = text.partition(":")
-    if sep and head in ("jsonl", "json", "csv", "parquet"):
-        return Locator(text, head, rest)
-    return Locator(text, "", text)
+    fmt, path = (head, rest) if sep and head in ("jsonl", "json", "csv", "parquet") else ("", text)
+    if path.startswith("gs://") and not path[5:].split("/", 1)[0]:
+        raise LocatorError(f"{text!r}: a gs:// locator names a bucket: gs://BUCKET/PATH")
+    if "://" in path and not path.startswith("gs://"):
+        scheme = path.split("://", 1)[0]
+        raise LocatorError(
+            f"{text!r}: {scheme}:// is not read; use a local path, gs://BUCKET/PATH, or hf:NAME:SPLIT"
+        )
+    return Locator(text, fmt, path)
 
 
 def _format_of(path: Path) -> str:

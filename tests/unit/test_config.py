@@ -141,3 +141,72 @@ def test_multi_node_training_is_vertex_only(raw, tmp_path):
     assert (params["train_nodes"], params["train_processes_per_node"]) == (4, 8)
     with pytest.raises(ValueError, match=r"train\.nodes=4 trains on a Vertex AI custom job"):
         run_pipeline_local(params, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("override", "rule"),
+    [
+        ("train.learning_rate=.nan", "CFG-003"),
+        ("train.learning_rate=.inf", "CFG-003"),
+        ("train.max_steps=true", "CFG-003"),
+        ("train.lr_scheduler=cosin", "TRAIN-003"),
+        ("train.warmup_ratio=1.5", "TRAIN-004"),
+        ("train.max_steps=100000000000", "TRAIN-004"),
+        ("train.batch_size=1000000", "TRAIN-004"),
+        ("model.lora={r: 0}", "MODEL-004"),
+        ("model.lora={dropout: 1.5}", "MODEL-004"),
+        ("model.lora={alpha: -1}", "MODEL-004"),
+        ("eval.max_new_tokens=0", "EVAL-002"),
+        ("eval.batch_size=-1", "EVAL-002"),
+        ("eval.max_examples=0", "EVAL-002"),
+        ("data.max_row_bytes=-5", "DATA-006"),
+        ("gates.rules=[{metric: exact_match, equals: 2.0}]", "GATE-007"),
+        ("vertex.accelerator_count=0", "VTX-001"),
+        ("vertex.accelerator_type=NVIDIA_FOO", "VTX-001"),
+        ("data.train=gs://", "DATA-004"),
+        ("data.train=file:///etc/passwd", "DATA-004"),
+        ("task.output_schema={type: 12}", "TASK-002"),
+    ],
+)
+def test_nonsense_values_are_refused_with_a_rule(override, rule):
+    from components.common.config import ConfigError, load_config
+
+    lora = ["model.method=lora"] if override.startswith("model.lora") else []
+    with pytest.raises(ConfigError) as e:
+        load_config(REPO / "examples/travel/config.yaml", [*lora, override])
+    assert [v[0] for v in e.value.violations] == [rule], str(e.value)
+
+
+def test_scheduler_names_are_transformers_own():
+    from transformers import SchedulerType
+
+    from components.common.config import LR_SCHEDULERS
+
+    assert set(LR_SCHEDULERS) == {s.value for s in SchedulerType}
+
+
+@pytest.mark.parametrize(
+    ("text", "rule", "says"),
+    [
+        (b"name: a\nname: b\n", "CFG-006", "'name' appears twice"),
+        (b"a: &a [1, 2]\nb: [*a, *a, *a]\n", "CFG-004", "aliases"),
+        (b"name: caf\xe9\n", "CFG-004", "not UTF-8"),
+    ],
+)
+def test_yaml_that_would_mislead_or_hang_is_refused(tmp_path, text, rule, says):
+    from components.common.config import ConfigError, load_config
+
+    path = tmp_path / "c.yaml"
+    path.write_bytes(text)
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert e.value.violations[0][0] == rule and says in e.value.violations[0][2]
+
+
+def test_braces_in_a_rule_message_are_kept():
+    from components.common.config import ConfigError, parse_config
+
+    raw = {"name": "x", "task": {"type": "generation"}, "data": {"train": "gs://b/t.jsonl"},
+           "model": {"base": "tiny://travel"}, "vertex": {"labels": {"k": "^{1,62}$"}}}  # fmt: skip
+    with pytest.raises(ConfigError, match=r"\^\{1,62\}\$"):
+        parse_config(raw)
