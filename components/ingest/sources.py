@@ -124,6 +124,11 @@ def materialize(loc: Locator, workdir: str | Path) -> tuple[Locator, Path | None
         path = Path(loc.path)
         if not path.exists():
             raise FileNotFoundError(f"data locator {loc.text!r}: {path} does not exist")
+        if not (path.is_file() or path.is_dir()):  # /dev/zero, a pipe, a socket: endless or blocking reads
+            raise LocatorError(
+                f"data locator {loc.text!r}: {path} is not a regular file or folder (a device, pipe or "
+                "socket). Fix: point it at a data file or folder"
+            )
     return Locator(loc.text, loc.format or _format_of(path), str(path), loc.config, loc.split), path
 
 
@@ -138,11 +143,16 @@ def _jsonl(path: Path, max_row_bytes: int) -> Iterator[Record]:
 
     with open(path, "rb") as fh:
         row = 0
-        for line in fh:
+        # at most max_row_bytes + 1 bytes of a line are held: a file with no newline cannot fill the memory
+        while line := fh.readline(max_row_bytes + 1):
             row += 1
             if len(line) > max_row_bytes:
+                size, head = len(line), line
+                while not line.endswith(b"\n") and (line := fh.readline(1 << 20)):  # skip the rest of it
+                    size += len(line)
+                more = "" if line.endswith(b"\n") or not line else "+"
                 yield Record(
-                    row, None, "ROW_TOO_LARGE", f"{len(line):,} bytes > {max_row_bytes:,}", _preview(line)
+                    row, None, "ROW_TOO_LARGE", f"{size:,}{more} bytes > {max_row_bytes:,}", _preview(head)
                 )
                 continue
             try:

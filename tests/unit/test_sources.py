@@ -411,3 +411,27 @@ def test_gcs_model_folder_is_downloaded_once(tmp_path, bucket, tiny_model):
     assert download_gcs_dir(f"gs://{bucket.name}/models/tiny", cache) == local and (local / "marker").exists()
     with pytest.raises(FileNotFoundError, match=r"model\.base must be a folder of a checkpoint"):
         download_gcs_dir(f"gs://{bucket.name}/models/none/", cache)
+
+
+def test_a_device_or_pipe_is_refused_not_read_forever(tmp_path):
+    import os
+
+    from components.ingest.sources import LocatorError, materialize, parse_locator
+
+    fifo = tmp_path / "pipe.jsonl"
+    os.mkfifo(fifo)
+    for loc in ("jsonl:/dev/zero", str(fifo)):
+        with pytest.raises(LocatorError, match="not a regular file or folder"):
+            materialize(parse_locator(loc), tmp_path)
+
+
+def test_a_line_without_end_is_read_in_bounded_pieces(tmp_path):
+    """A 5 MB file with no newline (or /dev/zero copied to disk) is one ROW_TOO_LARGE row, read at most
+    max_row_bytes + 1 bytes at a time, and the rows after a long line are still read."""
+    from components.ingest.sources import _jsonl
+
+    path = tmp_path / "big.jsonl"
+    path.write_bytes(b"x" * 3_000_000 + b"\n" + b'{"prompt": "p", "completion": "c"}\n' + b"\0" * 2_000_000)
+    records = list(_jsonl(path, max_row_bytes=1000))
+    assert [(r.row, r.reason) for r in records] == [(1, "ROW_TOO_LARGE"), (2, ""), (3, "ROW_TOO_LARGE")]
+    assert records[0].detail == "3,000,001 bytes > 1,000" and records[2].detail.startswith("2,000,000 bytes")
