@@ -111,11 +111,12 @@ def map_cmd(
 ) -> None:
     """Dry-run ingest + clean on a locator: sample accepted rows and every rejection by reason."""
     from components.clean.core import clean
-    from components.common.events import REASONS, check_reject_rate, write_events
+    from components.common.events import REASONS, DataError, check_reject_rate, write_events
     from components.common.home import slmforge_home
     from components.common.tables import iter_row_batches
     from components.ingest.core import ingest
     from components.ingest.shapes import ShapeError
+    from components.ingest.sources import LocatorError
     from pipelines.cli import _load
 
     cfg = _load(config)
@@ -132,8 +133,16 @@ def map_cmd(
                 work / "r1.jsonl",
             )
         except ShapeError as e:
-            console.print(f"[red]{e}[/red]", highlight=False)
+            console.print(str(e), style="red", markup=False, highlight=False)
             raise typer.Exit(2) from None
+        except (DataError, LocatorError, FileNotFoundError) as e:  # e.g. every row rejected
+            if commit and (work / "r1.jsonl").is_file():  # the rejects say why: keep them
+                dest = out or slmforge_home() / "data" / cfg.name
+                dest.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(work / "r1.jsonl", dest / "rejects.jsonl")
+                console.print(f"rejects written to {dest / 'rejects.jsonl'}", highlight=False)
+            console.print(str(e), style="red", markup=False, highlight=False)
+            raise typer.Exit(1) from None
         console.print(f"shape: [bold]{ing.shape.shape}[/bold] ({ing.shape.rationale})")
         cl = clean(work / "ingested.parquet", work / "dataset.parquet", work / "r2.jsonl", clean_opts)
         rejected = ing.rejected + cl.rejected
@@ -147,7 +156,9 @@ def map_cmd(
             "clean", ing.rows_in, dict(rejected), d.max_reject_rate, {**ing.samples, **cl.samples}
         )
         if failure:
-            console.print(f"[red]a run would stop here: {failure['message']}[/red]", highlight=False)
+            console.print(
+                f"a run would stop here: {failure['message']}", style="red", markup=False, highlight=False
+            )
         if commit:
             dest = out or slmforge_home() / "data" / cfg.name
             dest.mkdir(parents=True, exist_ok=True)
@@ -159,6 +170,8 @@ def map_cmd(
             console.print(f"written to {dest}; use it with  data.train: parquet:{dest / 'dataset.parquet'}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    if failure:  # scripts can rely on it: a run on this data would stop at ingest/clean
+        raise typer.Exit(1)
 
 
 def _print_sample(rows: list[dict]) -> None:

@@ -58,7 +58,7 @@ def messy_config(tmp_path, travel_rows) -> Path:
 
 def test_map_dry_run_shows_sample_and_rejects_and_writes_nothing(messy_config, tmp_path):
     code, out = invoke("data", "map", "--config", messy_config, "--out", tmp_path / "out")
-    assert code == 0, out
+    assert code == 1, out  # a run would stop: scripts can rely on the exit code
     assert "shape: prompt_completion" in out and "accepted rows (first 5)" in out
     assert "NOT_JSON" in out and "train:41" in out  # the broken line, by source and line number
     assert "DUPLICATE" in out  # travel rows 15 and 16 differ only in case
@@ -107,3 +107,13 @@ def test_preflight_command_on_the_demo(tmp_path):
     assert plan["micro_batch"] * plan["grad_accum"] == 8 and plan["passed"]
     code, out = invoke("preflight", DEMO, "--method", "full", "--accelerator", "NVIDIA_L4", "--count", "3")
     assert code == 1 and "NO_MACHINE_TYPE" in out
+
+
+def test_map_with_every_row_rejected_keeps_the_rejects_and_fails(tmp_path, messy_config):
+    rows = [{"id": str(i), "prompt": "p", "completion": "not json"} for i in range(3)]
+    (tmp_path / "data.jsonl").write_text("\n".join(map(json.dumps, rows)) + "\n{broken\n")
+    code, out = invoke("data", "map", "--config", messy_config, "--commit", "--out", tmp_path / "out")
+    assert code == 1 and "Traceback" not in out, out
+    assert "no usable rows" in out and "rejects written to" in out
+    codes = [json.loads(x)["code"] for x in (tmp_path / "out" / "rejects.jsonl").read_text().splitlines()]
+    assert codes == ["TARGET_NOT_JSON"] * 3 + ["NOT_JSON"]
