@@ -354,6 +354,18 @@ class ModelConfig(_Section):
         ok = v.startswith(("tiny://", "gs://", "/", "./", "../")) or v.count("/") == 1
         if not ok or (v.endswith("/") and v.startswith("tiny://")):
             raise _rule("MODEL-001", f"model.base={v!r} is none of the supported forms")
+        if v.startswith("tiny://"):
+            from components.common.home import repo_root
+
+            examples = repo_root() / "examples"
+            name = v.removeprefix("tiny://")
+            if not any((examples / name / "data").glob("*.jsonl")):
+                known = sorted(p.parent.parent.name for p in examples.glob("*/data/*.jsonl"))
+                raise _rule(
+                    "MODEL-001",
+                    f"model.base={v!r}: tiny:// models are built from an example's data, and examples/{name}/"
+                    f"data has none; use one of {', '.join(f'tiny://{k}' for k in dict.fromkeys(known))}",
+                )
         return v
 
 

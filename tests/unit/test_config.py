@@ -210,3 +210,12 @@ def test_braces_in_a_rule_message_are_kept():
            "model": {"base": "tiny://travel"}, "vertex": {"labels": {"k": "^{1,62}$"}}}  # fmt: skip
     with pytest.raises(ConfigError, match=r"\^\{1,62\}\$"):
         parse_config(raw)
+
+
+def test_tiny_model_of_an_unknown_example_is_refused_at_validate():
+    from components.common.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError) as e:
+        load_config(REPO / "examples/travel/config.yaml", ["model.base=tiny://nope"])
+    ((rule, where, msg),) = e.value.violations
+    assert rule == "MODEL-001" and where == "model.base" and "tiny://travel" in msg and "examples/nope" in msg
