@@ -22,6 +22,50 @@ def module_names(comma_separated: str) -> list[str]:
     return [name.strip() for name in comma_separated.split(",") if name.strip()]
 
 
+# Weights in these files are pickles: loading one runs code. Models load from safetensors only.
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+# Every from_pretrained here passes these: transformers never asks on stdin whether to run a model's own
+# code (an interactive "[y/N]" must not decide), and never falls back to pickle weights.
+NO_REMOTE_CODE = {"trust_remote_code": False}
+SAFE_WEIGHTS = {**NO_REMOTE_CODE, "use_safetensors": True}
+
+
+class UnsafeModelError(ValueError):
+    """A model folder that would run code when loaded (pickle weights, its own model code)."""
+
+
+def pickle_files(folder: str | Path) -> list[str]:
+    """Files under ``folder`` whose suffix marks pickle weights (relative paths, sorted)."""
+    root = Path(folder)
+    return sorted(
+        p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.suffix in PICKLE_SUFFIXES
+    )
+
+
+def check_loadable(path: str | Path) -> None:
+    """Refuse, before any load, a local model folder whose weights exist only as pickles (MODEL-005) or
+    whose config asks to run its own code (MODEL-006); a hub id is checked by transformers itself
+    (``trust_remote_code=False``, ``use_safetensors=True``)."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return
+    files = [p.name for p in folder.iterdir() if p.is_file()]
+    weights = [n for n in files if n.endswith(".safetensors")]
+    pickles = [n for n in files if n.endswith(PICKLE_SUFFIXES) and n != "training_args.bin"]
+    if pickles and not weights:
+        raise UnsafeModelError(
+            f"[MODEL-005] {folder} holds weights only as pickles ({', '.join(sorted(pickles)[:5])}): loading "
+            "them runs code. Fix: convert the checkpoint to safetensors (save_pretrained(..., "
+            "safe_serialization=True)) where you trust it"
+        )
+    config = folder / "config.json"
+    if config.is_file() and "auto_map" in json.loads(config.read_text(encoding="utf-8")):
+        raise UnsafeModelError(
+            f"[MODEL-006] {folder} ships its own model code (config.json auto_map), which training and "
+            "evaluation do not run. Fix: use a model that transformers supports natively"
+        )
+
+
 def resolve_base(base: str) -> str:
     """Turn ``model.base`` into something ``from_pretrained`` takes: a local folder or a hub id."""
     if base.startswith(TINY_PREFIX):
@@ -60,7 +104,8 @@ def read_model_info(model_dir: str | Path) -> dict[str, Any]:
 def load_tokenizer(path: str):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(path)
+    check_loadable(path)
+    tok = AutoTokenizer.from_pretrained(path, **NO_REMOTE_CODE)
     if tok.pad_token is None:  # many base checkpoints ship none; eos would also be masked out of the loss
         raise ValueError(
             f"{path}: the tokenizer has no pad token; add one (distinct from eos) before training"
@@ -79,13 +124,15 @@ def load_for_inference(source: str):
         if info["kind"] == "lora":
             from peft import PeftModel
 
-            base = AutoModelForCausalLM.from_pretrained(resolve_base(info["base_model"]))
-            model = PeftModel.from_pretrained(base, str(local))
+            base_path = resolve_base(info["base_model"])
+            check_loadable(base_path)
+            base = AutoModelForCausalLM.from_pretrained(base_path, **SAFE_WEIGHTS)
+            model = PeftModel.from_pretrained(base, str(local), use_safetensors=True)
         else:
-            model = AutoModelForCausalLM.from_pretrained(str(local))
+            model = AutoModelForCausalLM.from_pretrained(str(local), **SAFE_WEIGHTS)
     else:
         path = resolve_base(source)
-        tokenizer = load_tokenizer(path)
-        model = AutoModelForCausalLM.from_pretrained(path)
+        tokenizer = load_tokenizer(path)  # checks the folder first
+        model = AutoModelForCausalLM.from_pretrained(path, **SAFE_WEIGHTS)
     model.eval()
     return model, tokenizer

@@ -23,9 +23,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from components.common.models import read_model_info, resolve_base, write_model_info
-
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+from components.common.models import (
+    NO_REMOTE_CODE,
+    SAFE_WEIGHTS,
+    pickle_files,
+    read_model_info,
+    resolve_base,
+    write_model_info,
+)
 
 
 class ExportError(RuntimeError):
@@ -58,11 +63,7 @@ class ExportResult:
 
 def refuse_pickle(folder: str | Path) -> None:
     """Raise when ``folder`` holds pickle weights (loading them executes code)."""
-    found = sorted(
-        p.relative_to(folder).as_posix()
-        for p in Path(folder).rglob("*")
-        if p.is_file() and p.suffix in PICKLE_SUFFIXES
-    )
+    found = pickle_files(folder)
     if found:
         raise ExportError(
             f"[EXPORT-001] {folder} holds pickle weights ({', '.join(found[:5])}): they run code when loaded. "
@@ -92,7 +93,7 @@ def _load_base(base_model: str, allow: dict[str, str]):
     if Path(path).is_dir():
         refuse_pickle(path)
     extra = remote_code(path, base_model, allow) if Path(path).is_dir() else {}
-    return AutoModelForCausalLM.from_pretrained(path, use_safetensors=True, **extra)
+    return AutoModelForCausalLM.from_pretrained(path, **{**SAFE_WEIGHTS, **extra})
 
 
 def merge(model_dir: str | Path, out_dir: str | Path, allow_remote_code: dict[str, str] | None = None) -> str:
@@ -107,15 +108,15 @@ def merge(model_dir: str | Path, out_dir: str | Path, allow_remote_code: dict[st
         from peft import PeftModel
 
         base = _load_base(info["base_model"], allow)
-        model = PeftModel.from_pretrained(base, str(model_dir)).merge_and_unload()
+        model = PeftModel.from_pretrained(base, str(model_dir), use_safetensors=True).merge_and_unload()
         kind = "merged"
     else:
-        model = AutoModelForCausalLM.from_pretrained(str(model_dir), use_safetensors=True)
+        model = AutoModelForCausalLM.from_pretrained(str(model_dir), **SAFE_WEIGHTS)
         kind = "full"
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)  # weights, config.json, generation_config.json
-    AutoTokenizer.from_pretrained(str(model_dir)).save_pretrained(out)
+    AutoTokenizer.from_pretrained(str(model_dir), **NO_REMOTE_CODE).save_pretrained(out)
     recipe = {k: v for k, v in info.items() if k not in ("kind", "base_model")}
     write_model_info(out, kind="full", base_model=info["base_model"], exported_from=info["kind"], **recipe)
     refuse_pickle(out)
@@ -142,13 +143,11 @@ def quantize(merged_dir: str | Path, out_dir: str | Path, kind: str) -> None:
         if kind == "nf4"
         else BitsAndBytesConfig(load_in_8bit=True)
     )  # fmt: skip
-    model = AutoModelForCausalLM.from_pretrained(
-        str(merged_dir), quantization_config=config, use_safetensors=True
-    )
+    model = AutoModelForCausalLM.from_pretrained(str(merged_dir), quantization_config=config, **SAFE_WEIGHTS)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
-    AutoTokenizer.from_pretrained(str(merged_dir)).save_pretrained(out)
+    AutoTokenizer.from_pretrained(str(merged_dir), **NO_REMOTE_CODE).save_pretrained(out)
     info = read_model_info(merged_dir)
     write_model_info(out, **{**info, "quantized": kind})
 

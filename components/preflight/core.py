@@ -200,9 +200,11 @@ def load_model_config(base_model: str):
     """The transformers config of ``model.base`` (tiny://, hub id, local or gs:// folder)."""
     from transformers import AutoConfig
 
-    from components.common.models import resolve_base
+    from components.common.models import NO_REMOTE_CODE, check_loadable, resolve_base
 
-    return AutoConfig.from_pretrained(resolve_base(base_model))
+    path = resolve_base(base_model)
+    check_loadable(path)
+    return AutoConfig.from_pretrained(path, **NO_REMOTE_CODE)
 
 
 def model_shape(config) -> ModelShape:
@@ -902,7 +904,9 @@ def load_tokenizer_for_checks(path: str):
     except ValueError:
         from transformers import AutoTokenizer
 
-        tok = AutoTokenizer.from_pretrained(path)
+        from components.common.models import NO_REMOTE_CODE
+
+        tok = AutoTokenizer.from_pretrained(path, **NO_REMOTE_CODE)
         if tok.pad_token is not None:
             raise
         return tok

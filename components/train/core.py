@@ -31,7 +31,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from components.common.models import load_tokenizer, resolve_base, write_model_info
+from components.common.models import (
+    SAFE_WEIGHTS,
+    check_loadable,
+    load_tokenizer,
+    resolve_base,
+    write_model_info,
+)
 from components.common.tables import read_rows
 from components.common.task import training_example
 from components.train.checkpoints import checkpoint_step, latest_complete, mark_complete, remove_newer
@@ -147,7 +153,10 @@ def _load_model(base_path: str, opts: TrainOptions, device: dict, backend: str):
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=dtype,
         )
-    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype, quantization_config=quantization)
+    check_loadable(base_path)
+    model = AutoModelForCausalLM.from_pretrained(
+        base_path, dtype=dtype, quantization_config=quantization, **SAFE_WEIGHTS
+    )
     peft_config = None
     if opts.method in ("lora", "qlora"):
         from peft import LoraConfig

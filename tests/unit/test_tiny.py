@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from components.common.provenance import sha256_path
 from components.common.tiny import CHAT_TEMPLATE, build_tiny_model, ensure_tiny_model, example_corpus
 
@@ -42,3 +44,32 @@ def test_unknown_example_is_a_clear_error():
 
     with pytest.raises(FileNotFoundError, match="tiny://nope: no examples/nope/data"):
         ensure_tiny_model("tiny://nope")
+
+
+def test_pickle_only_or_custom_code_model_folders_are_refused_at_the_first_load(tmp_path, tiny_model):
+    """A folder whose weights are only a torch.save pickle, or whose config asks to run its own code, is
+    refused before anything is loaded, by evaluation, preflight and training alike: nothing waits on an
+    interactive "run custom code? [y/N]" prompt."""
+    import json
+    import shutil
+
+    import torch
+
+    from components.common.models import UnsafeModelError, load_for_inference
+    from components.preflight.core import load_model_config
+
+    pickled = tmp_path / "pickled"
+    shutil.copytree(tiny_model, pickled)
+    (pickled / "model.safetensors").unlink()
+    torch.save({"w": torch.zeros(1)}, pickled / "pytorch_model.bin")
+    with pytest.raises(UnsafeModelError, match=r"\[MODEL-005\].*pytorch_model.bin"):
+        load_for_inference(str(pickled))
+
+    custom = tmp_path / "custom"
+    shutil.copytree(tiny_model, custom)
+    config = json.loads((custom / "config.json").read_text())
+    config.update(auto_map={"AutoConfig": "mine.MyConfig"}, model_type="mine-unknown")
+    (custom / "config.json").write_text(json.dumps(config))
+    for load in (load_for_inference, load_model_config):
+        with pytest.raises(UnsafeModelError, match=r"\[MODEL-006\]"):
+            load(str(custom))
