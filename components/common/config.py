@@ -112,6 +112,13 @@ RULES: dict[str, tuple[str, str]] = {
         "metrics are shares in [0, 1]: use a min, max or equals in [0, 1]",
     ),
     "CFG-006": ("the same key twice in one YAML mapping", "keep one; YAML would silently use the last"),
+    "CFG-007": (
+        "a secret in the config",
+        (
+            "configs become pipeline parameters that the console, CI logs and the registry show: pass "
+            "credentials through the environment (MLFLOW_TRACKING_USERNAME / _PASSWORD) or Secret Manager"
+        ),
+    ),
     "VTX-001": (
         "unknown accelerator",
         "use an accelerator type of components/preflight/prices.py (e.g. NVIDIA_L4) and a count >= 1",
@@ -775,11 +782,29 @@ def _prepare(raw: dict[str, Any], base_dir: Path) -> tuple[dict[str, Any], list[
     return raw, problems
 
 
+def _secrets(raw: Any, path: str = "") -> list[tuple[str, str, str]]:
+    """CFG-007 for every string value that looks like a credential (the value masked in the message)."""
+    from components.common.secrets import find_secret, mask
+
+    if isinstance(raw, dict):
+        return [
+            v
+            for k, val in raw.items()
+            if path + k != "task.output_schema"
+            for v in _secrets(val, f"{path}{k}.")
+        ]
+    if isinstance(raw, list):
+        return [v for i, val in enumerate(raw) for v in _secrets(val, f"{path[:-1]}[{i}].")]
+    what = find_secret(raw) if isinstance(raw, str) else None
+    return [("CFG-007", path[:-1], f"holds a secret-looking value ({what}: {mask(raw)})")] if what else []
+
+
 def parse_config(raw: Any, base_dir: Path | str = ".") -> Config:
     """Validate a config mapping; raise ``ConfigError`` naming every broken rule."""
     if not isinstance(raw, dict):
         raise ConfigError([("CFG-004", "(top)", f"expected a mapping, got {type(raw).__name__}")])
     raw, problems = _prepare(json.loads(json.dumps(raw)), Path(base_dir))
+    problems += _secrets(raw)
     if problems:
         raise ConfigError(problems)
     try:

@@ -11,20 +11,8 @@ from collections import Counter
 import pytest
 import yaml
 
-# (what it is, pattern) over a value as text
-PATTERNS = [
-    ("private key", re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")),
-    ("service account key", re.compile(r'"type"\s*:\s*"service_account"')),
-    ("Google API key", re.compile(r"AIza[0-9A-Za-z_\-]{35}")),
-    ("Google OAuth token", re.compile(r"ya29\.[0-9A-Za-z_\-]{20,}")),
-    ("AWS access key id", re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b")),
-    ("GitHub token", re.compile(r"\bgh[pousr]_[0-9A-Za-z]{36,}")),
-    (
-        "credential assignment",
-        re.compile(r"(?i)\b(?:password|passwd|pwd|token|secret|api[_-]?key)\s*[=:]\s*\S+"),
-    ),
-    ("credentials in a URI", re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@")),
-]
+from components.common.secrets import PATTERNS  # the product's own patterns
+
 SECRET_NAME = re.compile(
     r"(?i)(?:^|_)(?:password|passwd|secret|token|api_?key|credentials?|private_key)(?:_|$)"
 )

@@ -219,3 +219,21 @@ def test_tiny_model_of_an_unknown_example_is_refused_at_validate():
         load_config(REPO / "examples/travel/config.yaml", ["model.base=tiny://nope"])
     ((rule, where, msg),) = e.value.violations
     assert rule == "MODEL-001" and where == "model.base" and "tiny://travel" in msg and "examples/nope" in msg
+
+
+def test_secrets_in_a_config_are_refused_and_never_printed():
+    from components.common.config import ConfigError, load_config
+
+    key = "AKIAABCDEFGHIJKLMNOP"
+    with pytest.raises(ConfigError) as e:
+        load_config(
+            REPO / "examples/travel/config.yaml",
+            [
+                f"task.system_prompt=You help. api_key: {key}",
+                "registry.tracking_uri=https://bob:hunter2@ml.example",
+            ],
+        )
+    found = {(rule, where) for rule, where, _ in e.value.violations}
+    assert found == {("CFG-007", "task.system_prompt"), ("CFG-007", "registry.tracking_uri")}
+    assert key not in str(e.value) and "hunter2" not in str(e.value)
+    assert "MLFLOW_TRACKING_USERNAME" in str(e.value)
