@@ -229,7 +229,7 @@ def test_secrets_in_a_config_are_refused_and_never_printed():
         load_config(
             REPO / "examples/travel/config.yaml",
             [
-                f"task.system_prompt=You help. api_key: {key}",
+                f"task.system_prompt='You help. api_key: {key}'",
                 "registry.tracking_uri=https://bob:hunter2@ml.example",
             ],
         )
