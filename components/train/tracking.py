@@ -77,6 +77,42 @@ def flatten_params(params: Mapping[str, Any] | Any, prefix: str = "") -> dict[st
     return out
 
 
+# Seconds a tracking server has to answer its health check before the step gives up on it.
+HEALTH_TIMEOUT_S = 5.0
+
+
+class TrackingError(RuntimeError):
+    """The tracking server the run is configured for does not answer."""
+
+
+def check_server(tracking_uri: str, timeout: float = HEALTH_TIMEOUT_S) -> None:
+    """For an http(s) tracking URI, GET ``<uri>/health`` (what ``mlflow server`` answers) and raise
+    TrackingError naming the URI when it does not answer: MLflow's own client retries with back-off for
+    minutes, and a dead server would otherwise stall the train step silently. Other URIs: nothing to do."""
+    import urllib.error
+    import urllib.request
+
+    if not tracking_uri.startswith(("http://", "https://")):
+        return
+    url = tracking_uri.rstrip("/") + "/health"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # http(s) only: checked above
+            if response.status < 500:
+                return
+            why = f"HTTP {response.status}"
+    except urllib.error.HTTPError as e:
+        if e.code < 500:  # answered (a proxy that needs auth, a server without /health): it is up
+            return
+        why = f"HTTP {e.code}"
+    except (urllib.error.URLError, OSError) as e:
+        why = str(getattr(e, "reason", e))
+    raise TrackingError(
+        f"[TRACK-001] the MLflow tracking server {tracking_uri} does not answer ({why}, {timeout:g} s). "
+        "Fix: start it, or point registry.tracking_uri / $MLFLOW_TRACKING_URI at a running one "
+        "(empty = the embedded sqlite store)"
+    )
+
+
 class MlflowSink:
     """An MLflow run. Tracking URI: the argument, else ``$MLFLOW_TRACKING_URI``, else the embedded sqlite
     store of components.register (``$SLMFORGE_HOME/mlflow.db``)."""
@@ -182,6 +218,7 @@ def tracking_sinks(
     one (project/region: the arguments, else ``$CLOUD_ML_PROJECT_ID``/``$CLOUD_ML_REGION`` set on Vertex
     jobs, else the SDK's defaults). Reads the environment now, at call time."""
     sinks: list[Sink] = [MlflowSink(experiment, tracking_uri, run_name)]
+    check_server(sinks[0].tracking_uri)  # seconds, not MLflow's minutes of retries, before the model loads
     vertex_experiment = vertex_experiment or os.environ.get("AIP_EXPERIMENT_NAME", "")
     if vertex_experiment:
         project = project or os.environ.get("CLOUD_ML_PROJECT_ID", "")

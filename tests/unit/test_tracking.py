@@ -19,6 +19,7 @@ from components.train.tracking import (
     LOSS_CURVE,
     MlflowSink,
     TrackingCallback,
+    TrackingError,
     VertexSink,
     flatten_params,
     loss_curve_png,
@@ -190,12 +191,15 @@ def test_tracking_uri_and_vertex_selection(monkeypatch, slmforge_home):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:1")
     assert MlflowSink().tracking_uri == "http://127.0.0.1:1"
     assert MlflowSink(tracking_uri="sqlite:///x.db").tracking_uri == "sqlite:///x.db"
+    with pytest.raises(TrackingError, match=r"http://127\.0\.0\.1:1 does not answer"):
+        tracking_sinks()  # an http server is health-checked when the sinks are made
 
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///x.db")
     assert [type(s) for s in tracking_sinks()] == [MlflowSink]
     monkeypatch.setenv("AIP_EXPERIMENT_NAME", "from-env")
     monkeypatch.setenv("CLOUD_ML_PROJECT_ID", "proj")
     monkeypatch.setenv("CLOUD_ML_REGION", "europe-west4")
-    mlflow_sink, vertex = tracking_sinks()  # constructing a sink makes no call: start() does
+    mlflow_sink, vertex = tracking_sinks()  # a sqlite store and Vertex: no call until start()
     assert isinstance(mlflow_sink, MlflowSink) and isinstance(vertex, VertexSink)
     assert (vertex.experiment, vertex.project, vertex.region) == ("from-env", "proj", "europe-west4")
     vertex = tracking_sinks(vertex_experiment="given", project="p2", region="us-central1")[1]
@@ -338,3 +342,29 @@ def test_run_tracked_on_an_mlflow_server(canonical_table, tmp_path, mlflow_serve
     _check_run(mlflow_server, tracker, batches, tmp_path, trainer)
     stored = list((tmp_path / "server-artifacts").rglob(LOSS_CURVE))  # uploaded through the server
     assert len(stored) == 1 and stored[0].read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_a_dead_tracking_server_fails_the_step_in_seconds(tmp_path, canonical_table, tiny_model):
+    """Nothing listens on the port: train() stops before training with the URI named (a health check
+    with a 5 s timeout, not MLflow's minutes of retries)."""
+    import socket
+
+    from components.train.core import TrainOptions, train
+    from components.train.tracking import TrackingError, check_server
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"  # bound, never listening: refused at once
+        opts = TrainOptions(method="full", max_steps=2, batch_size=4)
+        with pytest.raises(TrackingError, match=r"\[TRACK-001\] the MLflow tracking server http://127.0.0.1"):
+            train(
+                canonical_table,
+                "tiny://travel",
+                "sys",
+                opts,
+                tmp_path / "m",
+                experiment="t",
+                tracking_uri=dead,
+            )
+    assert not (tmp_path / "m" / "model.safetensors").exists()  # stopped before training
+    check_server("sqlite:///x.db")  # not a server: nothing to check
