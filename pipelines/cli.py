@@ -107,6 +107,8 @@ def run(
         def on_event(task: str, state: str) -> None:
             if state == "running":
                 status.update(f"running [cyan]{task}[/cyan] ...")
+            elif state.startswith("progress "):
+                status.update(f"running [cyan]{task}[/cyan]: {state.removeprefix('progress ')}")
             else:
                 mark = "[green]✓[/green]" if state == "success" else "[red]✗[/red]"
                 term.print(f"  {mark} {task}")

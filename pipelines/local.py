@@ -38,7 +38,8 @@ class LocalRun:
 
 class _LogSink(io.TextIOBase):
     """Takes everything kfp.local prints (its logs and the tasks' output), keeps it in a log file, and
-    calls ``on_event(task, state)`` when a task starts or finishes so a CLI can show progress."""
+    calls ``on_event(task, state)`` when a task starts or finishes, and with ``progress <detail>`` while the
+    train step runs (steps, loss, ETA), so a CLI can show progress."""
 
     def __init__(self, log, on_event: Callable[[str, str], None] | None):
         self._log, self._on_event, self._buffer = log, on_event, ""
@@ -53,6 +54,8 @@ class _LogSink(io.TextIOBase):
                 self._on_event(m.group(1), "running")
             elif self._on_event and (m := re.search(r"Task '([^']+)' finished with status (\w+)", plain)):
                 self._on_event(m.group(1), m.group(2).lower())
+            elif self._on_event and (m := re.search(r"train progress: (step .*)$", plain)):
+                self._on_event("train-op", f"progress {m.group(1)}")  # components/train/core.py PROGRESS
         return len(text)
 
     def flush(self) -> None:

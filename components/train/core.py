@@ -347,7 +347,7 @@ def build_trainer(
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[*_guard_callbacks(losses, checkpointing), *callbacks],
+        callbacks=[*_guard_callbacks(losses, checkpointing), _progress_callback(), *callbacks],
     )
     return trainer, losses
 
@@ -373,6 +373,37 @@ def _stop_on_sigterm_callback(flag: _SigtermFlag):
                 control.should_training_stop = True
 
     return StopOnSigterm()
+
+
+# A progress line the local runner's terminal shows while the step runs (pipelines/local.py reads it).
+PROGRESS = "train progress: step {step}/{total} · loss {loss} · ETA {eta}"
+
+
+def _progress_callback():
+    from transformers import TrainerCallback
+
+    class Progress(TrainerCallback):
+        """Print a PROGRESS line at every logging step: steps done, the logged loss and the time left."""
+
+        def on_train_begin(self, args, state, control, **kw):
+            self.start, self.first = time.perf_counter(), state.global_step
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if not logs or "loss" not in logs or not state.max_steps:
+                return
+            done = state.global_step - self.first
+            left = (
+                (time.perf_counter() - self.start) / done * (state.max_steps - state.global_step)
+                if done
+                else 0
+            )
+            eta = f"{int(left // 60)}m{int(left % 60):02d}s"
+            loss = f"{float(logs['loss']):.4f}"
+            print(
+                PROGRESS.format(step=state.global_step, total=state.max_steps, loss=loss, eta=eta), flush=True
+            )
+
+    return Progress()
 
 
 def _run(trainer, resume_from: Path | None, flag: _SigtermFlag | None) -> None:

@@ -209,3 +209,20 @@ def test_vertex_dataframe_columns_become_runs():
         {"exact_match": 0.5, "loss": 0.25},
     )
     assert (r2.params, r2.metrics) == ({}, {"exact_match": 0.7})
+
+
+def test_the_local_log_sink_reports_task_states_and_training_progress(tmp_path):
+    """What `slmforge run` shows while a pipeline runs: task start/finish and the train step's progress."""
+    from pipelines.local import _LogSink
+
+    events = []
+    with open(tmp_path / "log", "w") as log:
+        sink = _LogSink(log, lambda task, state: events.append((task, state)))
+        sink.write("Executing task 'train-op'\ntrain progress: step 10/300 · loss 1.2345 · ETA 2m05s\n")
+        sink.write("\x1b[32mTask 'train-op' finished with status SUCCESS\x1b[0m\n")
+    assert events == [
+        ("train-op", "running"),
+        ("train-op", "progress step 10/300 · loss 1.2345 · ETA 2m05s"),
+        ("train-op", "success"),
+    ]
+    assert "train progress" in (tmp_path / "log").read_text()

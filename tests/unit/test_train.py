@@ -29,9 +29,13 @@ def test_loss_is_on_completion_tokens_only(canonical_table, tmp_path):
     assert row["prompt"] in tok.decode(batch["input_ids"][0])  # the prompt is there, just not in the loss
 
 
-def test_full_fine_tune_learns(canonical_table, tmp_path, tiny_model):
+def test_full_fine_tune_learns(canonical_table, tmp_path, tiny_model, capsys):
     opts = TrainOptions(method="full", max_steps=40, batch_size=16, learning_rate=3e-3, logging_steps=5)
     result = train(canonical_table, "tiny://travel", SYSTEM, opts, tmp_path / "model")
+    progress = [line for line in capsys.readouterr().out.splitlines() if line.startswith("train progress:")]
+    assert (
+        len(progress) == 9 and progress[-1]
+    )  # step 1 (logging_first_step), then every 5.startswith("train progress: step 40/40 · loss ")
     assert all(torch.isfinite(torch.tensor(result.loss_history)))
     assert result.final_loss < 0.5 * result.first_loss, result.loss_history
     assert result.steps == 40 and result.trainable_params == result.total_params
