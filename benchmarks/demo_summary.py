@@ -55,7 +55,9 @@ def readme_block(s: dict) -> str:
         f"{int(cand.get('examples', 0))} held-out rows the candidate scored "
         + ", ".join(f"{m} {_fmt(cand, m)}" for m in SHOWN)
         + f" (constrained decoding; free decoding: exact_match {_fmt(cand, 'free/exact_match')}); the untrained "
-        f"base scored exact_match {_fmt(base, 'exact_match')}. The gate {verdict}. {registered}",
+        f"base scored exact_match {_fmt(base, 'exact_match')} and the retrieval baseline (the nearest training "
+        f"prompt's answer) {_fmt(s.get('baselines', {}).get('retrieval', {}), 'exact_match')}. The gate {verdict}. "
+        f"{registered}",
         "",
         "```text",
         *s["gate"]["reasons"],

@@ -47,15 +47,19 @@ def _load(config: Path, overrides: list[str] | None = None):
         raise typer.Exit(2) from None
 
 
-def _metrics_table(candidate: dict, base: dict) -> Table:
+def _metrics_table(candidate: dict, baselines: dict[str, dict]) -> Table:
+    """The candidate beside every baseline the run scored (base, retrieval, champion), metric by metric."""
     table = Table(title="Evaluation on the held-out split")
     table.add_column("metric")
     table.add_column("candidate", justify="right")
-    table.add_column("base (untrained)", justify="right")
+    titles = {"base": "base (untrained)"}
+    for name in baselines:
+        table.add_column(titles.get(name, name), justify="right")
     names = [k for k in candidate if isinstance(candidate[k], (int, float))]
     for name in sorted(names, key=lambda n: (n.startswith("field_match/"), n)):
         fmt = (lambda v: f"{v:.0f}") if name == "examples" else (lambda v: f"{v:.3f}")
-        table.add_row(name, fmt(candidate[name]), fmt(base.get(name, float("nan"))))
+        cells = [fmt(b[name]) if isinstance(b.get(name), (int, float)) else "" for b in baselines.values()]
+        table.add_row(name, fmt(candidate[name]), *cells)
     return table
 
 
@@ -123,7 +127,7 @@ def run(
                 term.print("\n".join(tail), markup=False, highlight=False)
                 term.print(f"full log: {logs[-1]}")
             raise typer.Exit(1) from None
-    term.print(_metrics_table(result.candidate_metrics, result.base_metrics))
+    term.print(_metrics_table(result.candidate_metrics, result.baselines or {"base": result.base_metrics}))
     verdict = "[green]PASSED[/green]" if result.gate_passed else "[red]FAILED[/red]"
     term.print(f"gate: {verdict}")
     term.print(result.gate_reasons, markup=False, highlight=False)
@@ -134,7 +138,9 @@ def run(
         )
     else:
         term.print("not registered: the gate did not pass")
-    term.print(f"report: {result.run_dir / 'gate-op' / 'html_report'} (HTML: candidate vs baselines, CIs)")
+    term.print(
+        f"report: {result.run_dir / 'report.html'} (candidate vs baselines, CIs; open it in a browser)"
+    )
     term.print(f"artifacts: {result.run_dir}   ({result.seconds:.0f} s)")
     term.print(f"summary: {result.run_dir / 'summary.json'}")
     if not result.gate_passed:  # the run worked, its model did not pass: a code of its own, for CI

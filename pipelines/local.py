@@ -12,6 +12,7 @@ import io
 import json
 import os
 import re
+import shutil
 import time
 import warnings
 from collections.abc import Callable
@@ -34,6 +35,31 @@ class LocalRun:
     gate_passed: bool
     gate_reasons: str
     registered: dict[str, Any] | None = field(default=None)
+    # every baseline that was scored (base, retrieval, champion when one is registered): name -> metrics
+    baselines: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+# The tasks that score a baseline, by baseline name (pipelines/finetune.py baselines_and_gate).
+BASELINE_TASKS = {
+    "base": "evaluate-base-op",
+    "retrieval": "retrieval-baseline-op",
+    "champion": "evaluate-champion-op",
+}
+
+
+def baseline_metrics(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """The metrics of each baseline a run scored, read from its tasks' executor outputs."""
+    out = {}
+    for name, task in BASELINE_TASKS.items():
+        path = run_dir / task / "executor_output.json"
+        if not path.is_file():
+            continue
+        artifacts = json.loads(path.read_text(encoding="utf-8")).get("artifacts", {})
+        found = artifacts.get("metrics", {}).get("artifacts", [])
+        metrics = found[0].get("metadata", {}) if found else {}
+        if metrics and metrics.get("available", 1):  # champion: {"available": 0} until one is registered
+            out[name] = metrics
+    return out
 
 
 class _LogSink(io.TextIOBase):
@@ -164,7 +190,11 @@ def run_pipeline_local(
         gate_passed=bool(task.outputs["gate_passed"]),
         gate_reasons=str(task.outputs["gate_reasons"]),
         registered=json.loads(registered_file.read_text()) if registered_file.is_file() else None,
+        baselines=baseline_metrics(run_dir),
     )
+    report = run_dir / "gate-op" / "html_report"
+    if report.is_file():  # KFP names the HTML artifact without a suffix; a browser wants .html
+        shutil.copyfile(report, run_dir / "report.html")
     summary = run_summary(run, params, pipeline=pipeline, runner=runner)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return run
@@ -187,6 +217,7 @@ def run_summary(run: LocalRun, params: dict[str, Any], *, pipeline: str, runner:
         "run": run.run_dir.name,
         "candidate": run.candidate_metrics,
         "base": run.base_metrics,
+        "baselines": run.baselines,
         "gate": {"passed": run.gate_passed, "reasons": run.gate_reasons.splitlines()},
         "registered": (run.registered or {}).get("model_uri", ""),
         "environment": {

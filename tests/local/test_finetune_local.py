@@ -89,9 +89,10 @@ def test_demo_config_end_to_end(tmp_path, monkeypatch):
     assert base["free/exact_match"] <= 0.01 and base["free/schema_validity"] <= 0.01, base
     assert run.gate_passed, run.gate_reasons
     assert run.gate_reasons.startswith("PASS exact_match not worse than base")
-    page = (run.run_dir / "gate-op" / "html_report").read_text()
+    page = (run.run_dir / "report.html").read_text()  # the gate's HTML artifact, named for a browser
     for column in ("candidate − base", "CI"):
         assert column in page
+    assert set(run.baselines) == {"base", "retrieval"} and run.baselines["base"] == base  # no champion yet
 
     assert run.registered is not None and run.registered["created"]
     client = _client(home)
@@ -146,6 +147,8 @@ def test_cli_failing_gate_registers_nothing(tmp_path):
     assert "3 steps" in out.stdout
     assert "✓ train-op" in out.stdout and "✓ gate-op" in out.stdout
     assert "gate: FAILED" in out.stdout
+    assert "base (untrained)" in out.stdout and "retrieval" in out.stdout  # every baseline in the table
+    assert "report.html" in out.stdout
     assert "FAIL exact_match = 0.0000 (needs >= 0.9)" in out.stdout
     assert "not registered: the gate did not pass" in out.stdout
     assert "register-op" not in out.stdout and "export-op" not in out.stdout
