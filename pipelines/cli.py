@@ -120,11 +120,15 @@ def run(
         try:
             result = run_pipeline_local(params, root, runner=runner, on_event=on_event, echo=verbose)
         except Exception as e:  # a task failed (or the run could not start): show where to look
-            term.print(f"[red]pipeline failed: {e}[/red]")
+            from pipelines.local import failure_lines
+
+            term.print(f"pipeline failed: {e}", style="red", markup=False, highlight=False)
             logs = sorted(Path(root).glob("*/pipeline.log"))
             if logs:
-                tail = logs[-1].read_text(encoding="utf-8", errors="replace").splitlines()[-40:]
+                error, tail = failure_lines(logs[-1].read_text(encoding="utf-8", errors="replace"))
                 term.print("\n".join(tail), markup=False, highlight=False)
+                if error:  # the failing step's own error, last, where the eye lands
+                    term.print(error, style="bold red", markup=False, highlight=False)
                 term.print(f"full log: {logs[-1]}")
             raise typer.Exit(1) from None
     term.print(_metrics_table(result.candidate_metrics, result.baselines or {"base": result.base_metrics}))

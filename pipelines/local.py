@@ -62,6 +62,20 @@ def baseline_metrics(run_dir: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
+_ERROR = re.compile(r"^\s*((?:[A-Za-z_][\w.]*)?(?:Error|Exception|Failed|Exit)\w*: .+)$")
+
+
+def failure_lines(log: str, tail: int = 25) -> tuple[str, list[str]]:
+    """From a failed run's log: the last error a step raised (``DataError: 5 of 205 rows rejected ...``)
+    and the log's last ``tail`` lines without terminal colour codes."""
+    lines = [_ANSI.sub("", line) for line in log.splitlines()]
+    # the step's own error comes before kfp.local says the task failed (and wraps it in a RuntimeError)
+    end = next((i for i, line in enumerate(lines) if "finished with status FAILURE" in line), len(lines))
+    errors = [m.group(1) for line in lines[:end] if (m := _ERROR.match(line))]
+    errors = errors or [m.group(1) for line in lines if (m := _ERROR.match(line))]
+    return (errors[-1] if errors else ""), lines[-tail:]
+
+
 class _LogSink(io.TextIOBase):
     """Takes everything kfp.local prints (its logs and the tasks' output), keeps it in a log file, and
     calls ``on_event(task, state)`` when a task starts or finishes, and with ``progress <detail>`` while the

@@ -226,3 +226,16 @@ def test_the_local_log_sink_reports_task_states_and_training_progress(tmp_path):
         ("train-op", "success"),
     ]
     assert "train progress" in (tmp_path / "log").read_text()
+
+
+def test_a_failed_run_shows_the_steps_own_error_without_colour_codes():
+    from pipelines.local import failure_lines
+
+    log = (
+        "Executing task 'ingest-op'\n\x1b[31mTraceback (most recent call last):\n  File \"core.py\"\n"
+        "components.common.events.DataError: 5 of 205 rows rejected (2.44% > 1.00%)\x1b[0m\n"
+        "\x1b[31mTask 'ingest-op' finished with status FAILURE\x1b[0m\nRuntimeError: Task ingest-op failed\n"
+    )
+    error, tail = failure_lines(log)
+    assert error == "components.common.events.DataError: 5 of 205 rows rejected (2.44% > 1.00%)"
+    assert not any("\x1b" in line for line in tail)
