@@ -30,6 +30,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, help="override train.max_steps")
     parser.add_argument("--batch-size", type=int, help="override train.batch_size")
     parser.add_argument("--lr", type=float, help="override train.learning_rate")
+    parser.add_argument("--weight-decay", type=float, help="override train.weight_decay")
     parser.add_argument("--split-seed", type=int, help="override data.split.seed")
     parser.add_argument("--seed", type=int, help="override train.seed (data order, dropout)")
     parser.add_argument("--keep", type=Path, help="copy the predictions (parquet) here, to read the errors")
@@ -54,7 +55,8 @@ def main() -> None:
         opts = TrainOptions(method=cfg.model.method, max_steps=a.steps or t.max_steps,
                             batch_size=a.batch_size or t.batch_size, learning_rate=a.lr or t.learning_rate,
                             lr_scheduler=t.lr_scheduler, warmup_ratio=t.warmup_ratio, max_length=t.max_length,
-                            seed=t.seed if a.seed is None else a.seed)  # fmt: skip
+                            seed=t.seed if a.seed is None else a.seed,
+                            weight_decay=t.weight_decay if a.weight_decay is None else a.weight_decay)  # fmt: skip
         start = time.perf_counter()
         if cfg.model.base.startswith("tiny://"):
             ensure_tiny_model(cfg.model.base)
@@ -72,7 +74,7 @@ def main() -> None:
 
     print(f"# {a.example}: {machine()}; {code_version()}")
     print(f"recipe: {opts.max_steps} steps x batch {opts.batch_size}, lr {opts.learning_rate:g}, "
-          f"split seed {cfg.data.split.seed}, train seed {opts.seed}, decoding {cfg.eval.decoding}; final loss {result.final_loss:.4f}")  # fmt: skip
+          f"weight decay {opts.weight_decay:g}, split seed {cfg.data.split.seed}, train seed {opts.seed}, decoding {cfg.eval.decoding}; final loss {result.final_loss:.4f}")  # fmt: skip
     print(f"held-out rows: {scored.examples}")
     for name in sorted(k for k in scored.metrics if k.count("/") <= 1 and "field_match/" not in k):
         print(f"  {name:22s} {scored.metrics[name]:.3f}")

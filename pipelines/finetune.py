@@ -202,6 +202,7 @@ def build_finetune(multi_node: bool):
         learning_rate: float = 2e-4,
         lr_scheduler: str = "cosine",
         warmup_ratio: float = 0.03,
+        weight_decay: float = 0.0,
         max_length: int = 256,
         train_seed: int = 42,
         group_by_length: bool = False,
@@ -268,6 +269,7 @@ def build_finetune(multi_node: bool):
             learning_rate: peak learning rate.
             lr_scheduler: transformers scheduler name.
             warmup_ratio: share of steps spent warming up.
+            weight_decay: AdamW decoupled weight decay (0 = none).
             max_length: tokens per training example.
             train_seed: seed of init, dropout and data order.
             group_by_length: batch rows of similar length (less padding; on small data it learned slower).
@@ -334,6 +336,7 @@ def build_finetune(multi_node: bool):
             learning_rate=learning_rate,
             lr_scheduler=lr_scheduler,
             warmup_ratio=warmup_ratio,
+            weight_decay=weight_decay,
             max_length=max_length,
             seed=train_seed,
             lora_r=lora_r,

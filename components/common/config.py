@@ -99,7 +99,7 @@ RULES: dict[str, tuple[str, str]] = {
     ),
     "TRAIN-004": (
         "value out of range",
-        "warmup_ratio in [0, 1); max_steps <= 10,000,000, batch_size <= 65,536, max_length <= 1,048,576",
+        "warmup_ratio and weight_decay in [0, 1); max_steps <= 10,000,000, batch_size <= 65,536, max_length <= 1,048,576",
     ),
     "MODEL-004": ("LoRA setting out of range", "use r >= 1, alpha > 0 and 0 <= dropout < 1"),
     "EVAL-002": (
@@ -392,6 +392,7 @@ class TrainConfig(_Section):
     learning_rate: float = Field(2e-4, description="peak learning rate")
     lr_scheduler: str = Field("cosine", description="transformers scheduler name")
     warmup_ratio: float = Field(0.03, description="share of steps spent warming up")
+    weight_decay: float = Field(0.0, description="AdamW decoupled weight decay (0 = none)")
     max_length: int = Field(256, description="tokens per example (prompt + completion); longer is truncated")
     seed: int = Field(42, description="seed of init, dropout and data order")
     group_by_length: bool = Field(
@@ -440,6 +441,8 @@ class TrainConfig(_Section):
                 raise _rule("TRAIN-004", f"train.{name}={getattr(self, name)} is above {top:,}")
         if not 0 <= self.warmup_ratio < 1:
             raise _rule("TRAIN-004", f"train.warmup_ratio={self.warmup_ratio} is outside [0, 1)")
+        if not 0 <= self.weight_decay < 1:
+            raise _rule("TRAIN-004", f"train.weight_decay={self.weight_decay} is outside [0, 1)")
         return self
 
     @field_validator("processes_per_node")
@@ -966,6 +969,7 @@ def pipeline_parameters(cfg: Config) -> dict[str, Any]:
         "learning_rate": cfg.train.learning_rate,
         "lr_scheduler": cfg.train.lr_scheduler,
         "warmup_ratio": cfg.train.warmup_ratio,
+        "weight_decay": cfg.train.weight_decay,
         "max_length": cfg.train.max_length,
         "train_seed": cfg.train.seed,
         "group_by_length": cfg.train.group_by_length,

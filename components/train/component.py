@@ -18,6 +18,7 @@ def train_op(
     learning_rate: float,
     lr_scheduler: str,
     warmup_ratio: float,
+    weight_decay: float,
     max_length: int,
     seed: int,
     lora_r: int,
@@ -51,6 +52,7 @@ def train_op(
         learning_rate: peak learning rate.
         lr_scheduler: transformers scheduler name, e.g. cosine.
         warmup_ratio: share of steps spent warming up.
+        weight_decay: AdamW decoupled weight decay (0 = none).
         max_length: tokens per example (prompt + completion); longer rows are truncated.
         seed: seed of init, dropout and data order.
         lora_r: LoRA rank (method lora).
@@ -104,6 +106,7 @@ def train_op(
         packing=packing,
         backend=backend,
         grad_accum=grad_accum,
+        weight_decay=weight_decay,
     )
     # One process, or torchrun on this node; a worker node of a multi-node job exits here (node 0 writes).
     result = train_on_node(nodes, processes_per_node, train_data.path, base_model, system_prompt, opts, model.path,

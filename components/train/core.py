@@ -73,6 +73,7 @@ class TrainOptions:
         1  # micro-batches per optimizer step: batch_size // grad_accum rows each (preflight plan)
     )
     backend: str = "auto"  # auto | hf | unsloth: auto = Unsloth when installed and a CUDA GPU is present
+    weight_decay: float = 0.0  # AdamW decoupled weight decay
 
     def validate(self) -> None:
         if self.method not in ("full", "lora", "qlora"):
@@ -322,6 +323,7 @@ def build_trainer(
         per_device_train_batch_size=opts.batch_size // opts.grad_accum,
         gradient_accumulation_steps=opts.grad_accum,
         learning_rate=opts.learning_rate,
+        weight_decay=opts.weight_decay,
         lr_scheduler_type=opts.lr_scheduler,
         warmup_steps=round(opts.warmup_ratio * opts.max_steps),
         max_length=opts.max_length,
