@@ -69,6 +69,7 @@ def data_options(cfg, *, force: bool = False):
         output_schema=cfg.task.output_schema,
         labels=list(cfg.task.labels) or None,
         label_normalize=tuple(d.labels.normalize),
+        chat_fixes=tuple(d.chat.fix),
         max_row_bytes=d.max_row_bytes,
         force_shape=force,
     )

@@ -41,6 +41,7 @@ def evaluate(
     task_type: str = "structured",
     labels: str = "[]",
     label_normalize: str = "",
+    chat_fixes: str = "",
     system_prompt: str = "",
     eval_data: str = "",
     data_shape: str = "auto",

@@ -69,6 +69,7 @@ def prepare_data(p: dict):
         output_schema=p["output_schema"],
         labels=p["labels"],
         label_normalize=p["label_normalize"],
+        chat_fixes=p["chat_fixes"],
         max_row_bytes=p["max_row_bytes"],
         max_reject_rate=p["max_reject_rate"],
         config_hash=p["config_hash"],
@@ -174,6 +175,7 @@ def build_finetune(multi_node: bool):
         task_type: str = "structured",
         labels: str = "[]",
         label_normalize: str = "",
+        chat_fixes: str = "",
         system_prompt: str = "",
         eval_data: str = "",
         data_shape: str = "auto",
@@ -241,6 +243,7 @@ def build_finetune(multi_node: bool):
             task_type: structured, classification or generation (components/common/scoring.py).
             labels: the label set of a classification task, as a JSON list.
             label_normalize: comma-separated strip, lower: how ingest matches a target to a label.
+            chat_fixes: comma-separated drop_leading_assistant, drop_trailing_user: conversation repairs.
             system_prompt: system message rendered before every prompt, in training and evaluation.
             eval_data: locator of an explicit eval set; empty = hold out eval_fraction of train_data.
             data_shape: auto, prompt_completion, alpaca, messages or sharegpt.

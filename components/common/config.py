@@ -265,6 +265,14 @@ class LabelsConfig(_Section):
     )
 
 
+class ChatConfig(_Section):
+    fix: list[Literal["drop_leading_assistant", "drop_trailing_user"]] = Field(
+        default_factory=list,
+        description="repairs for chat exports, counted in the ingest report: drop an assistant turn that opens "
+        "a conversation, and a user turn that ends one unanswered (else such rows are BAD_ROLE_ORDER)",
+    )
+
+
 class DataConfig(_Section):
     train: str = Field(..., description="locator of the training data (see components/ingest/sources.py)")
     eval: str = Field("", description="optional locator of an explicit eval set; empty = split from train")
@@ -277,6 +285,7 @@ class DataConfig(_Section):
     )
     max_row_bytes: int = Field(1_000_000, description="larger source rows are rejected (ROW_TOO_LARGE)")
     labels: LabelsConfig = Field(default_factory=LabelsConfig)
+    chat: ChatConfig = Field(default_factory=ChatConfig)
     clean: CleanConfig = Field(default_factory=CleanConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
 
@@ -933,6 +942,7 @@ def pipeline_parameters(cfg: Config) -> dict[str, Any]:
         "task_type": cfg.task.type,
         "labels": json.dumps(cfg.task.labels),
         "label_normalize": ",".join(cfg.data.labels.normalize),
+        "chat_fixes": ",".join(cfg.data.chat.fix),
         "eval_decoding": cfg.eval.decoding,
         "train_data": cfg.data.train,
         "eval_data": cfg.data.eval,

@@ -199,6 +199,9 @@ REASONS: dict[str, Reason] = {
     # stage-level events (no row is rejected by these)
     "SHAPE_DETECTED": Reason("ingest", "info", "the data shape was detected from sample rows", "none"),
     "ROWS_READ": Reason("ingest", "info", "rows read from a locator: accepted + rejected", "none"),
+    "CHAT_FIXED": Reason(
+        "ingest", "info", "conversations repaired by data.chat.fix (a turn dropped at either end)", "none"
+    ),
     "PII_REDACTED": Reason(
         "clean", "warning", "PII was replaced by a placeholder like <EMAIL>", "none; set pii: block to reject"
     ),

@@ -18,6 +18,7 @@ def ingest_op(
     output_schema: str,
     labels: str,
     label_normalize: str,
+    chat_fixes: str,
     max_row_bytes: int,
     max_reject_rate: float,
     config_hash: str,
@@ -38,6 +39,7 @@ def ingest_op(
         output_schema: the task's JSON Schema as JSON text (targets must validate); empty = no check.
         labels: a classification task's label set as a JSON list (targets must be one); [] = no check.
         label_normalize: comma-separated strip, lower: how a target is matched to a label; empty = exactly.
+        chat_fixes: comma-separated drop_leading_assistant, drop_trailing_user: conversation repairs.
         max_row_bytes: source rows larger than this are rejected.
         max_reject_rate: fail when more than this share of rows is rejected.
         config_hash: sha256 of the validated config, recorded as provenance.
@@ -51,18 +53,18 @@ def ingest_op(
     from components.common.provenance import stamp
     from components.ingest.core import IngestOptions, ingest
 
-    opts = IngestOptions(shape, prompt_field, completion_field, group_field, id_field)
-    opts.output_schema, opts.max_row_bytes = (
-        json.loads(output_schema) if output_schema else None,
-        max_row_bytes,
-    )
-    opts.labels, opts.label_normalize = (
-        json.loads(labels or "[]"),
-        tuple(filter(None, label_normalize.split(","))),
-    )
+    opts = IngestOptions(
+        shape, prompt_field, completion_field, group_field, id_field,
+        output_schema=json.loads(output_schema) if output_schema else None,
+        labels=json.loads(labels or "[]") or None,
+        label_normalize=tuple(filter(None, label_normalize.split(","))),
+        chat_fixes=tuple(filter(None, chat_fixes.split(","))),
+        max_row_bytes=max_row_bytes,
+    )  # fmt: skip
     result = ingest(train_locator, eval_locator, opts, dataset.path, rejects.path)
     rejected = dict(result.rejected)
-    dataset.metadata.update({"rows": result.accepted, "rows_in": result.rows_in, "rejected": rejected})
+    dataset.metadata.update({"rows": result.accepted, "rows_in": result.rows_in, "rejected": rejected,
+                             "chat_fixed": dict(result.fixed)})  # fmt: skip
     dataset.metadata["shape"] = result.shape.shape
     rejects.metadata.update({"rows": sum(rejected.values()), "by_reason": rejected})
     for artifact in (dataset, rejects):

@@ -38,6 +38,7 @@ class IngestOptions:
     output_schema: dict | None = None  # structured tasks: every target must validate
     labels: list[str] | None = None  # classification tasks: every target must be one of these
     label_normalize: tuple[str, ...] = ()  # strip, lower: how a target is matched to a declared label
+    chat_fixes: tuple[str, ...] = ()  # shapes.CHAT_FIXES applied to conversations (counted in ``fixed``)
     max_row_bytes: int = 1_000_000  # bytes of one source row; larger rows are ROW_TOO_LARGE
     force_shape: bool = False  # take the best shape hypothesis even below the auto-pick confidence
 
@@ -49,6 +50,7 @@ class SourceStats:
     rows_in: int = 0
     accepted: int = 0
     rejected: Counter = field(default_factory=Counter)
+    fixed: Counter = field(default_factory=Counter)  # data.chat.fix -> accepted rows it repaired
     sha256: str = ""  # of the source file(s) read; "" for a streamed hub dataset
 
 
@@ -72,6 +74,13 @@ class IngestResult:
         total: Counter = Counter()
         for s in self.sources.values():
             total.update(s.rejected)
+        return total
+
+    @property
+    def fixed(self) -> Counter:
+        total: Counter = Counter()
+        for s in self.sources.values():
+            total.update(s.fixed)
         return total
 
 
@@ -165,11 +174,21 @@ def ingest(
                     code, detail, raw = rec.reason, rec.detail, rec.raw
                     if rec.value is not None:
                         try:
+                            applied: list[str] = []
                             row = _canonical(
-                                rec.value, source, rec.row, shape, options, validator, labels, seen_ids
+                                rec.value,
+                                source,
+                                rec.row,
+                                shape,
+                                options,
+                                validator,
+                                labels,
+                                seen_ids,
+                                applied,
                             )
                             writer.write(row)
                             stats.accepted += 1
+                            stats.fixed.update(applied)
                             continue
                         except Reject as r:
                             code, detail = r.code, r.detail
@@ -181,6 +200,8 @@ def ingest(
                     record = {"source": source, "row": rec.row, "code": code, "detail": detail, "raw": raw}
                     rejects.write(json.dumps(record, ensure_ascii=False) + "\n")
                 result.events.append(_read_event(source, stats))
+                for fix, count in sorted(stats.fixed.items()):
+                    result.events.append(event("ingest", "CHAT_FIXED", count, f"{source}: {fix}", fix=fix))
                 for code, count in sorted(stats.rejected.items()):
                     where = ", ".join(e for e in result.samples[code] if e.startswith(source))
                     result.events.append(
@@ -245,8 +266,9 @@ def _canonical(
     validator: _Validator,
     labels: _Labels,
     seen: set,
+    applied: list[str],
 ) -> dict:
-    history, prompt, completion = map_row(value, shape.shape, shape.fields)
+    history, prompt, completion = map_row(value, shape.shape, shape.fields, options.chat_fixes, applied)
     completion = labels.check(validator.check(completion))
     row_id = value.get(options.id_field) if options.id_field else None
     row_id = str(row_id) if row_id not in (None, "") else f"{source}:{row_no}"

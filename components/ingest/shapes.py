@@ -194,8 +194,19 @@ def _text(row: dict, column: str) -> str:
     return value
 
 
+# Fixes for real chat exports, opted into with data.chat.fix (each counted in the ingest report):
+# a conversation that opens with the assistant's greeting, or ends on a user turn nobody answered.
+CHAT_FIXES = ("drop_leading_assistant", "drop_trailing_user")
+
+
 def _turns(
-    row: dict, key: str, role_key: str, content_key: str, roles: dict[str, str]
+    row: dict,
+    key: str,
+    role_key: str,
+    content_key: str,
+    roles: dict[str, str],
+    fixes: tuple[str, ...] = (),
+    applied: list[str] | None = None,
 ) -> list[dict[str, str]]:
     if key not in row or row[key] is None:
         raise Reject("MISSING_FIELD", f"no {key!r} field")
@@ -220,12 +231,25 @@ def _turns(
             raise Reject("EMPTY_TURN", f"{key}[{i}] ({t[role_key]}) is empty")
         turns.append({"role": roles[t[role_key]], "content": t[content_key]})
     start = 1 if turns and turns[0]["role"] == "system" else 0
+    if "drop_leading_assistant" in fixes and len(turns) > start and turns[start]["role"] == "assistant":
+        del turns[start]
+        if applied is not None:
+            applied.append("drop_leading_assistant")
+    if "drop_trailing_user" in fixes and len(turns) > start + 1 and turns[-1]["role"] == "user":
+        del turns[-1]
+        if applied is not None:
+            applied.append("drop_trailing_user")
     body = [t["role"] for t in turns[start:]]
     expected = ["user", "assistant"] * (len(body) // 2 + 1)
     if not body or len(body) % 2 or body != expected[: len(body)]:
         raise Reject(
             "BAD_ROLE_ORDER",
-            f"roles {[t['role'] for t in turns]}: need [system], user, assistant, ..., ending with assistant",
+            f"roles {[t['role'] for t in turns]}: need [system], user, assistant, ..., ending with assistant"
+            + (
+                ""
+                if fixes
+                else " (data.chat.fix: [drop_leading_assistant, drop_trailing_user] repairs the ends)"
+            ),
         )
     return turns
 
@@ -248,8 +272,15 @@ def _canonical_history(row: dict) -> str:
     return json.dumps(turns, ensure_ascii=False)
 
 
-def map_row(row: dict[str, Any], shape: str, fields: dict[str, str]) -> tuple[str, str, str]:
-    """(history JSON, prompt, completion) of one source row; raises ``Reject`` with a reason code."""
+def map_row(
+    row: dict[str, Any],
+    shape: str,
+    fields: dict[str, str],
+    fixes: tuple[str, ...] = (),
+    applied: list[str] | None = None,
+) -> tuple[str, str, str]:
+    """(history JSON, prompt, completion) of one source row; raises ``Reject`` with a reason code.
+    ``fixes``: CHAT_FIXES to apply to a conversation; each one applied is appended to ``applied``."""
     if shape == "prompt_completion":
         prompt = _text(row, fields.get("prompt", "prompt"))
         completion = _text(row, fields.get("completion", "completion"))
@@ -267,7 +298,7 @@ def map_row(row: dict[str, Any], shape: str, fields: dict[str, str]) -> tuple[st
             if shape == "messages"
             else ("conversations", "from", "value", SHAREGPT_ROLES)
         )
-        turns = _turns(row, key, rk, ck, roles)
+        turns = _turns(row, key, rk, ck, roles, fixes, applied)
         history = json.dumps(turns[:-2], ensure_ascii=False) if len(turns) > 2 else "[]"
         return history, turns[-2]["content"], turns[-1]["content"]
     raise ShapeError(f"shape {shape!r} cannot be mapped; use one of {', '.join(TRAINABLE)}")

@@ -228,3 +228,35 @@ def test_classification_labels_are_checked_at_ingest(tmp_path, normalize, accept
     assert result.rejected == Counter({"LABEL_UNKNOWN": len(unknown)})
     details = [r["detail"] for r in rejects(tmp_path)]
     assert all("is not one of 'billing', 'Technical'" in d for d in details), details
+
+
+def test_chat_fixes_repair_the_ends_of_real_conversations_and_count_them(tmp_path):
+    """A leading assistant greeting and a trailing unanswered user turn are BAD_ROLE_ORDER unless
+    data.chat.fix repairs them; each repair is counted (result.fixed and a CHAT_FIXED event)."""
+    rows = [
+        chat(("assistant", "Hi! How can I help?"), ("user", "book a table"), ("assistant", "done"), id="a"),
+        chat(("user", "book a table"), ("assistant", "done"), ("user", "thanks!"), id="b"),
+        chat(
+            ("system", "s"),
+            ("assistant", "hello"),
+            ("user", "q"),
+            ("assistant", "a"),
+            ("user", "bye"),
+            id="c",
+        ),
+        chat(("user", "q"), ("assistant", "a"), id="d"),
+    ]
+    src = write_lines(tmp_path / "c.jsonl", [json.dumps(r).encode() for r in rows])
+    plain = run(tmp_path, src, shape="messages")
+    assert plain.rejected == Counter({"BAD_ROLE_ORDER": 3}) and plain.accepted == 1
+    fixes = ("drop_leading_assistant", "drop_trailing_user")
+    fixed = run(tmp_path, src, shape="messages", chat_fixes=fixes)
+    assert fixed.accepted == 4 and not fixed.rejected
+    assert fixed.fixed == Counter({"drop_leading_assistant": 2, "drop_trailing_user": 2})
+    out = {r["id"]: r for r in read_rows(tmp_path / "out.parquet")}
+    assert (out["a"]["prompt"], out["a"]["completion"], out["a"]["history"]) == ("book a table", "done", "[]")
+    assert json.loads(out["c"]["history"]) == [{"role": "system", "content": "s"}]
+    assert {e["details"]["fix"]: e["count"] for e in fixed.events if e["code"] == "CHAT_FIXED"} == {
+        "drop_leading_assistant": 2,
+        "drop_trailing_user": 2,
+    }
