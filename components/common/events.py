@@ -270,16 +270,24 @@ class DataError(ValueError):
     """The data cannot be used as given; the message names the rule, the counts and the fix."""
 
 
+# Rows clean removes as copies of others: counted apart from the reject-rate limit.
+DUPLICATE_CODES = ("DUPLICATE", "NEAR_DUPLICATE")
+
+
 def check_reject_rate(
     stage: str, rows_in: int, rejected: dict[str, int], max_rate: float, samples: dict[str, list[str]]
 ) -> dict[str, Any] | None:
     """The REJECT_RATE_EXCEEDED event when rejects exceed ``max_rate`` of the rows read, else None.
 
-    The message names the dominant reasons with example rows and the fix for the top one."""
-    n = sum(rejected.values())
+    Duplicates that clean removes (DUPLICATE, NEAR_DUPLICATE) are counted apart: removing them is cleaning,
+    not bad data, and almost every real dataset has some. The message names the dominant reasons with
+    example rows and the fix for the top one."""
+    counted = {code: n for code, n in rejected.items() if code not in DUPLICATE_CODES}
+    duplicates = sum(n for code, n in rejected.items() if code in DUPLICATE_CODES)
+    n = sum(counted.values())
     if rows_in == 0 or n / rows_in <= max_rate:
         return None
-    top = sorted(rejected.items(), key=lambda kv: -kv[1])[:3]
+    top = sorted(counted.items(), key=lambda kv: -kv[1])[:3]
     reasons = ", ".join(
         f"{code} {count} ({REASONS[code].meaning}; e.g. {', '.join(samples.get(code, [])[:3])})"
         for code, count in top
@@ -290,7 +298,12 @@ def check_reject_rate(
         n,
         f"{n} of {rows_in} rows rejected ({n / rows_in:.2%} > data.max_reject_rate {max_rate:.2%}); dominant "
         f"reasons: {reasons}. Fix: {REASONS[top[0][0]].fix}, or raise data.max_reject_rate. "
-        "The rejects artifact lists every row.",
+        + (
+            f"({duplicates} duplicates removed by clean are not counted against the limit.) "
+            if duplicates
+            else ""
+        )
+        + "The rejects artifact lists every row.",
     )
 
 

@@ -63,7 +63,8 @@ def test_map_dry_run_shows_sample_and_rejects_and_writes_nothing(messy_config, t
     assert "NOT_JSON" in out and "train:41" in out  # the broken line, by source and line number
     assert "DUPLICATE" in out  # travel rows 15 and 16 differ only in case
     assert "42 rows in = 40 accepted + 2 rejected; PII redacted in 1 rows ({'EMAIL': 1})" in out
-    assert "a run would stop here: 2 of 42 rows rejected" in out  # 4.76% > the default 1%
+    assert "a run would stop here: 1 of 42 rows rejected" in out  # 2.38% > the default 1%
+    assert "(1 duplicates removed by clean are not counted against the limit.)" in out
     assert not (tmp_path / "out").exists()
 
 
@@ -104,7 +105,7 @@ def test_preflight_command_on_the_demo(tmp_path):
     code, out = invoke("preflight", DEMO, "--out", tmp_path / "pf")
     assert code == 0, out
     plan = json.loads((tmp_path / "pf" / "plan.json").read_text())
-    assert plan["micro_batch"] * plan["grad_accum"] == 8 and plan["passed"]
+    assert plan["micro_batch"] * plan["grad_accum"] == 16 and plan["passed"]  # the demo's train.batch_size
     code, out = invoke("preflight", DEMO, "--method", "full", "--accelerator", "NVIDIA_L4", "--count", "3")
     assert code == 1 and "NO_MACHINE_TYPE" in out
 
