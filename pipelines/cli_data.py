@@ -153,6 +153,7 @@ def map_cmd(
             f"{ing.rows_in} rows in = [green]{cl.kept} accepted[/green] + {sum(rejected.values())} rejected"
             + (f"; PII redacted in {cl.pii_rows} rows ({dict(cl.pii)})" if cl.pii_rows else "")
         )
+        _print_lengths(cl.token_lengths, work / "r2.jsonl", clean_opts.max_tokens)
         failure = check_reject_rate(
             "clean", ing.rows_in, dict(rejected), d.max_reject_rate, {**ing.samples, **cl.samples}
         )
@@ -173,6 +174,26 @@ def map_cmd(
         shutil.rmtree(work, ignore_errors=True)
     if failure:  # scripts can rely on it: a run on this data would stop at ingest/clean
         raise typer.Exit(1)
+
+
+def _print_lengths(kept: list[int], clean_rejects: Path, limit: int) -> None:
+    """Tokens per rendered example (the base model's tokenizer and chat template) and the train.max_length
+    that would keep every row: what preflight would say, before a run."""
+    over = []
+    for line in clean_rejects.read_text(encoding="utf-8").splitlines() if clean_rejects.is_file() else []:
+        record = json.loads(line)
+        if record.get("code") == "OVER_LENGTH":
+            over.append(int(record["detail"].split()[0]))  # "N tokens > LIMIT"
+    lengths = sorted([*kept, *over])
+    if not lengths or limit <= 0:
+        return
+    p95 = lengths[min(len(lengths) - 1, int(0.95 * len(lengths)))]
+    line = (
+        f"tokens per example: p50 {lengths[len(lengths) // 2]}, p95 {p95}, max {lengths[-1]} (limit {limit})"
+    )
+    if over:
+        line += f"; {len(over)} rows are longer: train.max_length {lengths[-1]} would keep every row"
+    console.print(line, highlight=False)
 
 
 def _print_sample(rows: list[dict]) -> None:

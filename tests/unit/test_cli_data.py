@@ -118,3 +118,14 @@ def test_map_with_every_row_rejected_keeps_the_rejects_and_fails(tmp_path, messy
     assert "no usable rows" in out and "rejects written to" in out
     codes = [json.loads(x)["code"] for x in (tmp_path / "out" / "rejects.jsonl").read_text().splitlines()]
     assert codes == ["TARGET_NOT_JSON"] * 3 + ["NOT_JSON"]
+
+
+def test_map_says_what_max_length_would_keep_every_row(tmp_path, messy_config):
+    raw = yaml.safe_load(messy_config.read_text())
+    raw["data"]["clean"] = {"max_tokens": 60}
+    messy_config.write_text(yaml.safe_dump(raw))
+    _, out = invoke("data", "map", "--config", messy_config)
+    line = next(x for x in out.splitlines() if x.startswith("tokens per example:"))
+    assert "(limit 60)" in line and "rows are longer: train.max_length" in line, line
+    longest = int(line.split("max ")[1].split(" ")[0])
+    assert line.endswith(f"train.max_length {longest} would keep every row") and longest > 60
