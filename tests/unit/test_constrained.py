@@ -82,7 +82,7 @@ def test_free_decoding_is_invalid_but_constrained_decoding_is_schema_valid(
     from components.evaluate.core import generate
 
     model, tok = model_tok
-    free = generate(model, tok, prompts, 64, batch_size=16)
+    free, _ = generate(model, tok, prompts, 64, batch_size=16)
     assert not any(schema_valid(t, travel_schema) for t in free), free
 
     rows = generate_rows(model, tok, prompts, JSON_BUDGET, json_factory(len(prompts)))
@@ -120,7 +120,7 @@ def test_choices_output_exactly_one_label_then_eos(model_tok, prompts):
 
     model, tok = model_tok
     factory = logits_processor_factory(tok, choices=LABELS)
-    outputs = generate(model, tok, prompts, 16, batch_size=8, logits_processor_factory=factory)
+    outputs, _ = generate(model, tok, prompts, 16, batch_size=8, logits_processor_factory=factory)
     assert len(outputs) == len(prompts)
     assert all(o in LABELS for o in outputs), outputs
 
@@ -136,7 +136,7 @@ def test_choices_with_prefixes_and_quotes(model_tok, prompts):
     model, tok = model_tok
     labels = ["refund", "refund_request", 'say "hi"', "a\\b"]
     factory = logits_processor_factory(tok, choices=labels)
-    outputs = generate(model, tok, prompts[:8], 24, batch_size=8, logits_processor_factory=factory)
+    outputs, _ = generate(model, tok, prompts[:8], 24, batch_size=8, logits_processor_factory=factory)
     assert all(o in labels for o in outputs), outputs
 
 

@@ -28,7 +28,7 @@ def _train_arguments(table: Path, tmp_path: Path, **overrides) -> dict:
     args = dict(
         train_data=dsl.Dataset(name="train_data", uri=str(table), metadata={"sha256": "t"}),
         base_model="tiny://travel", system_prompt=SYSTEM, method="full", max_steps=6, batch_size=8,
-        learning_rate=3e-3, lr_scheduler="cosine", warmup_ratio=0.0, max_length=256, seed=42, lora_r=16,
+        learning_rate=3e-3, lr_scheduler="cosine", warmup_ratio=0.0, weight_decay=0.0, max_length=256, seed=42, lora_r=16,
         lora_alpha=32, lora_dropout=0.0, lora_target_modules="all-linear", lora_modules_to_save="",
         group_by_length=False, packing=False, backend="hf", grad_accum=1, checkpoint_steps=100,
         nodes=2, processes_per_node=1, experiment="multi-node", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",

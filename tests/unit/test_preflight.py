@@ -381,6 +381,7 @@ def test_component_writes_plan_and_report_then_fails_when_strict(tiny_model, tmp
             lora_target_modules="q_proj, v_proj",
             strict=strict,
             truncation_threshold=0.05,
+            max_new_tokens=128,
             config_hash="1" * 64,
             report=report,
             plan=plan,
