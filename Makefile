@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 # The one lock (requirements.lock, hashes included) for dev, CI and both images; torch stays outside it
 # (CPU wheel here and in images/cpu, CUDA wheel in images/trainer) at the version images/torch.txt pins.
 LOCK ?= requirements.lock
+# Tools that are not part of the project's environment (uv, the linters) live in .venv-tools.
+TOOLS ?= .venv-tools
 TORCH_VERSION := $(shell sed -n 's/^torch==//p' images/torch.txt)
 # 1 intra-op thread: on 2 shared cores, 2 threads ran a tiny model 14-20x slower under load.
 export OMP_NUM_THREADS ?= 1
@@ -17,21 +19,22 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 # A new venv whenever the lock changes, so it holds exactly the locked versions and nothing left over.
+# uv installs it (seconds, where pip took two minutes; pip's requirements format, so pip works as well):
 # torch first, without dependencies (its CPU wheel; the lock carries what it needs), then the lock with
-# --require-hashes --no-deps (pip names a package whose file does not match its hash), then slmforge itself;
-# `pip check` names any requirement the lock leaves unmet (a pin removed or edited by hand).
-$(BIN)/slmforge: pyproject.toml $(LOCK) images/torch.txt
+# --require-hashes --no-deps (uv names a package whose file does not match its hash), then slmforge
+# itself; `uv pip check` names any requirement the lock leaves unmet (a pin removed or edited by hand).
+# uv reads no pip.conf, so the CPU torch wheel's source is given: pip's find-links folder where the
+# machine has one (these machines), else PyTorch's CPU index.
+UV = $(TOOLS)/uv/bin/uv
+TORCH_SOURCE = $(if $(TORCH_WHEELS),--find-links $(TORCH_WHEELS),--index-url https://download.pytorch.org/whl/cpu)
+$(BIN)/slmforge: pyproject.toml $(LOCK) images/torch.txt $(TOOLS)/uv/.installed
 	rm -rf $(VENV)
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check --no-deps torch==$(TORCH_VERSION)
-	@mkdir -p build
-	$(BIN)/pip install -q --disable-pip-version-check --no-deps --require-hashes -r $(LOCK) 2> build/setup-pip.err \
-	  || { grep -v '^WARNING: Location' build/setup-pip.err; \
-	       echo "make setup: $(LOCK) could not be installed as locked; pip refused:"; \
-	       grep -E '^ +[A-Za-z0-9._-]+==[^ ]+ from |^ERROR' build/setup-pip.err | sed 's/ from .*//; s/^ */  /'; \
-	       echo "If the lock was edited by hand, restore it (git checkout $(LOCK)) or re-resolve it with make lock."; exit 1; }
-	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
-	$(BIN)/pip check \
+	$(UV) venv -q --seed --python $(PYTHON) $(VENV)
+	$(UV) pip install -q --python $(BIN)/python --no-deps $(TORCH_SOURCE) torch==$(TORCH_VERSION)+cpu
+	$(UV) pip install -q --python $(BIN)/python --no-deps --require-hashes -r $(LOCK) \
+	  || { echo "make setup: $(LOCK) could not be installed as locked (uv names the package above). If it was edited by hand, restore it (git checkout $(LOCK)) or re-resolve it with make lock."; exit 1; }
+	$(UV) pip install -q --python $(BIN)/python --no-deps -e .
+	$(UV) pip check --python $(BIN)/python \
 	  || { echo "make setup: $(LOCK) does not satisfy the requirements above (a pin missing or changed by hand?). Restore it (git checkout $(LOCK)) or re-resolve it with make lock."; exit 1; }
 	@touch $@
 
@@ -89,7 +92,6 @@ clean: ## remove build outputs and local state (.slmforge/: model cache, MLflow 
 # --- images, infra and workflow checks (images/, infra/, .github/) --------------------------------------
 # The linters live in .venv-tools, never in .venv: checkov pins ~95 packages of its own, and its
 # bc-python-hcl2 installs the same `hcl2` module as python-hcl2, so checkov gets a venv to itself.
-TOOLS ?= .venv-tools
 IMAGE_REPO ?= slmforge
 IMAGE_TAG ?= $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' components/version.py)
 GIT_SHA ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
