@@ -180,8 +180,7 @@ class JsonCanonicalizer:
             return options[0]
         if isinstance(value, dict):
             holding = [b for b in options if set(value) <= set(b.get("properties", {}))]
-            orders = {tuple(k for k in b.get("properties", {}) if k in value) for b in holding}
-            if len(orders) == 1 and len(holding) == 1:
+            if len(holding) == 1:  # only one branch declares all of the object's keys: no need to validate
                 return holding[0]
             options = holding or options
         for b in options:
