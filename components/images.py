@@ -49,3 +49,36 @@ def override_images(pipeline_spec: dict, repo: str = DEFAULT_REPO, tag: str = __
                 worker["image_uri"] = defaults.get(worker["image_uri"], worker["image_uri"])
                 args[i + 1] = json.dumps(worker, sort_keys=True)
     return pipeline_spec
+
+
+# KFP's lightweight command starts the component under ``sh -ec '... python3 -m kfp.dsl.executor_main ...'``:
+# sh stays the container's PID 1 and Python its child. A signal to the container (preemption, a stopped pod,
+# `docker stop`) then reaches sh, which dies without passing it on, and the trainer never saves its
+# checkpoint. ``exec`` makes Python replace sh, so Python is PID 1 and gets the SIGTERM itself.
+_KFP_LAUNCH = "_KFP_RUNTIME=true python3 -m kfp.dsl.executor_main"
+_EXEC_LAUNCH = "export _KFP_RUNTIME=true\nexec python3 -m kfp.dsl.executor_main"
+
+
+def exec_python(command: list[str]) -> list[str]:
+    """KFP's lightweight-component ``command`` with the Python launch line run by ``exec`` (see above)."""
+    script = command[2] if len(command) > 2 and command[:2] in (["sh", "-ec"], ["sh", "-c"]) else ""
+    if script.count(_KFP_LAUNCH) != 1:
+        raise RuntimeError(
+            "the KFP lightweight command no longer has the launch line this project rewrites "
+            f"({_KFP_LAUNCH!r}); update components/images.py exec_python for this kfp version"
+        )
+    return [*command[:2], script.replace(_KFP_LAUNCH, _EXEC_LAUNCH), *command[3:]]
+
+
+def component(image: str):
+    """``@dsl.component`` for a pipeline step on ``image``: no pip install at start (the images hold every
+    package), and the Python process replaces the shell, so it receives the container's signals."""
+    from kfp import dsl
+
+    def build(func):
+        op = dsl.component(func, base_image=image, install_kfp_package=False)
+        container = op.component_spec.implementation.container
+        container.command = exec_python(list(container.command))
+        return op
+
+    return build

@@ -1,12 +1,11 @@
 """KFP component of the clean stage (logic in core.py)."""
 
-from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Markdown, Output
 
-from components.images import CPU_IMAGE
+from components.images import CPU_IMAGE, component
 
 
-@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+@component(CPU_IMAGE)
 def clean_op(
     dataset: Input[Dataset],
     upstream_events: Input[Artifact],

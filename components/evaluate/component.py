@@ -11,13 +11,12 @@ Separate components instead of an optional artifact input, which kfp.local rejec
 scorer and decoding; the settings each used are recorded on its predictions so the gate can check them.
 """
 
-from kfp import dsl
 from kfp.dsl import ClassificationMetrics, Dataset, Input, Metrics, Model, Output
 
-from components.images import CPU_IMAGE, TRAINER_IMAGE
+from components.images import CPU_IMAGE, TRAINER_IMAGE, component
 
 
-@dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
+@component(TRAINER_IMAGE)
 def evaluate_op(
     model: Input[Model],
     eval_data: Input[Dataset],
@@ -61,7 +60,7 @@ def evaluate_op(
     )  # fmt: skip
 
 
-@dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
+@component(TRAINER_IMAGE)
 def evaluate_base_op(
     base_model: str,
     eval_data: Input[Dataset],
@@ -105,7 +104,7 @@ def evaluate_base_op(
     )  # fmt: skip
 
 
-@dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
+@component(TRAINER_IMAGE)
 def evaluate_champion_op(
     model_name: str,
     registry: str,
@@ -151,7 +150,7 @@ def evaluate_champion_op(
     )  # fmt: skip
 
 
-@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+@component(CPU_IMAGE)
 def retrieval_baseline_op(
     train_data: Input[Dataset],
     eval_data: Input[Dataset],
@@ -196,7 +195,7 @@ def retrieval_baseline_op(
            classification=classification)  # fmt: skip
 
 
-@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+@component(CPU_IMAGE)
 def fetch_model_op(model_uri: str, registry: str, config_hash: str, model: Output[Model]):
     """Copy the model to evaluate into a Model artifact, from a registry version, gs:// or a local folder.
 

@@ -1,12 +1,11 @@
 """KFP component of the export stage (logic in core.py)."""
 
-from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Model, Output
 
-from components.images import TRAINER_IMAGE
+from components.images import TRAINER_IMAGE, component
 
 
-@dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
+@component(TRAINER_IMAGE)
 def export_op(
     model: Input[Model],
     eval_data: Input[Dataset],

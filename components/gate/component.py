@@ -3,13 +3,13 @@
 from kfp import dsl
 from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Output
 
-from components.images import CPU_IMAGE
+from components.images import CPU_IMAGE, component
 
 
 # The decision is the single return value, not a NamedTuple field: kfp.local 2.17 cannot resolve a
 # NamedTuple field inside a dsl.If condition and silently skips the branch (seen locally; a plain
 # return value resolves). The reasons travel as a named output file.
-@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+@component(CPU_IMAGE)
 def gate_op(
     candidate: Input[Metrics],
     candidate_predictions: Input[Dataset],

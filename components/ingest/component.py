@@ -1,12 +1,11 @@
 """KFP component of the ingest stage (logic in core.py)."""
 
-from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Output
 
-from components.images import CPU_IMAGE
+from components.images import CPU_IMAGE, component
 
 
-@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+@component(CPU_IMAGE)
 def ingest_op(
     train_locator: str,
     eval_locator: str,

@@ -2,13 +2,12 @@
 
 from typing import NamedTuple
 
-from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Markdown, Output
 
-from components.images import CPU_IMAGE
+from components.images import CPU_IMAGE, component
 
 
-@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+@component(CPU_IMAGE)
 def preflight_op(
     train_data: Input[Dataset],
     base_model: str,

@@ -1,12 +1,11 @@
 """KFP component of the register stage (logic in core.py)."""
 
-from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
-from components.images import CPU_IMAGE
+from components.images import CPU_IMAGE, component
 
 
-@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+@component(CPU_IMAGE)
 def register_op(
     model: Input[Model],
     metrics: Input[Metrics],

@@ -1,12 +1,11 @@
 """KFP component of the split stage (logic in core.py, dataset card in card.py)."""
 
-from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Markdown, Output
 
-from components.images import CPU_IMAGE
+from components.images import CPU_IMAGE, component
 
 
-@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+@component(CPU_IMAGE)
 def split_op(
     dataset: Input[Dataset],
     upstream_events: Input[Artifact],

@@ -1,13 +1,12 @@
 """KFP component of the train stage (logic in core.py)."""
 
-from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
-from components.images import TRAINER_IMAGE
+from components.images import TRAINER_IMAGE, component
 from components.train.custom_job import as_custom_job
 
 
-@dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
+@component(TRAINER_IMAGE)
 def train_op(
     train_data: Input[Dataset],
     base_model: str,
