@@ -37,14 +37,20 @@ SET_OPTION = typer.Option(
 )
 
 
+def _refuse(message: str, out: Console = console) -> typer.Exit:
+    """Print a refusal as is (rule messages hold brackets and patterns, not rich markup); raise the exit 2
+    this returns."""
+    out.print(message, style="red", markup=False, highlight=False)
+    return typer.Exit(2)
+
+
 def _load(config: Path, overrides: list[str] | None = None):
     from components.common.config import ConfigError, load_config
 
     try:
         return load_config(config, overrides or ())
-    except ConfigError as e:  # printed as is: rule messages hold brackets and patterns, not rich markup
-        console.print(str(e), style="red", markup=False, highlight=False)
-        raise typer.Exit(2) from None
+    except ConfigError as e:
+        raise _refuse(str(e)) from None
 
 
 def _metrics_table(candidate: dict, baselines: dict[str, dict]) -> Table:
@@ -84,6 +90,12 @@ def run(
     runs_root: Path = typer.Option(None, help="where local runs are written (default: $SLMFORGE_HOME/runs)"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="stream every task's log"),
     overrides: list[str] = SET_OPTION,
+    resume: str = typer.Option(
+        None,
+        "--resume",
+        metavar="RUN",
+        help="continue the training of an earlier, stopped run of this config (its folder under runs_root)",
+    ),
 ) -> None:
     """Run the finetune pipeline on a config; write summary.json beside the run's artifacts.
 
@@ -106,6 +118,7 @@ def run(
         f"[bold]slmforge[/bold] {cfg.name}: base {cfg.model.base}, method {cfg.model.method}, "
         f"{cfg.train.max_steps} steps — local runner: {runner}"
     )
+    params["resume_from"] = _resume_from(root, resume, params["config_hash"], term)
     with term.status("starting the pipeline...") as status:
 
         def on_event(task: str, state: str) -> None:
@@ -151,13 +164,56 @@ def run(
         raise typer.Exit(GATE_FAILED_EXIT)
 
 
+def _resume_from(root: Path, resume: str | None, config_hash: str, term: Console) -> str:
+    """The ``resume_from`` of this run (a checkpoints folder, or ""), and say on the terminal which it is:
+    the run named by --resume, or from step 0 (naming a stopped run of this config that could be resumed)."""
+    from pipelines.local import leftovers
+
+    if resume:
+        found = leftovers(root, resume)
+        if not found:
+            raise _refuse(
+                f"[RESUME-002] --resume {resume}: no complete training checkpoint under {root / resume} "
+                f"(a run folder under {root}). Fix: name a run that was stopped during training, or drop "
+                "--resume to start from step 0",
+                term,
+            )
+        leftover = found[0]
+        if leftover.key.get("config_hash") != config_hash:
+            raise _refuse(
+                f"[RESUME-001] --resume {resume}: that run trained another config "
+                f"({str(leftover.key.get('config_hash', 'unknown'))[:12]}, this one {config_hash[:12]}). "
+                "Fix: resume it with its own config, or drop --resume to start from step 0",
+                term,
+            )
+        term.print(
+            f"resuming run {leftover.run}: training continues from its checkpoint at step {leftover.step}"
+        )
+        return str(leftover.checkpoints)
+    same = [lo for lo in leftovers(root) if lo.key.get("config_hash") == config_hash]
+    if same:
+        term.print(
+            f"run {same[0].run} of this config stopped with a checkpoint at step {same[0].step}; "
+            f"`--resume {same[0].run}` continues it. Starting from step 0."
+        )
+    return ""
+
+
 @app.command()
 def demo(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="stream every task's log"),
     overrides: list[str] = SET_OPTION,
 ) -> None:
     """Run the travel demo end to end, offline, on the tiny://travel model."""
-    run(DEMO_CONFIG, local=True, runner="subprocess", runs_root=None, verbose=verbose, overrides=overrides)
+    run(
+        DEMO_CONFIG,
+        local=True,
+        runner="subprocess",
+        runs_root=None,
+        verbose=verbose,
+        overrides=overrides,
+        resume=None,
+    )
 
 
 @app.command(name="preflight")

@@ -232,6 +232,7 @@ def build_finetune(multi_node: bool):
         accelerator_type: str = "NVIDIA_L4",
         accelerator_count: int = 1,
         machine_type: str = "",
+        resume_from: str = "",
     ) -> FinetuneOutputs:
         """Fine-tune a small language model on a task dataset, evaluate it against its base, gate, register.
 
@@ -302,6 +303,8 @@ def build_finetune(multi_node: bool):
             accelerator_type: accelerator of the train and evaluate steps on Vertex (ignored locally).
             accelerator_count: accelerators per train and evaluate step (ignored locally).
             machine_type: Vertex machine type of the train step; empty = the one carrying the accelerators.
+            resume_from: checkpoints folder of an earlier run of the same config and data to continue the
+                training from (`slmforge run --resume RUN` sets it); empty = from step 0.
 
         Returns:
             candidate_metrics: the fine-tuned model's evaluation.
@@ -357,6 +360,7 @@ def build_finetune(multi_node: bool):
             experiment=experiment,
             tracking_uri=tracking_uri,
             config_hash=config_hash,
+            resume_from=resume_from,
         )
         # preemption (spot GPUs): the step saves a checkpoint on SIGTERM and exits 143; a retry resumes
         train_retries = dict(num_retries=3, backoff_duration="60s", backoff_factor=1.0)

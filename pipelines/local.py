@@ -244,3 +244,37 @@ def run_summary(run: LocalRun, params: dict[str, Any], *, pipeline: str, runner:
             "versions": stack_versions(),
         },
     }
+
+
+# Where a local run's train step keeps its checkpoints (components/train/component.py: beside the model).
+CHECKPOINTS_GLOB = "*/train-op/checkpoints"
+
+
+@dataclass(frozen=True)
+class Leftover:
+    """A complete training checkpoint an earlier local run left (it was stopped before it finished)."""
+
+    run: str  # the run's folder name under runs_root
+    step: int
+    checkpoints: Path  # the folder ``resume_from`` takes
+    key: dict[str, str]
+
+
+def leftovers(runs_root: str | Path, ref: str = "") -> list[Leftover]:
+    """Complete checkpoints left by earlier local runs under ``runs_root``, newest run first; with ``ref``
+    (a run's folder name under runs_root, or a path to one) only that run's."""
+    from components.train.checkpoints import checkpoint_step, latest_complete, read_run_key
+
+    root = Path(runs_root)
+    if ref:
+        path = Path(ref) if Path(ref).is_dir() else root / ref
+        runs = [path.parent if path.name.startswith("slmforge-") else path]
+    else:
+        runs = sorted((d for d in root.iterdir() if d.is_dir()), reverse=True) if root.is_dir() else []
+    found = []
+    for run in runs:
+        for folder in sorted(run.glob(CHECKPOINTS_GLOB)):
+            latest = latest_complete(folder)
+            if latest is not None:
+                found.append(Leftover(run.name, checkpoint_step(latest) or 0, folder, read_run_key(folder)))
+    return found

@@ -120,3 +120,80 @@ def remove_newer(checkpoint_dir: str | Path, step: int) -> list[Path]:
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)
     return removed
+
+
+# --- resuming another run's training ------------------------------------------------------------------------
+# A retried task finds its own checkpoints (same output location). A *new* run of the same config (`slmforge
+# run --resume RUN`, or the pipeline's ``resume_from`` parameter) starts with an empty checkpoint folder; it
+# is seeded with the newest complete checkpoint of the earlier run, provided both runs train the same thing:
+# the run key (config hash and training-data hash) written beside the checkpoints must match.
+
+RUN_KEY = "slmforge_run.json"
+
+
+class ResumeRefused(ValueError):
+    """The earlier run cannot be resumed by this one (rule RESUME-00x in the message)."""
+
+
+def read_run_key(checkpoint_dir: str | Path) -> dict[str, str]:
+    """The run key an earlier run left beside its checkpoints ({} when it left none)."""
+    try:
+        return json.loads((Path(checkpoint_dir) / RUN_KEY).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def write_run_key(checkpoint_dir: str | Path, key: dict[str, str]) -> None:
+    """Record what this run trains on (config and data hashes), so a later run can check it resumes it."""
+    root = Path(checkpoint_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / RUN_KEY).write_text(json.dumps(key, indent=1, sort_keys=True), encoding="utf-8")
+
+
+def key_mismatch(previous: dict[str, str], key: dict[str, str]) -> str:
+    """What differs between an earlier run's key and this run's ("" = same config and data)."""
+    if not previous:
+        return f"it left no {RUN_KEY} (not a slmforge training run, or from a version without run keys)"
+    return "; ".join(
+        f"{name} {str(previous.get(name, ''))[:12] or '(none)'} there, {str(value)[:12] or '(none)'} here"
+        for name, value in sorted(key.items())
+        if previous.get(name, "") != value
+    )
+
+
+def seed_from(previous_dir: str | Path, checkpoint_dir: str | Path, key: dict[str, str]) -> int:
+    """Copy the newest complete checkpoint of an earlier run (``previous_dir``) into this run's
+    ``checkpoint_dir``, after checking both train the same config on the same data; returns its step.
+
+    A checkpoint_dir that already holds a complete checkpoint (this task retried) is left as it is: its own
+    checkpoints are newer than the earlier run's.
+    """
+    own = latest_complete(checkpoint_dir)
+    if own is not None:
+        return checkpoint_step(own) or 0
+    source = Path(previous_dir)
+    if not source.is_dir():
+        raise ResumeRefused(
+            f"[RESUME-002] resume_from={source}: no such folder. Fix: name the checkpoints folder of the "
+            "earlier run (<run>/train-op/checkpoints), or leave resume_from empty to start from step 0"
+        )
+    differs = key_mismatch(read_run_key(source), key)
+    if differs:
+        raise ResumeRefused(
+            f"[RESUME-001] {source} was trained on another config or data: {differs}. Fix: resume a run of "
+            "this same config and data, or leave resume_from empty to start from step 0"
+        )
+    latest = latest_complete(source)
+    if latest is None:
+        raise ResumeRefused(
+            f"[RESUME-002] {source} holds no complete checkpoint (killed before its first save?). Fix: "
+            "leave resume_from empty to start from step 0"
+        )
+    target = Path(checkpoint_dir) / latest.name
+    shutil.copytree(latest, target, dirs_exist_ok=True)
+    if incomplete_reason(target):  # copied short (disk full?): never resume from a partial copy
+        shutil.rmtree(target, ignore_errors=True)
+        raise ResumeRefused(
+            f"[RESUME-002] copying {latest} to {target} did not complete; nothing was resumed"
+        )
+    return checkpoint_step(latest) or 0

@@ -35,6 +35,7 @@ def train_op(
     experiment: str,
     tracking_uri: str,
     config_hash: str,
+    resume_from: str,
     model: Output[Model],
     metrics: Output[Metrics],
     loss_curve: Output[Artifact],
@@ -73,6 +74,9 @@ def train_op(
         experiment: MLflow experiment (and Vertex experiment on Vertex) of the training run.
         tracking_uri: MLflow tracking URI; empty = $MLFLOW_TRACKING_URI or the embedded sqlite store.
         config_hash: sha256 of the validated config, recorded as provenance.
+        resume_from: checkpoints folder of an earlier run of the same config and data (its
+            train-op/checkpoints) to continue from its newest complete checkpoint; empty = from step 0 (or
+            from this task's own checkpoints when it is retried).
         model: weights or adapter, tokenizer and slmforge_model.json.
         metrics: first/final loss, steps, runtime, parameter counts, tokens/s, padding efficiency.
         loss_curve: folder with loss_curve.png (loss per step).
@@ -82,6 +86,7 @@ def train_op(
 
     from components.common.models import module_names
     from components.common.provenance import stamp
+    from components.train.checkpoints import ResumeRefused, seed_from, write_run_key
     from components.train.core import TrainOptions
     from components.train.distributed import train_on_node
 
@@ -107,6 +112,16 @@ def train_op(
         grad_accum=grad_accum,
         weight_decay=weight_decay,
     )
+    run_key = {"config_hash": config_hash, "train_data_sha256": train_data.metadata.get("sha256", "")}
+    if resume_from:
+        if nodes > 1:
+            raise ResumeRefused(
+                f"[RESUME-003] resume_from with train.nodes={nodes}: a multi-node run resumes only its own "
+                "checkpoints (a retried task). Fix: leave resume_from empty"
+            )
+        step = seed_from(resume_from, opts.checkpoint_dir, run_key)
+        print(f"resume_from {resume_from}: its checkpoint at step {step} seeds this run", flush=True)
+    write_run_key(opts.checkpoint_dir, run_key)
     # One process, or torchrun on this node; a worker node of a multi-node job exits here (node 0 writes).
     result = train_on_node(nodes, processes_per_node, train_data.path, base_model, system_prompt, opts, model.path,
                            experiment=experiment, tracking_uri=tracking_uri, artifact_dir=loss_curve.path)  # fmt: skip

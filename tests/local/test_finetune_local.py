@@ -8,10 +8,13 @@ real command line the way a user does."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -138,25 +141,80 @@ def _cli(*args: str, home: Path) -> subprocess.CompletedProcess:
     )
 
 
-def test_cli_failing_gate_registers_nothing(tmp_path):
-    """`slmforge run CONFIG --local --set ...` with a 3-step training: the gate fails, register is skipped."""
-    # 8 new tokens cannot hold a travel answer: preflight says so, and is told to warn, not stop
-    sets = ["train.max_steps=3", "eval.max_examples=16", "eval.max_new_tokens=8", "preflight.strict=false"]
+def _wait_for_checkpoint(runs_root: Path, proc: subprocess.Popen, timeout: float = 600.0) -> Path:
+    """The first complete train checkpoint of the run ``proc`` writes under ``runs_root``."""
+    from components.train.checkpoints import latest_complete
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for folder in runs_root.glob("*/*/train-op/checkpoints"):
+            if latest_complete(folder) is not None:
+                return folder
+        assert proc.poll() is None, "the run ended before its first checkpoint: " + proc.stdout.read()
+        time.sleep(0.2)
+    raise AssertionError(f"no complete checkpoint under {runs_root} within {timeout} s")
+
+
+def test_cli_run_stopped_by_sigterm_resumes_with_resume(tmp_path):
+    """`slmforge run` stopped by SIGTERM during training leaves a checkpoint; `--resume RUN` continues from
+    it (another config's resume is refused with the rule). The resumed run's 8 new tokens cannot hold a
+    travel answer (preflight is told to warn, not stop): the gate fails and register is skipped."""
+    from components.train.checkpoints import checkpoint_step, latest_complete
+
     home = tmp_path / "home"
-    out = _cli("run", str(DEMO), "--local", *(a for s in sets for a in ("--set", s)), home=home)
-    assert out.returncode == 3, out.stdout + out.stderr  # ran to the end; the gate failed
-    assert "3 steps" in out.stdout
-    assert "✓ train-op" in out.stdout and "✓ gate-op" in out.stdout
-    assert "gate: FAILED" in out.stdout
-    assert "base (untrained)" in out.stdout and "retrieval" in out.stdout  # every baseline in the table
-    assert "report.html" in out.stdout
-    assert "FAIL exact_match = 0.0000 (needs >= 0.9)" in out.stdout
-    assert "not registered: the gate did not pass" in out.stdout
-    assert "register-op" not in out.stdout and "export-op" not in out.stdout
-    runs = list((home / "runs").glob("*/slmforge-finetune-*"))
-    assert len(runs) == 1 and not (runs[0] / "register-op").exists()
-    assert (runs[0] / "gate-op" / "report").read_text().startswith("# Gate: FAILED")
-    assert not json.loads((runs[0] / "summary.json").read_text())["gate"]["passed"]
+    sets = ["train.max_steps=60", "train.checkpoint_steps=10", "eval.max_examples=16"]
+    sets += ["eval.max_new_tokens=8", "preflight.strict=false"]
+    args = ["run", str(DEMO), "--local", *(a for s in sets for a in ("--set", s))]
+    env = {**os.environ, "SLMFORGE_HOME": str(home), "COLUMNS": "200"}
+    first = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.cli", *args],
+        cwd=REPO,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        checkpoints = _wait_for_checkpoint(home / "runs", first)
+        os.killpg(first.pid, signal.SIGTERM)  # the terminal's process group: the CLI and the train step
+        first.wait(timeout=120)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # the train step saves its checkpoint, then exits 143
+            try:
+                os.killpg(first.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.2)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(first.pid, signal.SIGKILL)
+    step = checkpoint_step(latest_complete(checkpoints))
+    run = checkpoints.parents[2].name
+    assert step and step < 60
+
+    other = _cli(*args, "--set", "train.learning_rate=0.001", "--resume", run, home=home)
+    assert other.returncode == 2 and "[RESUME-001] --resume " + run in other.stdout, other.stdout
+    missing = _cli(*args, "--resume", "no-such-run", home=home)
+    assert missing.returncode == 2 and "[RESUME-002] --resume no-such-run" in missing.stdout
+
+    resumed = _cli(*args, "--resume", run, home=home)
+    assert resumed.returncode == 3, resumed.stdout + resumed.stderr  # ran to the end; 8 tokens fail the gate
+    assert f"resuming run {run}: training continues from its checkpoint at step {step}" in resumed.stdout
+    logs = sorted((home / "runs").glob("*/pipeline.log"))
+    assert len(logs) == 2 and f"resuming from step {step}" in logs[-1].read_text()
+    out = resumed.stdout
+    assert "60 steps" in out and "✓ train-op" in out and "✓ gate-op" in out
+    assert "gate: FAILED" in out
+    assert "base (untrained)" in out and "retrieval" in out  # every baseline in the table
+    assert "report.html" in out
+    assert "FAIL exact_match = 0.0000 (needs >= 0.9)" in out
+    assert "not registered: the gate did not pass" in out
+    assert "register-op" not in out and "export-op" not in out
+    run_dir = next((home / "runs").glob("*/slmforge-finetune-*/summary.json")).parent
+    assert not (run_dir / "register-op").exists()
+    assert (run_dir / "gate-op" / "report").read_text().startswith("# Gate: FAILED")
+    assert not json.loads((run_dir / "summary.json").read_text())["gate"]["passed"]
 
 
 def test_cli_bad_override_names_the_rule(tmp_path):

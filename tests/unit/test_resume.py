@@ -19,10 +19,13 @@ import pytest
 from components.common.models import read_model_info
 from components.train.checkpoints import (
     MARKER,
+    ResumeRefused,
     incomplete_reason,
     latest_complete,
     mark_complete,
     remove_newer,
+    seed_from,
+    write_run_key,
 )
 from components.train.core import NonFiniteTraining, TrainOptions, train
 
@@ -226,3 +229,89 @@ def test_a_non_finite_logged_loss_or_grad_norm_stops_training(tmp_path, key):
 def test_a_checkpoint_without_trainer_state_cannot_be_marked(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a finished Trainer checkpoint"):
         mark_complete(tmp_path, 3)
+
+
+# --- resuming an earlier run (`slmforge run --resume RUN`, the pipeline's resume_from) ---------------------
+
+KEY = {"config_hash": "c" * 64, "train_data_sha256": "d" * 64}
+
+
+def _earlier_run(root: Path, steps: tuple[int, ...], key: dict | None = KEY) -> Path:
+    """A stopped local run's layout: <runs_root>/<run>/<pipeline run>/train-op/checkpoints."""
+    checkpoints = root / "20261205-010203" / "slmforge-finetune-20261205010203" / "train-op" / "checkpoints"
+    for step in steps:
+        _fake_checkpoint(checkpoints, step, complete=True)
+    if key is not None:
+        write_run_key(checkpoints, key)
+    return checkpoints
+
+
+def test_seed_from_copies_the_newest_complete_checkpoint(tmp_path):
+    earlier = _earlier_run(tmp_path / "runs", (10, 20))
+    _fake_checkpoint(earlier, 30, complete=False)
+    mine = tmp_path / "mine"
+    assert seed_from(earlier, mine, KEY) == 20
+    assert latest_complete(mine) == mine / "checkpoint-20"
+    assert not incomplete_reason(mine / "checkpoint-20")
+    assert sorted(p.name for p in mine.iterdir()) == ["checkpoint-20"]
+    # a retried task keeps its own (newer) checkpoints instead of the earlier run's
+    _fake_checkpoint(mine, 40, complete=True)
+    assert seed_from(earlier, mine, KEY) == 40
+
+
+@pytest.mark.parametrize(
+    "key, rule, words",
+    [
+        ({**KEY, "config_hash": "e" * 64}, "RESUME-001", "config_hash eeeeeeeeeeee there, cccccccccccc here"),
+        ({**KEY, "train_data_sha256": "f" * 64}, "RESUME-001", "train_data_sha256 ffffffffffff there"),
+        (None, "RESUME-001", "left no slmforge_run.json"),
+    ],
+)
+def test_seed_from_refuses_another_config_or_data(tmp_path, key, rule, words):
+    earlier = _earlier_run(tmp_path / "runs", (10,), key)
+    with pytest.raises(ResumeRefused, match=rf"\[{rule}\].*{words}.*Fix: "):
+        seed_from(earlier, tmp_path / "mine", KEY)
+    assert not (tmp_path / "mine").exists() or not any((tmp_path / "mine").iterdir())
+
+
+def test_seed_from_refuses_a_run_without_a_complete_checkpoint(tmp_path):
+    earlier = _earlier_run(tmp_path / "runs", ())
+    _fake_checkpoint(earlier, 10, complete=False)
+    with pytest.raises(ResumeRefused, match=r"\[RESUME-002\] .* holds no complete checkpoint"):
+        seed_from(earlier, tmp_path / "mine", KEY)
+    with pytest.raises(ResumeRefused, match=r"\[RESUME-002\] resume_from=.*: no such folder"):
+        seed_from(tmp_path / "nowhere", tmp_path / "mine", KEY)
+
+
+def test_a_rerun_names_the_stopped_run_it_could_resume(tmp_path):
+    """Without --resume, a run whose config left a checkpoint says so and starts from step 0; with it, it
+    resumes that run's checkpoints; another config's run is refused."""
+    import typer
+    from rich.console import Console
+
+    from pipelines.cli import _resume_from
+    from pipelines.local import leftovers
+
+    runs = tmp_path / "runs"
+    earlier = _earlier_run(runs, (10, 20))
+    found = leftovers(runs)
+    assert [(lo.run, lo.step, lo.checkpoints) for lo in found] == [("20261205-010203", 20, earlier)]
+    assert leftovers(runs, "20261205-010203") == found == leftovers(runs, str(earlier.parents[1]))
+
+    term = Console(record=True, width=200)
+    assert _resume_from(runs, None, KEY["config_hash"], term) == ""
+    assert (
+        "run 20261205-010203 of this config stopped with a checkpoint at step 20; `--resume 20261205-010203` "
+        "continues it. Starting from step 0." in term.export_text()
+    )
+    assert _resume_from(runs, None, "0" * 64, term) == ""  # another config's leftover is not mentioned
+    assert term.export_text() == ""
+
+    assert _resume_from(runs, "20261205-010203", KEY["config_hash"], term) == str(earlier)
+    assert (
+        "resuming run 20261205-010203: training continues from its checkpoint at step 20"
+        in term.export_text()
+    )
+    with pytest.raises(typer.Exit):
+        _resume_from(runs, "20261205-010203", "0" * 64, term)
+    assert "[RESUME-001] --resume 20261205-010203: that run trained another config" in term.export_text()
