@@ -62,8 +62,11 @@ def one_run(out: Path, image_tag: str) -> dict:
     start = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-c", CHILD, str(out), image_tag, json.dumps(HEAVY)],
-        cwd=REPO, capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     wall = time.perf_counter() - start
     return {"wall_s": wall, **json.loads(done.stdout.strip().splitlines()[-1])}
 
@@ -80,8 +83,10 @@ def main() -> int:
         for i in range(args.runs):
             run = one_run(Path(tmp) / f"run{i}", args.image_tag)
             runs.append(run)
-            print(f"run {i + 1}: wall {run['wall_s']:.2f} s (import {run['import_s']:.2f} s, compile "
-                  f"{run['compile_s']:.2f} s), {len(run['files'])} pipelines, heavy modules: {run['heavy'] or 'none'}")  # fmt: skip
+            print(
+                f"run {i + 1}: wall {run['wall_s']:.2f} s (import {run['import_s']:.2f} s, compile "
+                f"{run['compile_s']:.2f} s), {len(run['files'])} pipelines, heavy modules: {run['heavy'] or 'none'}"
+            )
     med = {k: statistics.median(r[k] for r in runs) for k in ("wall_s", "import_s", "compile_s")}
     heavy = sorted({m for r in runs for m in r["heavy"]})
     when = time.strftime("%Y-%m-%d")
@@ -90,8 +95,10 @@ def main() -> int:
     print(f"machine: {machine()}, OMP_NUM_THREADS={threads}, python {platform.python_version()}, {when}")
     print(f"code: {code_version('pipelines', 'components')}")
     print(f"pipelines: {', '.join(runs[0]['files'])}")
-    print(f"median of {len(runs)}: wall {med['wall_s']:.2f} s (goal <= 3 s), import {med['import_s']:.2f} s, "
-          f"compile {med['compile_s']:.2f} s; heavy modules imported: {', '.join(heavy) or 'none'}")  # fmt: skip
+    print(
+        f"median of {len(runs)}: wall {med['wall_s']:.2f} s (goal <= 3 s), import {med['import_s']:.2f} s, "
+        f"compile {med['compile_s']:.2f} s; heavy modules imported: {', '.join(heavy) or 'none'}"
+    )
     print(f"min / max wall: {min(r['wall_s'] for r in runs):.2f} / {max(r['wall_s'] for r in runs):.2f} s")
     return 0
 

@@ -67,21 +67,85 @@ P_PII = 0.003  # rows given an e-mail address or a phone number (half each)
 POOL = 10_000  # reservoir of earlier good rows that duplicates are copied from
 
 CITIES = (
-    "Amsterdam", "Athens", "Barcelona", "Berlin", "Bologna", "Boston", "Brussels", "Budapest", "Buenos Aires",
-    "Cairo", "Chicago", "Copenhagen", "Dublin", "Edinburgh", "Florence", "Geneva", "Hamburg", "Helsinki",
-    "Hong Kong", "Istanbul", "Kraków", "Lisbon", "London", "Los Angeles", "Lyon", "Madrid", "Málaga",
-    "Marrakesh", "Melbourne", "Mexico City", "Milan", "Montreal", "Munich", "Naples", "New York", "Oslo",
-    "Paris", "Porto", "Prague", "Reykjavik", "Rio de Janeiro", "Rome", "San Francisco", "São Paulo",
-    "Seoul", "Seville", "Singapore", "Stockholm", "Sydney", "Tokyo", "Toronto", "Valencia", "Vienna",
-    "Warsaw", "Zürich",
-)  # fmt: skip
+    "Amsterdam",
+    "Athens",
+    "Barcelona",
+    "Berlin",
+    "Bologna",
+    "Boston",
+    "Brussels",
+    "Budapest",
+    "Buenos Aires",
+    "Cairo",
+    "Chicago",
+    "Copenhagen",
+    "Dublin",
+    "Edinburgh",
+    "Florence",
+    "Geneva",
+    "Hamburg",
+    "Helsinki",
+    "Hong Kong",
+    "Istanbul",
+    "Kraków",
+    "Lisbon",
+    "London",
+    "Los Angeles",
+    "Lyon",
+    "Madrid",
+    "Málaga",
+    "Marrakesh",
+    "Melbourne",
+    "Mexico City",
+    "Milan",
+    "Montreal",
+    "Munich",
+    "Naples",
+    "New York",
+    "Oslo",
+    "Paris",
+    "Porto",
+    "Prague",
+    "Reykjavik",
+    "Rio de Janeiro",
+    "Rome",
+    "San Francisco",
+    "São Paulo",
+    "Seoul",
+    "Seville",
+    "Singapore",
+    "Stockholm",
+    "Sydney",
+    "Tokyo",
+    "Toronto",
+    "Valencia",
+    "Vienna",
+    "Warsaw",
+    "Zürich",
+)
 CUISINES = (
-    "chinese", "french", "greek", "indian", "italian", "japanese", "korean", "lebanese", "mexican",
-    "peruvian", "spanish", "thai", "turkish", "vietnamese",
-)  # fmt: skip
+    "chinese",
+    "french",
+    "greek",
+    "indian",
+    "italian",
+    "japanese",
+    "korean",
+    "lebanese",
+    "mexican",
+    "peruvian",
+    "spanish",
+    "thai",
+    "turkish",
+    "vietnamese",
+)
 CAR_TYPES = ("compact", "suv", "minivan", "electric", "convertible", "van", "luxury")
-TRAVEL_CLASSES = {"economy": "economy", "premium_economy": "premium economy", "business": "business",
-                  "first": "first class"}  # fmt: skip
+TRAVEL_CLASSES = {
+    "economy": "economy",
+    "premium_economy": "premium economy",
+    "business": "business",
+    "first": "first class",
+}
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 RELATIVE_DAYS = ("today", "tomorrow", *WEEKDAYS)
 ISO_DATES = tuple((dt.date(2026, 1, 1) + dt.timedelta(days=d)).isoformat() for d in range(730))
@@ -157,8 +221,12 @@ FOLLOW_UPS = {  # slot -> phrasings of a change to the flow in progress
 }
 STATE_FLOWS = ("book_hotel", "book_table", "book_car")
 CANCELS = ("Never mind, cancel that", "Forget it", "Stop, I changed my mind", "Cancel this one please")
-CLARIFY = ("Can you sort out something in {city} on {date}", "I need something in {city} for {date}",
-           "Help me with {city} on {date}", "Arrange things in {city}, {date}")  # fmt: skip
+CLARIFY = (
+    "Can you sort out something in {city} on {date}",
+    "I need something in {city} for {date}",
+    "Help me with {city} on {date}",
+    "Arrange things in {city}, {date}",
+)
 BAD_KINDS = (  # kind -> the ingest reason code it should get
     ("not_json", "NOT_JSON"),
     ("missing_field", "MISSING_FIELD"),
@@ -740,10 +808,12 @@ def report(args, meta: dict, input_mb: float, results: dict[str, dict], paths: d
 
     # ---- Markdown for RESULTS.md ----
     print()
-    print(f"`{_command()}`: {args.rows:,} synthetic travel-shaped rows ({input_mb:.1f} MB JSONL), "
-          f"{machine()}, OMP_NUM_THREADS={threads}, {when}, code {code}. Each stage ran in a fresh child process; the time "
-          "is the stage call alone (imports excluded), the peak RSS is the child's whole high-water mark "
-          "(interpreter and imports included; 'RSS before call' is that part).")  # fmt: skip
+    print(
+        f"`{_command()}`: {args.rows:,} synthetic travel-shaped rows ({input_mb:.1f} MB JSONL), "
+        f"{machine()}, OMP_NUM_THREADS={threads}, {when}, code {code}. Each stage ran in a fresh child process; the time "
+        "is the stage call alone (imports excluded), the peak RSS is the child's whole high-water mark "
+        "(interpreter and imports included; 'RSS before call' is that part)."
+    )
     print()
     print(
         "| stage | rows in | rows out | s | rows/s | RSS before call MB | peak RSS MB | peak RSS / input | output MB |"

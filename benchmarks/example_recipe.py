@@ -49,14 +49,25 @@ def main() -> None:
 
         cfg = load_config(REPO / "examples" / a.example / "config.yaml")
         if a.split_seed is not None:
-            cfg = cfg.model_copy(update={"data": cfg.data.model_copy(
-                update={"split": cfg.data.split.model_copy(update={"seed": a.split_seed})})})  # fmt: skip
+            cfg = cfg.model_copy(
+                update={
+                    "data": cfg.data.model_copy(
+                        update={"split": cfg.data.split.model_copy(update={"seed": a.split_seed})}
+                    )
+                }
+            )
         t = cfg.train
-        opts = TrainOptions(method=cfg.model.method, max_steps=a.steps or t.max_steps,
-                            batch_size=a.batch_size or t.batch_size, learning_rate=a.lr or t.learning_rate,
-                            lr_scheduler=t.lr_scheduler, warmup_ratio=t.warmup_ratio, max_length=t.max_length,
-                            seed=t.seed if a.seed is None else a.seed,
-                            weight_decay=t.weight_decay if a.weight_decay is None else a.weight_decay)  # fmt: skip
+        opts = TrainOptions(
+            method=cfg.model.method,
+            max_steps=a.steps or t.max_steps,
+            batch_size=a.batch_size or t.batch_size,
+            learning_rate=a.lr or t.learning_rate,
+            lr_scheduler=t.lr_scheduler,
+            warmup_ratio=t.warmup_ratio,
+            max_length=t.max_length,
+            seed=t.seed if a.seed is None else a.seed,
+            weight_decay=t.weight_decay if a.weight_decay is None else a.weight_decay,
+        )
         start = time.perf_counter()
         if cfg.model.base.startswith("tiny://"):
             ensure_tiny_model(cfg.model.base)
@@ -65,21 +76,32 @@ def main() -> None:
         result = train(train_path, cfg.model.base, cfg.task.system_prompt, opts, Path(tmp) / "model")
         trained = time.perf_counter()
         task = TaskSpec(cfg.task.type, cfg.task.output_schema, list(cfg.task.labels))
-        scored = evaluate(str(Path(tmp) / "model"), eval_path, cfg.task.system_prompt, task,
-                          Path(tmp) / "predictions.parquet", max_new_tokens=cfg.eval.max_new_tokens,
-                          batch_size=cfg.eval.batch_size, decoding=cfg.eval.decoding)  # fmt: skip
+        scored = evaluate(
+            str(Path(tmp) / "model"),
+            eval_path,
+            cfg.task.system_prompt,
+            task,
+            Path(tmp) / "predictions.parquet",
+            max_new_tokens=cfg.eval.max_new_tokens,
+            batch_size=cfg.eval.batch_size,
+            decoding=cfg.eval.decoding,
+        )
         if a.keep:
             shutil.copyfile(Path(tmp) / "predictions.parquet", a.keep)
         done = time.perf_counter()
 
     print(f"# {a.example}: {machine()}; {code_version()}")
-    print(f"recipe: {opts.max_steps} steps x batch {opts.batch_size}, lr {opts.learning_rate:g}, "
-          f"weight decay {opts.weight_decay:g}, split seed {cfg.data.split.seed}, train seed {opts.seed}, decoding {cfg.eval.decoding}; final loss {result.final_loss:.4f}")  # fmt: skip
+    print(
+        f"recipe: {opts.max_steps} steps x batch {opts.batch_size}, lr {opts.learning_rate:g}, "
+        f"weight decay {opts.weight_decay:g}, split seed {cfg.data.split.seed}, train seed {opts.seed}, decoding {cfg.eval.decoding}; final loss {result.final_loss:.4f}"
+    )
     print(f"held-out rows: {scored.examples}")
     for name in sorted(k for k in scored.metrics if k.count("/") <= 1 and "field_match/" not in k):
         print(f"  {name:22s} {scored.metrics[name]:.3f}")
-    print(f"wall s: data {prepared - start:.0f}, train {trained - prepared:.0f}, evaluate {done - trained:.0f}, "
-          f"total {done - start:.0f}")  # fmt: skip
+    print(
+        f"wall s: data {prepared - start:.0f}, train {trained - prepared:.0f}, evaluate {done - trained:.0f}, "
+        f"total {done - start:.0f}"
+    )
 
 
 if __name__ == "__main__":

@@ -75,9 +75,13 @@ def data_options(cfg, *, force: bool = False):
     )
     max_tokens = cfg.train.max_length if d.clean.max_tokens is None else d.clean.max_tokens
     clean_opts = CleanOptions(
-        d.clean.pii, tuple(d.clean.pii_types), d.clean.near_dup_threshold, max_tokens, cfg.model.base,
+        d.clean.pii,
+        tuple(d.clean.pii_types),
+        d.clean.near_dup_threshold,
+        max_tokens,
+        cfg.model.base,
         cfg.task.system_prompt,
-    )  # fmt: skip
+    )
     cover = json.loads(pipeline_parameters(cfg)["split_cover"])
     split_opts = SplitOptions(d.split.eval_fraction, d.split.seed, cover, cfg.task.output_schema)
     return ingest_opts, clean_opts, split_opts

@@ -48,29 +48,49 @@ def eval_cmd(
     with tempfile.TemporaryDirectory(prefix="slmforge-eval-") as tmp:
         work = Path(tmp)
         train_path, eval_path = prepare_splits(cfg, work / "data")
-        gen = dict(max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size, max_examples=limit,
-                   decoding=decoding)  # fmt: skip
+        gen = dict(
+            max_new_tokens=cfg.eval.max_new_tokens,
+            batch_size=cfg.eval.batch_size,
+            max_examples=limit,
+            decoding=decoding,
+        )
         scored = {}
         registry = registry_from_spec(registry_spec(cfg))
-        sources = {"candidate": model_source(model, registry, work),
-                   "base": model_source(baseline or cfg.model.base, registry, work)}  # fmt: skip
+        sources = {
+            "candidate": model_source(model, registry, work),
+            "base": model_source(baseline or cfg.model.base, registry, work),
+        }
         champion = download_alias(registry, params["model_name"], "champion", work / "champion")
         if champion is not None:
             sources["champion"] = str(champion[1])
         for name, source in sources.items():
             console.print(f"evaluating {name}: {source}")
             result = evaluate(source, eval_path, cfg.task.system_prompt, task, out / f"{name}.parquet", **gen)
-            scored[name] = {"metrics": result.metrics, "predictions": out / f"{name}.parquet",
-                            "settings": result.settings,
-                            "confusion": result.scored.confusion if result.scored else None}  # fmt: skip
-        result = evaluate_retrieval(train_path, eval_path, cfg.task.system_prompt, task, out / "retrieval.parquet",
-                                    max_examples=limit)  # fmt: skip
-        scored["retrieval"] = {"metrics": result.metrics, "predictions": out / "retrieval.parquet",
-                               "settings": result.settings}  # fmt: skip
+            scored[name] = {
+                "metrics": result.metrics,
+                "predictions": out / f"{name}.parquet",
+                "settings": result.settings,
+                "confusion": result.scored.confusion if result.scored else None,
+            }
+        result = evaluate_retrieval(
+            train_path, eval_path, cfg.task.system_prompt, task, out / "retrieval.parquet", max_examples=limit
+        )
+        scored["retrieval"] = {
+            "metrics": result.metrics,
+            "predictions": out / "retrieval.parquet",
+            "settings": result.settings,
+        }
         candidate = scored.pop("candidate")
-        gate = judge(candidate, scored, task_type=cfg.task.type, rules=json.loads(params["gate_rules"]),
-                     bootstrap=json.loads(params["gate_bootstrap"]), html_path=out / "report.html",
-                     divergences_path=out / "divergences.parquet", title=f"{cfg.name}: {model}")  # fmt: skip
+        gate = judge(
+            candidate,
+            scored,
+            task_type=cfg.task.type,
+            rules=json.loads(params["gate_rules"]),
+            bootstrap=json.loads(params["gate_bootstrap"]),
+            html_path=out / "report.html",
+            divergences_path=out / "divergences.parquet",
+            title=f"{cfg.name}: {model}",
+        )
     (out / "gate.md").write_text(report_markdown(gate), encoding="utf-8")
     (out / "metrics.json").write_text(
         json.dumps(

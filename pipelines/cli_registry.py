@@ -73,8 +73,16 @@ def promote_cmd(
     """Move an alias (champion) to a version whose recorded gate passed; idempotent; audited."""
     from components.register.promotion import promote
 
-    _move(promote, registry=_registry(config, tracking_uri), name=model, version=version, run=run, alias=alias,
-          require_green=require_green, events_path=_events(events))  # fmt: skip
+    _move(
+        promote,
+        registry=_registry(config, tracking_uri),
+        name=model,
+        version=version,
+        run=run,
+        alias=alias,
+        require_green=require_green,
+        events_path=_events(events),
+    )
 
 
 def rollback_cmd(
@@ -89,8 +97,15 @@ def rollback_cmd(
     """Move an alias back to an earlier version; idempotent; audited."""
     from components.register.promotion import rollback
 
-    _move(rollback, registry=_registry(config, tracking_uri), name=model, to=to, alias=alias,
-          require_green=require_green, events_path=_events(events))  # fmt: skip
+    _move(
+        rollback,
+        registry=_registry(config, tracking_uri),
+        name=model,
+        to=to,
+        alias=alias,
+        require_green=require_green,
+        events_path=_events(events),
+    )
 
 
 def lineage_cmd(

@@ -205,8 +205,9 @@ def compare_table(runs: list[RunRecord], only_differences: bool = False) -> Tabl
     for kind, name, values, differs in comparison_rows(runs):
         if only_differences and not differs:
             continue
-        table.add_row("≠" if differs else "", kind, name, *map(_fmt, values),
-                      style="bold yellow" if differs else None)  # fmt: skip
+        table.add_row(
+            "≠" if differs else "", kind, name, *map(_fmt, values), style="bold yellow" if differs else None
+        )
     return table
 
 
@@ -219,8 +220,16 @@ def list_table(runs: list[RunRecord], title: str) -> Table:
         table.add_column(column, justify="right" if column in ("final loss", "params", "metrics") else "left")
     for run in runs:
         loss = next((run.metrics[k] for k in FINAL_LOSS if k in run.metrics), None)
-        table.add_row(run.id[:8] if run.id != run.name else run.id, run.name, run.experiment, run.status,
-                      run.started, _fmt(loss), str(len(run.params)), str(len(run.metrics)))  # fmt: skip
+        table.add_row(
+            run.id[:8] if run.id != run.name else run.id,
+            run.name,
+            run.experiment,
+            run.status,
+            run.started,
+            _fmt(loss),
+            str(len(run.params)),
+            str(len(run.metrics)),
+        )
     return table
 
 
@@ -268,10 +277,15 @@ PIPELINE = typer.Option("", "--pipeline", help="--vertex: the runs of this pipel
 
 @runs_app.command("list")
 def list_cmd(
-    config: Path = CONFIG, tracking_uri: str = TRACKING, experiment: str = EXPERIMENT, vertex: bool = VERTEX,
-    project: str = PROJECT, region: str = REGION, pipeline: str = PIPELINE,
+    config: Path = CONFIG,
+    tracking_uri: str = TRACKING,
+    experiment: str = EXPERIMENT,
+    vertex: bool = VERTEX,
+    project: str = PROJECT,
+    region: str = REGION,
+    pipeline: str = PIPELINE,
     limit: int = typer.Option(50, "--limit", help="at most this many runs, newest first"),
-) -> None:  # fmt: skip
+) -> None:
     """List training runs, newest first: id, name, experiment, status, final loss."""
     try:
         runs, where = _load_runs(config, tracking_uri, experiment, vertex, project, region, pipeline, limit)
@@ -289,9 +303,14 @@ def list_cmd(
 def compare_cmd(
     runs: list[str] = typer.Argument(..., help="two or more runs: id, id prefix (from `runs list`) or name"),
     only_differences: bool = typer.Option(False, "--diff", help="only the rows that differ"),
-    config: Path = CONFIG, tracking_uri: str = TRACKING, experiment: str = EXPERIMENT, vertex: bool = VERTEX,
-    project: str = PROJECT, region: str = REGION, pipeline: str = PIPELINE,
-) -> None:  # fmt: skip
+    config: Path = CONFIG,
+    tracking_uri: str = TRACKING,
+    experiment: str = EXPERIMENT,
+    vertex: bool = VERTEX,
+    project: str = PROJECT,
+    region: str = REGION,
+    pipeline: str = PIPELINE,
+) -> None:
     """Compare runs: every param and final metric side by side, the rows that differ marked ≠ and highlighted."""
     if len(runs) < 2:
         console.print("[red]compare needs two or more runs[/red]")

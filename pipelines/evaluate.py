@@ -109,7 +109,7 @@ def _docstring(names: list[str]) -> str:
         "    base_metrics: the base model's metrics, same rows and decoding.\n"
         "    gate_passed: whether the model passes the config's gate rules.\n"
         "    gate_reasons: every gate rule's verdict in words.\n"
-    )  # fmt: skip
+    )
 
 
 evaluate.__doc__ = _docstring(list(inspect.signature(evaluate).parameters))

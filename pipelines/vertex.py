@@ -167,9 +167,15 @@ def upload_staged(uploads: list[dict], project: str) -> list[str]:
     client, written = storage.Client(project=project), []
     for upload in uploads:
         local, (bucket_name, name) = Path(upload["from"]), split_uri(upload["to"])
-        files = [(local, name)] if local.is_file() else [
-            (f, f"{name}/{f.relative_to(local).as_posix()}") for f in sorted(local.rglob("*")) if f.is_file()
-        ]  # fmt: skip
+        files = (
+            [(local, name)]
+            if local.is_file()
+            else [
+                (f, f"{name}/{f.relative_to(local).as_posix()}")
+                for f in sorted(local.rglob("*"))
+                if f.is_file()
+            ]
+        )
         bucket = client.bucket(bucket_name)
         try:
             for path, key in files:

@@ -184,8 +184,12 @@ class LoopbackVertex:
                     "task": {"type": f"workerpool{i}", "index": index},
                     "job": job.resource["name"],
                 }
-                env = {**os.environ, **self.env, "CLUSTER_SPEC": json.dumps(spec),
-                       "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}  # fmt: skip
+                env = {
+                    **os.environ,
+                    **self.env,
+                    "CLUSTER_SPEC": json.dumps(spec),
+                    "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
+                }
                 label = f"workerpool{i}-{index}"
                 out = open(self.log_dir / f"{label}.log", "w") if self.log_dir else subprocess.DEVNULL
                 cmd = [*container.get("command", []), *container.get("args", [])]
@@ -333,8 +337,13 @@ class LoopbackModels:
         aliases = list(resource.pop("versionAliases", []))
         if version_id == "1" and "default" not in aliases:
             aliases.append("default")  # the first version is always the default
-        version = {**resource, "versionId": version_id, "versionAliases": [],
-                   "createTime": "2026-11-21T00:00:00Z", "versionCreateTime": "2026-11-21T00:00:00Z"}  # fmt: skip
+        version = {
+            **resource,
+            "versionId": version_id,
+            "versionAliases": [],
+            "createTime": "2026-11-21T00:00:00Z",
+            "versionCreateTime": "2026-11-21T00:00:00Z",
+        }
         model.versions[version_id] = version
         for alias in aliases:
             self._move_alias(model, alias, version)
@@ -464,13 +473,23 @@ class LoopbackPipelines:
         context = self._run_context(job_name)["name"]
         store = context.split("/contexts/")[0]
         run = f"{store}/executions/{next(self._ids)}"
-        self.executions[run] = {"name": run, "displayName": context.rsplit("/", 1)[1], "schemaTitle": "system.Run",
-                                "state": state, "metadata": {f"input:{k}": v for k, v in params.items()},
-                                "_contexts": [context]}  # fmt: skip
+        self.executions[run] = {
+            "name": run,
+            "displayName": context.rsplit("/", 1)[1],
+            "schemaTitle": "system.Run",
+            "state": state,
+            "metadata": {f"input:{k}": v for k, v in params.items()},
+            "_contexts": [context],
+        }
         for values in metrics:
             name = f"{store}/artifacts/{next(self._ids)}"
-            self.artifacts[name] = {"name": name, "schemaTitle": "system.Metrics", "metadata": dict(values),
-                                    "state": "LIVE", "_contexts": [context]}  # fmt: skip
+            self.artifacts[name] = {
+                "name": name,
+                "schemaTitle": "system.Metrics",
+                "metadata": dict(values),
+                "state": "LIVE",
+                "_contexts": [context],
+            }
 
     # metadata store
     def _metadata(self, method: str, stores: str, rest: str, body: dict, query: dict) -> tuple[int, dict]:

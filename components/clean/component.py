@@ -62,6 +62,13 @@ def clean_op(
             upstream={"dataset": dataset.metadata["sha256"]},
         )
     rejected = dict(result.rejected + Counter(dataset.metadata.get("rejected", {})))  # ingest + clean
-    close_stage(events.path, upstream_events.path, result.events, stage="clean",
-                rows_in=int(dataset.metadata.get("rows_in", result.rows_in)), rejected=rejected,
-                max_reject_rate=max_reject_rate, samples=result.samples)  # fmt: skip
+    close_stage(
+        events.path,
+        upstream_events.path,
+        result.events,
+        stage="clean",
+        rows_in=int(dataset.metadata.get("rows_in", result.rows_in)),
+        rejected=rejected,
+        max_reject_rate=max_reject_rate,
+        samples=result.samples,
+    )

@@ -387,10 +387,19 @@ class ModelConfig(_Section):
 
 # transformers.SchedulerType values (a test compares them with the installed transformers).
 LR_SCHEDULERS = (
-    "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
-    "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
-    "warmup_stable_decay", "greedy",
-)  # fmt: skip
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+    "inverse_sqrt",
+    "reduce_lr_on_plateau",
+    "cosine_with_min_lr",
+    "cosine_warmup_with_min_lr",
+    "warmup_stable_decay",
+    "greedy",
+)
 # Upper bounds that catch a typo (an extra zero or three), far above any real run of a 0.5B-8B model.
 MAX_STEPS, MAX_BATCH, MAX_LENGTH, MAX_NEW_TOKENS = 10_000_000, 65_536, 1_048_576, 65_536
 

@@ -109,8 +109,10 @@ class StructuredScorer:
                 schema_ok = not problems
                 error = f"schema: {problems[0].message}" if problems else None
                 vocab_ok = all(
-                    json.dumps(v, sort_keys=True) in self.vocabulary[_key(p)] for p, v in got.items() if self._is_vocab(p)
-                )  # fmt: skip
+                    json.dumps(v, sort_keys=True) in self.vocabulary[_key(p)]
+                    for p, v in got.items()
+                    if self._is_vocab(p)
+                )
             hits = {p: p in exp and p in got and exp[p] == got[p] for p in exp.keys() | got.keys()}
             for p, hit in hits.items():
                 totals[field_name(p)][0] += hit
@@ -121,17 +123,21 @@ class StructuredScorer:
                 arg_matched += sum(args)
                 arg_counted += len(args)
             exact = json_ok and got_value == expected
-            rows.append({
-                "json_validity": float(json_ok),
-                "schema_validity": float(schema_ok),
-                "vocabulary_validity": float(vocab_ok),
-                "exact_match": float(exact),
-                "field_match": sum(hits.values()) / len(hits) if hits else float(exact),
-            })  # fmt: skip
-            details.append({
-                "error": error or "",
-                "fields_differing": sorted({field_name(p) for p, hit in hits.items() if not hit}),
-            })  # fmt: skip
+            rows.append(
+                {
+                    "json_validity": float(json_ok),
+                    "schema_validity": float(schema_ok),
+                    "vocabulary_validity": float(vocab_ok),
+                    "exact_match": float(exact),
+                    "field_match": sum(hits.values()) / len(hits) if hits else float(exact),
+                }
+            )
+            details.append(
+                {
+                    "error": error or "",
+                    "fields_differing": sorted({field_name(p) for p, hit in hits.items() if not hit}),
+                }
+            )
         per_example = _columns(rows)
         metrics = {k: _mean(v) for k, v in per_example.items() if k != "field_match"}
         matched = sum(m for m, _ in totals.values())
@@ -185,8 +191,10 @@ class ClassificationScorer:
             )
         categories = self.labels + ([INVALID] if INVALID in got else [])
         matrix = confusion_matrix(expected, got, labels=categories).tolist()
-        details = [{"error": "" if p is not None else "not a label", "fields_differing": [] if g == e else ["label"]}
-                   for p, g, e in zip(parsed, got, expected, strict=True)]  # fmt: skip
+        details = [
+            {"error": "" if p is not None else "not a label", "fields_differing": [] if g == e else ["label"]}
+            for p, g, e in zip(parsed, got, expected, strict=True)
+        ]
         return Scored(metrics, per_example, details, (categories, matrix))
 
 

@@ -20,11 +20,17 @@ TASK_TYPES = ("structured", "classification", "generation")
 # before the model did (scored as they are: an unfinished JSON document is invalid). It is not a headline
 # metric: lower is better, and gates and export parity read headline metrics as higher-is-better.
 METRICS: dict[str, tuple[str, ...]] = {
-    "structured": ("json_validity", "schema_validity", "vocabulary_validity",
-                   "exact_match", "field_match", "argument_fidelity"),
+    "structured": (
+        "json_validity",
+        "schema_validity",
+        "vocabulary_validity",
+        "exact_match",
+        "field_match",
+        "argument_fidelity",
+    ),
     "classification": ("label_validity", "accuracy", "macro_f1", "precision", "recall", "f1"),
     "generation": ("exact_match", "rouge_l", "chrf", "bleu"),
-}  # fmt: skip
+}
 
 
 def prompt_messages(system_prompt: str, prompt: str, history: str | list = "[]") -> list[dict[str, str]]:

@@ -54,10 +54,21 @@ def evaluate_op(
     from components.evaluate.core import evaluate_to_outputs
 
     evaluate_to_outputs(
-        model.path, eval_data, system_prompt, (task_type, output_schema, labels), decoding, max_new_tokens, batch_size, max_examples,
-        config_hash, metrics, predictions, classification, label="candidate",
+        model.path,
+        eval_data,
+        system_prompt,
+        (task_type, output_schema, labels),
+        decoding,
+        max_new_tokens,
+        batch_size,
+        max_examples,
+        config_hash,
+        metrics,
+        predictions,
+        classification,
+        label="candidate",
         upstream={"model": model.metadata.get("sha256", "")},
-    )  # fmt: skip
+    )
 
 
 @component(TRAINER_IMAGE)
@@ -98,10 +109,21 @@ def evaluate_base_op(
     from components.evaluate.core import evaluate_to_outputs
 
     evaluate_to_outputs(
-        base_model, eval_data, system_prompt, (task_type, output_schema, labels), decoding, max_new_tokens, batch_size, max_examples,
-        config_hash, metrics, predictions, classification, label=f"base:{base_model}",
+        base_model,
+        eval_data,
+        system_prompt,
+        (task_type, output_schema, labels),
+        decoding,
+        max_new_tokens,
+        batch_size,
+        max_examples,
+        config_hash,
+        metrics,
+        predictions,
+        classification,
+        label=f"base:{base_model}",
         upstream={"base_model": base_model},
-    )  # fmt: skip
+    )
 
 
 @component(TRAINER_IMAGE)
@@ -145,9 +167,20 @@ def evaluate_champion_op(
     from components.evaluate.core import evaluate_champion_to_outputs
 
     evaluate_champion_to_outputs(
-        model_name, registry, eval_data, system_prompt, (task_type, output_schema, labels), decoding, max_new_tokens, batch_size,
-        max_examples, config_hash, metrics, predictions, classification,
-    )  # fmt: skip
+        model_name,
+        registry,
+        eval_data,
+        system_prompt,
+        (task_type, output_schema, labels),
+        decoding,
+        max_new_tokens,
+        batch_size,
+        max_examples,
+        config_hash,
+        metrics,
+        predictions,
+        classification,
+    )
 
 
 @component(CPU_IMAGE)
@@ -184,15 +217,26 @@ def retrieval_baseline_op(
     from components.evaluate.retrieval import evaluate_retrieval
 
     result = evaluate_retrieval(
-        train_data.path, eval_data.path, system_prompt, TaskSpec.from_parts(task_type, output_schema, labels), predictions.path,
+        train_data.path,
+        eval_data.path,
+        system_prompt,
+        TaskSpec.from_parts(task_type, output_schema, labels),
+        predictions.path,
         max_examples=max_examples,
-    )  # fmt: skip
+    )
     upstream = {
         "train_data": train_data.metadata.get("sha256", ""),
         "eval_data": eval_data.metadata.get("sha256", ""),
     }
-    record(result, metrics, predictions, model_label="retrieval", config_hash=config_hash, upstream=upstream,
-           classification=classification)  # fmt: skip
+    record(
+        result,
+        metrics,
+        predictions,
+        model_label="retrieval",
+        config_hash=config_hash,
+        upstream=upstream,
+        classification=classification,
+    )
 
 
 @component(CPU_IMAGE)

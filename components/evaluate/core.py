@@ -155,8 +155,15 @@ def evaluate(
             metrics.update({f"{mode}/{k}": v for k, v in other.metrics.items() if k != "examples"})
     extra = {"predicted_free": runs["free"][0]} if decoding == "both" else {}
     write_predictions(rows, predicted, scored, predictions_path, **extra)
-    settings = eval_settings(tokenizer, system_prompt, task, eval_path, decoding=decoding,
-                             max_new_tokens=max_new_tokens, examples=len(rows))  # fmt: skip
+    settings = eval_settings(
+        tokenizer,
+        system_prompt,
+        task,
+        eval_path,
+        decoding=decoding,
+        max_new_tokens=max_new_tokens,
+        examples=len(rows),
+    )
     return EvalResult(metrics, len(rows), elapsed, settings, scored)
 
 
@@ -212,9 +219,13 @@ def record(
         categories, matrix = result.scored.confusion
         classification.log_confusion_matrix(categories, matrix)
     predictions.metadata.update(
-        {"model": model_label, "examples": result.examples, "generation_s": round(result.generation_s, 3),
-         "settings": result.settings}
-    )  # fmt: skip
+        {
+            "model": model_label,
+            "examples": result.examples,
+            "generation_s": round(result.generation_s, 3),
+            "settings": result.settings,
+        }
+    )
     stamp(predictions.metadata, predictions.path, config_hash=config_hash, upstream=upstream)
 
 
@@ -237,12 +248,26 @@ def evaluate_to_outputs(
 ) -> EvalResult:
     """``evaluate`` a model source and ``record`` the result on a component's outputs."""
     result = evaluate(
-        source, eval_data.path, system_prompt, TaskSpec.from_parts(*task_parts), predictions.path,
-        max_new_tokens=max_new_tokens, batch_size=batch_size, max_examples=max_examples, decoding=decoding,
-    )  # fmt: skip
+        source,
+        eval_data.path,
+        system_prompt,
+        TaskSpec.from_parts(*task_parts),
+        predictions.path,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        max_examples=max_examples,
+        decoding=decoding,
+    )
     upstream = {**upstream, "eval_data": eval_data.metadata.get("sha256", "")}
-    record(result, metrics, predictions, model_label=label, config_hash=config_hash, upstream=upstream,
-           classification=classification)  # fmt: skip
+    record(
+        result,
+        metrics,
+        predictions,
+        model_label=label,
+        config_hash=config_hash,
+        upstream=upstream,
+        classification=classification,
+    )
     return result
 
 
@@ -279,9 +304,20 @@ def evaluate_champion_to_outputs(
             return None
         uri, local = found
         result = evaluate_to_outputs(
-            str(local), eval_data, system_prompt, task_parts, decoding, max_new_tokens, batch_size,
-            max_examples, config_hash, metrics, predictions, classification, label=f"champion:{uri}",
+            str(local),
+            eval_data,
+            system_prompt,
+            task_parts,
+            decoding,
+            max_new_tokens,
+            batch_size,
+            max_examples,
+            config_hash,
+            metrics,
+            predictions,
+            classification,
+            label=f"champion:{uri}",
             upstream={"model": uri},
-        )  # fmt: skip
+        )
     metrics.log_metric("available", 1.0)
     return result

@@ -138,11 +138,15 @@ def quantize(merged_dir: str | Path, out_dir: str | Path, kind: str) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
     config = (
-        BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                           bnb_4bit_compute_dtype=torch.bfloat16 if torch.cuda.is_available() else torch.float32)
+        BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16 if torch.cuda.is_available() else torch.float32,
+        )
         if kind == "nf4"
         else BitsAndBytesConfig(load_in_8bit=True)
-    )  # fmt: skip
+    )
     model = AutoModelForCausalLM.from_pretrained(str(merged_dir), quantization_config=config, **SAFE_WEIGHTS)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -233,8 +237,9 @@ def export(
 
     kind = merge(model_dir, out_dir, allow_remote_code)
     checked = gated_metrics(rules, adapter_metrics, METRICS[task.type])
-    options = dict(max_new_tokens=max_new_tokens, batch_size=batch_size, max_examples=max_examples,
-                   decoding=decoding)  # fmt: skip
+    options = dict(
+        max_new_tokens=max_new_tokens, batch_size=batch_size, max_examples=max_examples, decoding=decoding
+    )
 
     def evaluate_against_adapter(folder: Path, predictions: Path, limit: float, what: str):
         result = evaluate(str(folder), eval_path, system_prompt, task, predictions, **options)
@@ -271,8 +276,16 @@ def export(
             )
         variants.append(Variant(q, q_result.metrics, q_parity, q_changed))
     files = sorted(p.relative_to(out_dir).as_posix() for p in Path(out_dir).rglob("*") if p.is_file())
-    return ExportResult(kind, read_model_info(out_dir)["base_model"], files, result.metrics, parity, changed,
-                        result.settings, variants)  # fmt: skip
+    return ExportResult(
+        kind,
+        read_model_info(out_dir)["base_model"],
+        files,
+        result.metrics,
+        parity,
+        changed,
+        result.settings,
+        variants,
+    )
 
 
 def _ref(artifact) -> dict[str, Any]:
@@ -315,38 +328,70 @@ def export_to_outputs(
         k: float(v) for k, v in candidate_metrics.metadata.items() if isinstance(v, (int, float))
     }
     result = export(
-        model.path, exported.path, eval_path=eval_data.path, system_prompt=system_prompt,
-        task=TaskSpec.from_parts(*task_parts), adapter_metrics=adapter_metrics,
-        adapter_predictions=candidate_predictions.path, adapter_settings=candidate_predictions.metadata["settings"],
-        predictions_path=predictions.path, rules=rules, tolerance=tolerance,
-        allow_remote_code=trust_remote_code, quantize_kinds=list(quantize),
-        quantized_tolerance=quantized_tolerance, **eval_options,
-    )  # fmt: skip
+        model.path,
+        exported.path,
+        eval_path=eval_data.path,
+        system_prompt=system_prompt,
+        task=TaskSpec.from_parts(*task_parts),
+        adapter_metrics=adapter_metrics,
+        adapter_predictions=candidate_predictions.path,
+        adapter_settings=candidate_predictions.metadata["settings"],
+        predictions_path=predictions.path,
+        rules=rules,
+        tolerance=tolerance,
+        allow_remote_code=trust_remote_code,
+        quantize_kinds=list(quantize),
+        quantized_tolerance=quantized_tolerance,
+        **eval_options,
+    )
     weights = weights_hash(exported.path)
     record(
-        EvalResult(result.metrics, int(result.metrics.get("examples", 0)), 0.0, result.settings), metrics,
-        predictions, model_label="exported", config_hash=config_hash, upstream={"model": weights},
-    )  # fmt: skip
+        EvalResult(result.metrics, int(result.metrics.get("examples", 0)), 0.0, result.settings),
+        metrics,
+        predictions,
+        model_label="exported",
+        config_hash=config_hash,
+        upstream={"model": weights},
+    )
     manifest = json.loads((Path(split_card.path) / "manifest.json").read_text(encoding="utf-8"))
     lineage = {
         # the source files as read (one hash per locator), not the cleaned table split received
-        "data": {"sha256": ", ".join(s["sha256"] for s in manifest.get("sources", [])), "uri": ", ".join(
-            s["locator"] or s["source"] for s in manifest.get("sources", []))},
-        "split_train": _ref(train_data), "split_eval": _ref(eval_data), "adapter": _ref(model),
+        "data": {
+            "sha256": ", ".join(s["sha256"] for s in manifest.get("sources", [])),
+            "uri": ", ".join(s["locator"] or s["source"] for s in manifest.get("sources", [])),
+        },
+        "split_train": _ref(train_data),
+        "split_eval": _ref(eval_data),
+        "adapter": _ref(model),
         "merged": {"sha256": weights, "uri": getattr(exported, "uri", "")},
-        "eval_adapter": _ref(candidate_predictions), "eval_exported": _ref(predictions),
-    }  # fmt: skip
+        "eval_adapter": _ref(candidate_predictions),
+        "eval_exported": _ref(predictions),
+    }
     write_lineage(exported.path, lineage)
     text = model_card(
-        name=model_name, task_type=task_parts[0], base_model=result.base_model,
-        model_info=read_model_info(exported.path), manifest=manifest,
+        name=model_name,
+        task_type=task_parts[0],
+        base_model=result.base_model,
+        model_info=read_model_info(exported.path),
+        manifest=manifest,
         gate_report=Path(gate_report.path).read_text(encoding="utf-8"),
-        parity=parity_markdown(result.parity, tolerance, result.changed_answers, int(result.metrics["examples"]))
-        + "".join("\n" + parity_markdown(v.parity, quantized_tolerance, v.changed_answers,
-                                          int(v.metrics["examples"]), f"Variant `{QUANTIZED}/{v.kind}/` (bitsandbytes)")
-                  for v in result.variants),
-        lineage=lineage, config_hash=config_hash,
-    )  # fmt: skip
+        parity=parity_markdown(
+            result.parity, tolerance, result.changed_answers, int(result.metrics["examples"])
+        )
+        + "".join(
+            "\n"
+            + parity_markdown(
+                v.parity,
+                quantized_tolerance,
+                v.changed_answers,
+                int(v.metrics["examples"]),
+                f"Variant `{QUANTIZED}/{v.kind}/` (bitsandbytes)",
+            )
+            for v in result.variants
+        ),
+        lineage=lineage,
+        config_hash=config_hash,
+    )
     Path(exported.path, CARD).write_text(text, encoding="utf-8")
     Path(card.path).parent.mkdir(parents=True, exist_ok=True)
     Path(card.path).write_text(text, encoding="utf-8")
@@ -356,8 +401,16 @@ def export_to_outputs(
         config_hash=config_hash,
         upstream={"adapter": lineage["adapter"]["sha256"]},
     )
-    exported.metadata.update({"weights_sha256": weights, "lineage": lineage, "base_model": result.base_model,
-                              "kind": result.kind, "changed_answers": result.changed_answers,
-                              "parity": result.parity, "parity_evaluated_on": hardware,
-                              "variants": [asdict(v) for v in result.variants]})  # fmt: skip
+    exported.metadata.update(
+        {
+            "weights_sha256": weights,
+            "lineage": lineage,
+            "base_model": result.base_model,
+            "kind": result.kind,
+            "changed_answers": result.changed_answers,
+            "parity": result.parity,
+            "parity_evaluated_on": hardware,
+            "variants": [asdict(v) for v in result.variants],
+        }
+    )
     return result

@@ -60,11 +60,18 @@ def gate_op(
 
     result = judge(
         scored_inputs(candidate, candidate_predictions, candidate_classification),
-        {"base": scored_inputs(base, base_predictions), "champion": scored_inputs(champion, champion_predictions),
-         "retrieval": scored_inputs(retrieval, retrieval_predictions)},
-        task_type=task_type, rules=json.loads(rules), bootstrap=json.loads(bootstrap), html_path=html_report.path,
-        divergences_path=divergences.path, title=title,
-    )  # fmt: skip
+        {
+            "base": scored_inputs(base, base_predictions),
+            "champion": scored_inputs(champion, champion_predictions),
+            "retrieval": scored_inputs(retrieval, retrieval_predictions),
+        },
+        task_type=task_type,
+        rules=json.loads(rules),
+        bootstrap=json.loads(bootstrap),
+        html_path=html_report.path,
+        divergences_path=divergences.path,
+        title=title,
+    )
     with open(report.path, "w", encoding="utf-8") as fh:
         fh.write(report_markdown(result))
     with open(reasons, "w", encoding="utf-8") as fh:

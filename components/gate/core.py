@@ -444,11 +444,20 @@ def judge(
     result = replace(result, comparison=comparison)
     Path(html_path).parent.mkdir(parents=True, exist_ok=True)
     Path(html_path).write_text(
-        render_html(title=title, task_type=task_type, candidate=cand, baselines=present,
-                    verdicts=[v.to_dict() for v in result.verdicts], passed=result.passed, divergence_rows=rows,
-                    comparison=comparison,
-                    confusion=candidate.get("confusion"), resamples=int(boot["resamples"]), seed=int(boot["seed"]),
-                    confidence=float(boot["confidence"])),
+        render_html(
+            title=title,
+            task_type=task_type,
+            candidate=cand,
+            baselines=present,
+            verdicts=[v.to_dict() for v in result.verdicts],
+            passed=result.passed,
+            divergence_rows=rows,
+            comparison=comparison,
+            confusion=candidate.get("confusion"),
+            resamples=int(boot["resamples"]),
+            seed=int(boot["seed"]),
+            confidence=float(boot["confidence"]),
+        ),
         encoding="utf-8",
-    )  # fmt: skip
+    )
     return result

@@ -53,20 +53,38 @@ def ingest_op(
     from components.ingest.core import IngestOptions, ingest
 
     opts = IngestOptions(
-        shape, prompt_field, completion_field, group_field, id_field,
+        shape,
+        prompt_field,
+        completion_field,
+        group_field,
+        id_field,
         output_schema=json.loads(output_schema) if output_schema else None,
         labels=json.loads(labels or "[]") or None,
         label_normalize=tuple(filter(None, label_normalize.split(","))),
         chat_fixes=tuple(filter(None, chat_fixes.split(","))),
         max_row_bytes=max_row_bytes,
-    )  # fmt: skip
+    )
     result = ingest(train_locator, eval_locator, opts, dataset.path, rejects.path)
     rejected = dict(result.rejected)
-    dataset.metadata.update({"rows": result.accepted, "rows_in": result.rows_in, "rejected": rejected,
-                             "chat_fixed": dict(result.fixed)})  # fmt: skip
+    dataset.metadata.update(
+        {
+            "rows": result.accepted,
+            "rows_in": result.rows_in,
+            "rejected": rejected,
+            "chat_fixed": dict(result.fixed),
+        }
+    )
     dataset.metadata["shape"] = result.shape.shape
     rejects.metadata.update({"rows": sum(rejected.values()), "by_reason": rejected})
     for artifact in (dataset, rejects):
         stamp(artifact.metadata, artifact.path, config_hash=config_hash, upstream={})
-    close_stage(events.path, None, result.events, stage="ingest", rows_in=result.rows_in, rejected=rejected,
-                max_reject_rate=max_reject_rate, samples=result.samples)  # fmt: skip
+    close_stage(
+        events.path,
+        None,
+        result.events,
+        stage="ingest",
+        rows_in=result.rows_in,
+        rejected=rejected,
+        max_reject_rate=max_reject_rate,
+        samples=result.samples,
+    )

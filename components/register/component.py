@@ -38,6 +38,14 @@ def register_op(
     from components.register.core import register_to_outputs
 
     return register_to_outputs(
-        model, metrics, train_data, registered, model_name=model_name, registry=registry, config_hash=config_hash,
-        gate_passed=gate_passed, gate_reasons=gate_reasons, pipeline_run=pipeline_run,
-    )  # fmt: skip
+        model,
+        metrics,
+        train_data,
+        registered,
+        model_name=model_name,
+        registry=registry,
+        config_hash=config_hash,
+        gate_passed=gate_passed,
+        gate_reasons=gate_reasons,
+        pipeline_run=pipeline_run,
+    )

@@ -153,10 +153,16 @@ def register_to_outputs(
     failed = [line for line in gate_reasons.splitlines() if line.startswith("FAIL")]
     weights = model.metadata.get("weights_sha256") or model.metadata["sha256"]
     result = register(
-        registry_from_spec(registry), model.path, model_name=model_name, weights_sha256=weights,
-        metrics=numbers, tags=tags, gate_passed=gate_passed, gate_failed_rules=failed,
+        registry_from_spec(registry),
+        model.path,
+        model_name=model_name,
+        weights_sha256=weights,
+        metrics=numbers,
+        tags=tags,
+        gate_passed=gate_passed,
+        gate_failed_rules=failed,
         description=f"slmforge {model.metadata.get('kind', '')} model from {tags['base_model']}",
-    )  # fmt: skip
+    )
     record = {**vars(result), "weights_sha256": weights, "tags": tags}
     with open(registered.path, "w", encoding="utf-8") as fh:
         json.dump(record, fh, indent=2, sort_keys=True)

@@ -89,10 +89,23 @@ def move_alias(
     who = who or actor()
     when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     current = registry.by_alias(target.name, alias)
-    change = AliasChange(action, target.name, alias, current.version if current else None, target.version,
-                         changed=current is None or current.version != target.version, actor=who, time=when)  # fmt: skip
-    details = {"model": target.name, "alias": alias, "from": change.from_version, "to": target.version,
-               "actor": who}  # fmt: skip
+    change = AliasChange(
+        action,
+        target.name,
+        alias,
+        current.version if current else None,
+        target.version,
+        changed=current is None or current.version != target.version,
+        actor=who,
+        time=when,
+    )
+    details = {
+        "model": target.name,
+        "alias": alias,
+        "from": change.from_version,
+        "to": target.version,
+        "actor": who,
+    }
     if require_green and not target.gate_passed:
         failing = _failing_rules(target)
         why = "; ".join(failing) if failing else "no gate verdict is recorded on this version"
@@ -130,8 +143,15 @@ def promote(
     who: str = "",
 ) -> AliasChange:
     target = resolve_version(registry, name, version=version, run=run)
-    return move_alias(registry, target, alias=alias, action="promote", require_green=require_green,
-                      events_path=events_path, who=who)  # fmt: skip
+    return move_alias(
+        registry,
+        target,
+        alias=alias,
+        action="promote",
+        require_green=require_green,
+        events_path=events_path,
+        who=who,
+    )
 
 
 def rollback(
@@ -145,8 +165,15 @@ def rollback(
     who: str = "",
 ) -> AliasChange:
     target = resolve_version(registry, name, version=to)
-    return move_alias(registry, target, alias=alias, action="rollback", require_green=require_green,
-                      events_path=events_path, who=who)  # fmt: skip
+    return move_alias(
+        registry,
+        target,
+        alias=alias,
+        action="rollback",
+        require_green=require_green,
+        events_path=events_path,
+        who=who,
+    )
 
 
 LINEAGE_CHAIN = (

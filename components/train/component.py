@@ -123,8 +123,18 @@ def train_op(
         print(f"resume_from {resume_from}: its checkpoint at step {step} seeds this run", flush=True)
     write_run_key(opts.checkpoint_dir, run_key)
     # One process, or torchrun on this node; a worker node of a multi-node job exits here (node 0 writes).
-    result = train_on_node(nodes, processes_per_node, train_data.path, base_model, system_prompt, opts, model.path,
-                           experiment=experiment, tracking_uri=tracking_uri, artifact_dir=loss_curve.path)  # fmt: skip
+    result = train_on_node(
+        nodes,
+        processes_per_node,
+        train_data.path,
+        base_model,
+        system_prompt,
+        opts,
+        model.path,
+        experiment=experiment,
+        tracking_uri=tracking_uri,
+        artifact_dir=loss_curve.path,
+    )
     model.metadata.update({"method": method, "base_model": base_model, "framework": "transformers"})
     stamp(
         model.metadata,

@@ -191,8 +191,16 @@ class TrainResult:
 
     def metrics(self) -> dict[str, float]:
         """The scalar results the train step logs as its Metrics artifact."""
-        keys = ("first_loss", "final_loss", "steps", "runtime_s", "trainable_params", "total_params",
-                "resumed_from_step", "world_size")  # fmt: skip
+        keys = (
+            "first_loss",
+            "final_loss",
+            "steps",
+            "runtime_s",
+            "trainable_params",
+            "total_params",
+            "resumed_from_step",
+            "world_size",
+        )
         values = {k: float(getattr(self, k)) for k in keys}
         if self.tracking is not None:
             values.update(

@@ -236,10 +236,14 @@ def launch(
             print(f"following custom job {name} of a previous attempt ({state})", flush=True)
     if not name:
         pools = worker_pool_specs(
-            worker_container, executor_input, replica_count=replica_count, machine_type=machine_type,
-            accelerator_type=accelerator_type, accelerator_count=accelerator_count,
+            worker_container,
+            executor_input,
+            replica_count=replica_count,
+            machine_type=machine_type,
+            accelerator_type=accelerator_type,
+            accelerator_count=accelerator_count,
             boot_disk_size_gb=boot_disk_size_gb,
-        )  # fmt: skip
+        )
         job = aiplatform_v1.CustomJob(
             display_name=display_name,
             job_spec=aiplatform_v1.CustomJobSpec(

@@ -122,14 +122,18 @@ def free_port() -> int:
 def torchrun_command(topo: Topology, spec_path: str | Path) -> list[str]:
     """The torchrun command line that runs this module once per process of ``topo``'s node."""
     return [
-        sys.executable, "-m", "torch.distributed.run",
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
         f"--nnodes={topo.nnodes}",
         f"--node-rank={topo.node_rank}",
         f"--nproc-per-node={topo.nproc_per_node}",
         f"--master-addr={topo.master_addr}",
         f"--master-port={topo.master_port}",
-        "-m", "components.train.distributed", str(spec_path),
-    ]  # fmt: skip
+        "-m",
+        "components.train.distributed",
+        str(spec_path),
+    ]
 
 
 def run(
@@ -160,10 +164,16 @@ def run(
     spec_path, result_path = workdir / "train_spec.json", workdir / "train_result.json"
     result_path.unlink(missing_ok=True)
     spec = {
-        "train_path": train_path, "base_model": base_model, "system_prompt": system_prompt,
-        "opts": dataclasses.asdict(opts), "out_dir": out_dir, "experiment": experiment,
-        "tracking_uri": tracking_uri, "artifact_dir": artifact_dir, "result_path": str(result_path),
-    }  # fmt: skip
+        "train_path": train_path,
+        "base_model": base_model,
+        "system_prompt": system_prompt,
+        "opts": dataclasses.asdict(opts),
+        "out_dir": out_dir,
+        "experiment": experiment,
+        "tracking_uri": tracking_uri,
+        "artifact_dir": artifact_dir,
+        "result_path": str(result_path),
+    }
     spec_path.write_text(json.dumps(spec))
     cmd = torchrun_command(topo, spec_path)
     print(f"node {topo.node_rank}/{topo.nnodes}: {' '.join(cmd)}", flush=True)
@@ -222,9 +232,12 @@ def train_on_node(
     if topo.nnodes != nodes:
         raise TopologyError(
             f"train.nodes={nodes} but this step runs on {topo.nnodes} node(s): "
-            + ("submit the finetune-multinode template, which starts a custom job with worker pools"
-               if nodes > 1 else "CLUSTER_SPEC describes more nodes than train.nodes; set train.nodes to match")
-        )  # fmt: skip
+            + (
+                "submit the finetune-multinode template, which starts a custom job with worker pools"
+                if nodes > 1
+                else "CLUSTER_SPEC describes more nodes than train.nodes; set train.nodes to match"
+            )
+        )
     kwargs = {"experiment": experiment, "tracking_uri": tracking_uri, "artifact_dir": artifact_dir}
     if not topo.distributed:
         return train(train_path, base_model, system_prompt, opts, out_dir, **kwargs)
@@ -242,10 +255,15 @@ def main(spec_path: str) -> int:
 
     spec = json.loads(Path(spec_path).read_text())
     result = train(  # raises Preempted (exit 143) on SIGTERM
-        spec["train_path"], spec["base_model"], spec["system_prompt"], TrainOptions(**spec["opts"]),
-        spec["out_dir"], experiment=spec["experiment"], tracking_uri=spec["tracking_uri"],
+        spec["train_path"],
+        spec["base_model"],
+        spec["system_prompt"],
+        TrainOptions(**spec["opts"]),
+        spec["out_dir"],
+        experiment=spec["experiment"],
+        tracking_uri=spec["tracking_uri"],
         artifact_dir=spec["artifact_dir"],
-    )  # fmt: skip
+    )
     if int(os.environ.get("RANK", "0")) == 0:
         Path(spec["result_path"]).write_text(json.dumps(dataclasses.asdict(result)))
     return 0

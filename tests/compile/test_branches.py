@@ -51,9 +51,26 @@ def test_every_parameter_a_branch_reads_is_its_input(tmp_path, name):
 
 
 def test_the_check_finds_a_parameter_missing_from_a_branch():
-    spec = {"root": {"dag": {"tasks": {}}, "inputDefinitions": {"parameters": {"a": {}}}},
-            "components": {"comp-condition-1": {"dag": {"tasks": {"t": {"resources": {"accelerator": {
-                "resourceType": {"componentInputParameter": "pipelinechannel--accelerator_type"}}}}}},
-                "inputDefinitions": {"parameters": {"pipelinechannel--x": {}}}}}}  # fmt: skip
+    spec = {
+        "root": {"dag": {"tasks": {}}, "inputDefinitions": {"parameters": {"a": {}}}},
+        "components": {
+            "comp-condition-1": {
+                "dag": {
+                    "tasks": {
+                        "t": {
+                            "resources": {
+                                "accelerator": {
+                                    "resourceType": {
+                                        "componentInputParameter": "pipelinechannel--accelerator_type"
+                                    }
+                                }
+                            }
+                        }
+                    }
+                },
+                "inputDefinitions": {"parameters": {"pipelinechannel--x": {}}},
+            }
+        },
+    }
     dag, inputs = _dags(spec)["comp-condition-1"]
     assert _references(dag["tasks"]["t"]) - inputs == {"pipelinechannel--accelerator_type"}

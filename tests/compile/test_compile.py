@@ -206,15 +206,21 @@ def test_docstrings_become_descriptions(compiled, spec, name):
 def test_image_override(tmp_path):
     from pipelines.compiler import compile_all
 
-    path = next(p for p in compile_all(tmp_path, image_repo="us-docker.pkg.dev/p/r", image_tag="abc123")
-                if p.name == "finetune-multinode.yaml")  # fmt: skip
+    path = next(
+        p
+        for p in compile_all(tmp_path, image_repo="us-docker.pkg.dev/p/r", image_tag="abc123")
+        if p.name == "finetune-multinode.yaml"
+    )
     images = {
         e["container"]["image"]
         for e in yaml.safe_load(path.read_text())["deploymentSpec"]["executors"].values()
     }
     assert images == {"us-docker.pkg.dev/p/r/cpu:abc123", "us-docker.pkg.dev/p/r/trainer:abc123"}
-    (launcher,) = (e["container"] for e in yaml.safe_load(path.read_text())["deploymentSpec"]["executors"].values()
-                   if "--worker-container" in e["container"].get("args", []))  # fmt: skip
+    (launcher,) = (
+        e["container"]
+        for e in yaml.safe_load(path.read_text())["deploymentSpec"]["executors"].values()
+        if "--worker-container" in e["container"].get("args", [])
+    )
     worker = json.loads(launcher["args"][launcher["args"].index("--worker-container") + 1])
     assert worker["image_uri"] == "us-docker.pkg.dev/p/r/trainer:abc123"
 
@@ -269,12 +275,20 @@ def test_multi_node_training_is_a_vertex_custom_job(spec, multinode):
     assert worker["command"] == single["command"]
     assert worker["args"] == [EXECUTOR_INPUT_MARKER if a == "{{$}}" else a for a in single["args"]]
 
-    pools = worker_pool_specs(worker, '{"inputs": {}}', replica_count=3, machine_type="",
-                              accelerator_type="NVIDIA_A100_80GB", accelerator_count=8)  # fmt: skip
+    pools = worker_pool_specs(
+        worker,
+        '{"inputs": {}}',
+        replica_count=3,
+        machine_type="",
+        accelerator_type="NVIDIA_A100_80GB",
+        accelerator_count=8,
+    )
     assert [p["replica_count"] for p in pools] == [1, 2]  # chief + 2 workers
     assert pools[0]["machine_spec"] == {
-        "machine_type": "a2-ultragpu-8g", "accelerator_type": "NVIDIA_A100_80GB", "accelerator_count": 8,
-    }  # fmt: skip
+        "machine_type": "a2-ultragpu-8g",
+        "accelerator_type": "NVIDIA_A100_80GB",
+        "accelerator_count": 8,
+    }
     assert pools[1]["container_spec"]["args"][
         pools[1]["container_spec"]["args"].index("--executor_input") + 1
     ] == ('{"inputs": {}}')
@@ -286,8 +300,17 @@ def test_multi_node_training_is_a_vertex_custom_job(spec, multinode):
 
 def test_evaluate_pipeline_scores_a_fetched_model_without_training(evaluate, spec):
     tasks = _tasks(evaluate)
-    assert set(tasks) == {"ingest-op", "clean-op", "split-op", "fetch-model-op", "evaluate-op", "evaluate-base-op",
-                          "evaluate-champion-op", "retrieval-baseline-op", "gate-op"}  # fmt: skip
+    assert set(tasks) == {
+        "ingest-op",
+        "clean-op",
+        "split-op",
+        "fetch-model-op",
+        "evaluate-op",
+        "evaluate-base-op",
+        "evaluate-champion-op",
+        "retrieval-baseline-op",
+        "gate-op",
+    }
     model = tasks["evaluate-op"]["inputs"]["artifacts"]["model"]["taskOutputArtifact"]
     assert model == {"outputArtifactKey": "model", "producerTask": "fetch-model-op"}
     assert tasks["fetch-model-op"]["inputs"]["parameters"]["model_uri"] == {
@@ -295,8 +318,15 @@ def test_evaluate_pipeline_scores_a_fetched_model_without_training(evaluate, spe
     }
     # the same data preparation, evaluation arguments and gate as finetune: identical task inputs
     finetune_tasks = _tasks(spec)
-    for name in ("ingest-op", "clean-op", "split-op", "evaluate-base-op", "evaluate-champion-op",
-                 "retrieval-baseline-op", "gate-op"):  # fmt: skip
+    for name in (
+        "ingest-op",
+        "clean-op",
+        "split-op",
+        "evaluate-base-op",
+        "evaluate-champion-op",
+        "retrieval-baseline-op",
+        "gate-op",
+    ):
         assert tasks[name]["inputs"] == finetune_tasks[name]["inputs"], name
     candidate = {k: v for k, v in tasks["evaluate-op"]["inputs"]["parameters"].items()}
     assert candidate == finetune_tasks["evaluate-op"]["inputs"]["parameters"]
@@ -325,14 +355,28 @@ def test_compiling_is_deterministic_and_reads_no_environment(tmp_path):
     """The same code gives the same bytes, whatever the environment holds: compile.py in a bare
     environment and in one full of slmforge/Google/MLflow settings writes identical files."""
     outputs = []
-    for i, env in enumerate([
-        {"PATH": "/usr/bin:/bin"},
-        {"PATH": "/usr/bin:/bin", "SLMFORGE_HOME": "/nonexistent", "SLMFORGE_GIT_SHA": "f" * 40,
-         "GOOGLE_CLOUD_PROJECT": "elsewhere", "MLFLOW_TRACKING_URI": "http://127.0.0.1:9", "HOME": "/nowhere"},
-    ]):  # fmt: skip
+    for i, env in enumerate(
+        [
+            {"PATH": "/usr/bin:/bin"},
+            {
+                "PATH": "/usr/bin:/bin",
+                "SLMFORGE_HOME": "/nonexistent",
+                "SLMFORGE_GIT_SHA": "f" * 40,
+                "GOOGLE_CLOUD_PROJECT": "elsewhere",
+                "MLFLOW_TRACKING_URI": "http://127.0.0.1:9",
+                "HOME": "/nowhere",
+            },
+        ]
+    ):
         out = tmp_path / f"run{i}"
-        done = subprocess.run([sys.executable, "compile.py", "--out", str(out)], cwd=REPO, env=env,
-                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "compile.py", "--out", str(out)],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert done.returncode == 0, done.stderr
         outputs.append({p.name: p.read_bytes() for p in sorted(out.glob("*.yaml"))})
     assert list(outputs[0]) == ["evaluate.yaml", "finetune-multinode.yaml", "finetune.yaml"]

@@ -134,11 +134,21 @@ def test_the_scanner_finds_env_vars_secret_names_and_compiled_defaults(tmp_path)
 
 
 def test_the_scanner_leaves_ordinary_values_alone():
-    doc = {"root": {"inputDefinitions": {"parameters": {
-        "max_tokens": {"defaultValue": 256}, "eval_max_new_tokens": {"defaultValue": 128},
-        "config_hash": {"defaultValue": ""}, "pii_types": {"defaultValue": "EMAIL,PHONE,CREDIT_CARD,IBAN,IP_ADDRESS"},
-        "base_model": {"defaultValue": "Qwen/Qwen2.5-0.5B-Instruct"},
-        "gate_bootstrap": {"defaultValue": '{"confidence": 0.95, "resamples": 2000, "seed": 0}'},
-        "lora_target_modules": {"defaultValue": "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"},
-    }}}}  # fmt: skip
+    doc = {
+        "root": {
+            "inputDefinitions": {
+                "parameters": {
+                    "max_tokens": {"defaultValue": 256},
+                    "eval_max_new_tokens": {"defaultValue": 128},
+                    "config_hash": {"defaultValue": ""},
+                    "pii_types": {"defaultValue": "EMAIL,PHONE,CREDIT_CARD,IBAN,IP_ADDRESS"},
+                    "base_model": {"defaultValue": "Qwen/Qwen2.5-0.5B-Instruct"},
+                    "gate_bootstrap": {"defaultValue": '{"confidence": 0.95, "resamples": 2000, "seed": 0}'},
+                    "lora_target_modules": {
+                        "defaultValue": "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
+                    },
+                }
+            }
+        }
+    }
     assert find_secrets([doc]) == []

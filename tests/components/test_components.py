@@ -188,9 +188,14 @@ def test_train_then_evaluate_candidate_and_base(split_outputs, tmp_path, params)
         config_hash=SHA,
     )
     gen = dict(decoding="free", max_new_tokens=16, batch_size=16)
-    outs = {name: (artifact(Metrics, tmp_path, f"{name}_m"), artifact(Dataset, tmp_path, f"{name}_p"),
-                   artifact(ClassificationMetrics, tmp_path, f"{name}_c")) for name in
-            ("candidate", "base", "champion", "retrieval")}  # fmt: skip
+    outs = {
+        name: (
+            artifact(Metrics, tmp_path, f"{name}_m"),
+            artifact(Dataset, tmp_path, f"{name}_p"),
+            artifact(ClassificationMetrics, tmp_path, f"{name}_c"),
+        )
+        for name in ("candidate", "base", "champion", "retrieval")
+    }
 
     def out(name):
         m, p, c = outs[name]
@@ -199,14 +204,21 @@ def test_train_then_evaluate_candidate_and_base(split_outputs, tmp_path, params)
     evaluate_op.python_func(model=model, **common, **gen, **out("candidate"))
     evaluate_base_op.python_func(base_model="tiny://travel", **common, **gen, **out("base"))
     registry = json.dumps({"backend": "mlflow", "tracking_uri": f"sqlite:///{tmp_path / 'reg.db'}"})
-    evaluate_champion_op.python_func(model_name="none-yet", registry=registry,
-                                     **common, **gen, **out("champion"))  # fmt: skip
+    evaluate_champion_op.python_func(
+        model_name="none-yet", registry=registry, **common, **gen, **out("champion")
+    )
     retrieval_baseline_op.python_func(train_data=train, **common, **out("retrieval"))
     for name in ("candidate", "base", "retrieval"):
         m, p, _ = outs[name]
         assert m.metadata["examples"] == 24.0
-        assert set(m.metadata) >= {"json_validity", "schema_validity", "vocabulary_validity", "exact_match",
-                                   "field_match", "argument_fidelity"}  # fmt: skip
+        assert set(m.metadata) >= {
+            "json_validity",
+            "schema_validity",
+            "vocabulary_validity",
+            "exact_match",
+            "field_match",
+            "argument_fidelity",
+        }
         assert "sha256" not in m.metadata  # Metrics carry metrics only; provenance is on predictions
         assert p.metadata["examples"] == 24 and p.metadata["upstream"]["eval_data"] == held.metadata["sha256"]
         assert (
@@ -218,20 +230,38 @@ def test_train_then_evaluate_candidate_and_base(split_outputs, tmp_path, params)
     assert outs["champion"][0].metadata == {"available": 0.0}  # nothing registered as champion yet
     assert outs["retrieval"][1].metadata["settings"]["decoding"] == "retrieval"
 
-    rules = json.dumps([{"metric": "exact_match", "not_worse_than": "base"},
-                        {"metric": "exact_match", "not_worse_than": "champion"},
-                        {"metric": "schema_validity", "min": 0.0}])  # fmt: skip
-    report, html, div = (artifact(Markdown, tmp_path, "report"), artifact(HTML, tmp_path, "html"),
-                         artifact(Dataset, tmp_path, "div"))  # fmt: skip
+    rules = json.dumps(
+        [
+            {"metric": "exact_match", "not_worse_than": "base"},
+            {"metric": "exact_match", "not_worse_than": "champion"},
+            {"metric": "schema_validity", "min": 0.0},
+        ]
+    )
+    report, html, div = (
+        artifact(Markdown, tmp_path, "report"),
+        artifact(HTML, tmp_path, "html"),
+        artifact(Dataset, tmp_path, "div"),
+    )
     reasons = tmp_path / "reasons"
     passed = gate_op.python_func(
-        candidate=outs["candidate"][0], candidate_predictions=outs["candidate"][1],
-        candidate_classification=outs["candidate"][2], base=outs["base"][0], base_predictions=outs["base"][1],
-        champion=outs["champion"][0], champion_predictions=outs["champion"][1], retrieval=outs["retrieval"][0],
-        retrieval_predictions=outs["retrieval"][1], task_type="structured", rules=rules,
-        bootstrap=params["gate_bootstrap"], title="components-test", report=report, html_report=html,
-        divergences=div, reasons=str(reasons),
-    )  # fmt: skip
+        candidate=outs["candidate"][0],
+        candidate_predictions=outs["candidate"][1],
+        candidate_classification=outs["candidate"][2],
+        base=outs["base"][0],
+        base_predictions=outs["base"][1],
+        champion=outs["champion"][0],
+        champion_predictions=outs["champion"][1],
+        retrieval=outs["retrieval"][0],
+        retrieval_predictions=outs["retrieval"][1],
+        task_type="structured",
+        rules=rules,
+        bootstrap=params["gate_bootstrap"],
+        title="components-test",
+        report=report,
+        html_report=html,
+        divergences=div,
+        reasons=str(reasons),
+    )
     assert passed is True
     lines = reasons.read_text().splitlines()
     assert lines[1].startswith("SKIPPED") and "champion" in lines[1]
@@ -246,26 +276,66 @@ def test_train_then_evaluate_candidate_and_base(split_outputs, tmp_path, params)
     # export: the gated model as safetensors, evaluated again like the candidate, with card and lineage
     split_card = artifact(Artifact, tmp_path, "split_card")
     Path(split_card.path).mkdir()
-    Path(split_card.path, "manifest.json").write_text(json.dumps(
-        {"rows": {"in": 400, "rejected": 0, "train": 376, "eval": 24, "accounted": True},
-         "sha256": {"dataset": "c" * 64, "train": train.metadata["sha256"], "eval": held.metadata["sha256"]},
-         "sources": [{"source": "train", "locator": "travel.jsonl", "sha256": "f" * 64, "rows_in": 400}]}))  # fmt: skip
-    exported, ex_metrics, ex_pred, card = (artifact(Model, tmp_path, "exported"), artifact(Metrics, tmp_path, "exm"),
-                                           artifact(Dataset, tmp_path, "exp"), artifact(Markdown, tmp_path, "mc"))  # fmt: skip
+    Path(split_card.path, "manifest.json").write_text(
+        json.dumps(
+            {
+                "rows": {"in": 400, "rejected": 0, "train": 376, "eval": 24, "accounted": True},
+                "sha256": {
+                    "dataset": "c" * 64,
+                    "train": train.metadata["sha256"],
+                    "eval": held.metadata["sha256"],
+                },
+                "sources": [
+                    {"source": "train", "locator": "travel.jsonl", "sha256": "f" * 64, "rows_in": 400}
+                ],
+            }
+        )
+    )
+    exported, ex_metrics, ex_pred, card = (
+        artifact(Model, tmp_path, "exported"),
+        artifact(Metrics, tmp_path, "exm"),
+        artifact(Dataset, tmp_path, "exp"),
+        artifact(Markdown, tmp_path, "mc"),
+    )
     export_op.python_func(
-        model=model, eval_data=held, train_data=train, split_card=split_card, candidate_metrics=outs["candidate"][0],
-        candidate_predictions=outs["candidate"][1], gate_report=report, system_prompt=params["system_prompt"],
-        task_type="structured", output_schema=params["output_schema"], labels="[]", max_examples=24, **gen,
-        gate_rules=rules, tolerance=0.0, quantize="int8", quantized_tolerance=1.0, trust_remote_code="{}", model_name="components-test", config_hash=SHA,
-        parity_accelerator_type="NVIDIA_L4", parity_accelerator_count=1,
-        exported=exported, metrics=ex_metrics, predictions=ex_pred, card=card,
-    )  # fmt: skip
+        model=model,
+        eval_data=held,
+        train_data=train,
+        split_card=split_card,
+        candidate_metrics=outs["candidate"][0],
+        candidate_predictions=outs["candidate"][1],
+        gate_report=report,
+        system_prompt=params["system_prompt"],
+        task_type="structured",
+        output_schema=params["output_schema"],
+        labels="[]",
+        max_examples=24,
+        **gen,
+        gate_rules=rules,
+        tolerance=0.0,
+        quantize="int8",
+        quantized_tolerance=1.0,
+        trust_remote_code="{}",
+        model_name="components-test",
+        config_hash=SHA,
+        parity_accelerator_type="NVIDIA_L4",
+        parity_accelerator_count=1,
+        exported=exported,
+        metrics=ex_metrics,
+        predictions=ex_pred,
+        card=card,
+    )
     assert ex_metrics.metadata["exact_match"] == outs["candidate"][0].metadata["exact_match"]
     assert exported.metadata["changed_answers"] == 0 and exported.metadata["kind"] == "full"
     assert [v["kind"] for v in exported.metadata["variants"]] == ["int8"]
     assert (Path(exported.path) / "quantized" / "int8" / "model.safetensors").is_file()
-    assert {p.name for p in Path(exported.path).iterdir()} >= {"model.safetensors", "MODEL_CARD.md", "lineage.json",
-                                                               "tokenizer.json", "generation_config.json"}  # fmt: skip
+    assert {p.name for p in Path(exported.path).iterdir()} >= {
+        "model.safetensors",
+        "MODEL_CARD.md",
+        "lineage.json",
+        "tokenizer.json",
+        "generation_config.json",
+    }
     assert not [p for p in Path(exported.path).iterdir() if p.suffix == ".bin"]
     lineage = exported.metadata["lineage"]
     assert lineage["adapter"]["sha256"] == model.metadata["sha256"]
@@ -273,8 +343,16 @@ def test_train_then_evaluate_candidate_and_base(split_outputs, tmp_path, params)
         lineage["split_train"]["sha256"] == train.metadata["sha256"] and lineage["data"]["sha256"] == "f" * 64
     )
     text = Path(card.path).read_text()
-    for heading in ("## Model", "## Data", "## Evaluation and gate", "## Export parity", "## Intended use and limits",
-                    "## Lineage", "Metrics vs baselines", "Variant `quantized/int8/`"):  # fmt: skip
+    for heading in (
+        "## Model",
+        "## Data",
+        "## Evaluation and gate",
+        "## Export parity",
+        "## Intended use and limits",
+        "## Lineage",
+        "Metrics vs baselines",
+        "Variant `quantized/int8/`",
+    ):
         assert heading in text, heading
 
 

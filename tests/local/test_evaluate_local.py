@@ -37,8 +37,11 @@ def test_evaluate_pipeline_scores_a_registered_model(tmp_path, monkeypatch, tiny
     data.write_text("\n".join(rows) + "\n", encoding="utf-8")
     params = pipeline_parameters(travel_config)
     params.update(train_data=str(data), eval_max_examples=16, eval_decoding="free", max_reject_rate=0.5)
-    run = run_pipeline_local(evaluate_parameters(params, "models:/travel-commands@candidate"), tmp_path / "runs",
-                             pipeline="evaluate")  # fmt: skip
+    run = run_pipeline_local(
+        evaluate_parameters(params, "models:/travel-commands@candidate"),
+        tmp_path / "runs",
+        pipeline="evaluate",
+    )
 
     fetched = json.loads((run.run_dir / "fetch-model-op" / "executor_output.json").read_text())
     (model,) = fetched["artifacts"]["model"]["artifacts"]

@@ -37,7 +37,11 @@ def test_retrieval_is_scored_by_the_task_scorer(tmp_path, travel_rows, travel_sc
     assert result.examples == 50 and result.metrics["schema_validity"] == 1.0  # answers are real targets
     assert 0 < result.metrics["exact_match"] < 1
     assert result.settings["decoding"] == "retrieval" and set(result.settings) == {
-        "eval_sha256", "task_sha256", "decoding", "examples"}  # fmt: skip
+        "eval_sha256",
+        "task_sha256",
+        "decoding",
+        "examples",
+    }
 
 
 def test_champion_is_downloaded_by_alias_and_evaluated_like_the_candidate(
@@ -53,8 +57,15 @@ def test_champion_is_downloaded_by_alias_and_evaluated_like_the_candidate(
     assert download_alias(registry, "travel", "champion", tmp_path / "none") is None  # nothing registered yet
     shutil.copytree(tiny_model, tmp_path / "model")
     write_model_info(tmp_path / "model", kind="full", base_model="tiny://travel")
-    registered = register(registry, tmp_path / "model", model_name="travel", gate_passed=True,
-                          weights_sha256=sha256_path(tmp_path / "model"), metrics={}, tags={})  # fmt: skip
+    registered = register(
+        registry,
+        tmp_path / "model",
+        model_name="travel",
+        gate_passed=True,
+        weights_sha256=sha256_path(tmp_path / "model"),
+        metrics={},
+        tags={},
+    )
     assert (
         download_alias(registry, "travel", "champion", tmp_path / "none") is None
     )  # a candidate, no champion
@@ -64,9 +75,17 @@ def test_champion_is_downloaded_by_alias_and_evaluated_like_the_candidate(
     assert (found[1] / "model.safetensors").exists()
 
     task = TaskSpec("structured", {"type": "array"})
-    champion = evaluate(str(found[1]), canonical_table, SYSTEM, task, tmp_path / "c.parquet", max_new_tokens=4,
-                        max_examples=8)  # fmt: skip
-    base = evaluate("tiny://travel", canonical_table, SYSTEM, task, tmp_path / "b.parquet", max_new_tokens=4,
-                    max_examples=8)  # fmt: skip
+    champion = evaluate(
+        str(found[1]), canonical_table, SYSTEM, task, tmp_path / "c.parquet", max_new_tokens=4, max_examples=8
+    )
+    base = evaluate(
+        "tiny://travel",
+        canonical_table,
+        SYSTEM,
+        task,
+        tmp_path / "b.parquet",
+        max_new_tokens=4,
+        max_examples=8,
+    )
     assert champion.settings == base.settings  # same rows, template, task, decoding: comparable
     assert champion.metrics == base.metrics  # the same weights answer the same

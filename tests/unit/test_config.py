@@ -206,8 +206,13 @@ def test_yaml_that_would_mislead_or_hang_is_refused(tmp_path, text, rule, says):
 def test_braces_in_a_rule_message_are_kept():
     from components.common.config import ConfigError, parse_config
 
-    raw = {"name": "x", "task": {"type": "generation"}, "data": {"train": "gs://b/t.jsonl"},
-           "model": {"base": "tiny://travel"}, "vertex": {"labels": {"k": "^{1,62}$"}}}  # fmt: skip
+    raw = {
+        "name": "x",
+        "task": {"type": "generation"},
+        "data": {"train": "gs://b/t.jsonl"},
+        "model": {"base": "tiny://travel"},
+        "vertex": {"labels": {"k": "^{1,62}$"}},
+    }
     with pytest.raises(ConfigError, match=r"\^\{1,62\}\$"):
         parse_config(raw)
 

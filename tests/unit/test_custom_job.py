@@ -27,14 +27,40 @@ def _train_arguments(table: Path, tmp_path: Path, **overrides) -> dict:
 
     args = dict(
         train_data=dsl.Dataset(name="train_data", uri=str(table), metadata={"sha256": "t"}),
-        base_model="tiny://travel", system_prompt=SYSTEM, method="full", max_steps=6, batch_size=8,
-        learning_rate=3e-3, lr_scheduler="cosine", warmup_ratio=0.0, weight_decay=0.0, max_length=256, seed=42, lora_r=16,
-        lora_alpha=32, lora_dropout=0.0, lora_target_modules="all-linear", lora_modules_to_save="",
-        group_by_length=False, packing=False, backend="hf", grad_accum=1, checkpoint_steps=100,
-        nodes=2, processes_per_node=1, experiment="multi-node", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
-        config_hash="c" * 64, project="test-project", location="us-central1", replica_count=2,
-        accelerator_type="NVIDIA_L4", accelerator_count=1, machine_type="", service_account="sa@p.iam",
-    )  # fmt: skip
+        base_model="tiny://travel",
+        system_prompt=SYSTEM,
+        method="full",
+        max_steps=6,
+        batch_size=8,
+        learning_rate=3e-3,
+        lr_scheduler="cosine",
+        warmup_ratio=0.0,
+        weight_decay=0.0,
+        max_length=256,
+        seed=42,
+        lora_r=16,
+        lora_alpha=32,
+        lora_dropout=0.0,
+        lora_target_modules="all-linear",
+        lora_modules_to_save="",
+        group_by_length=False,
+        packing=False,
+        backend="hf",
+        grad_accum=1,
+        checkpoint_steps=100,
+        nodes=2,
+        processes_per_node=1,
+        experiment="multi-node",
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+        config_hash="c" * 64,
+        project="test-project",
+        location="us-central1",
+        replica_count=2,
+        accelerator_type="NVIDIA_L4",
+        accelerator_count=1,
+        machine_type="",
+        service_account="sa@p.iam",
+    )
     args.update(overrides)
     return args
 
@@ -92,9 +118,14 @@ def test_launcher_creates_a_custom_job_with_worker_pools(canonical_table, tmp_pa
         Path(executor_input["outputs"]["parameters"]["gcp_resources"]["outputFile"]).read_text()
     )
     (job,) = vertex.jobs
-    assert resources == {"resources": [{
-        "resourceType": "CustomJob", "resourceUri": f"https://us-central1-aiplatform.googleapis.com/v1/{job}",
-    }]}  # fmt: skip
+    assert resources == {
+        "resources": [
+            {
+                "resourceType": "CustomJob",
+                "resourceUri": f"https://us-central1-aiplatform.googleapis.com/v1/{job}",
+            }
+        ]
+    }
 
 
 def test_a_failed_job_fails_the_step_with_its_error(canonical_table, tmp_path):
@@ -138,8 +169,12 @@ def _finish_later(vertex: LoopbackVertex, name: str):
 def test_sigterm_cancels_the_job(canonical_table, tmp_path):
     command, _ = _resolved_launcher(_train_arguments(canonical_table, tmp_path), tmp_path / "task")
     with LoopbackVertex(state_after_create="JOB_STATE_RUNNING") as vertex:
-        proc = subprocess.Popen([sys.executable, *command[1:3], *_main_args(command, vertex.endpoint)],
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, *command[1:3], *_main_args(command, vertex.endpoint)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         deadline = time.monotonic() + 60
         while not any(r.method == "GET" for r in vertex.requests):  # created and polling
             assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
@@ -154,11 +189,23 @@ def test_sigterm_cancels_the_job(canonical_table, tmp_path):
 
 def test_worker_pools_need_a_machine_for_the_accelerators():
     with pytest.raises(ValueError, match=r"no machine type carries 3 x NVIDIA_L4: set vertex\.machine_type"):
-        custom_job.worker_pool_specs({"image_uri": "i", "command": [], "args": []}, "{}", replica_count=2,
-                                     machine_type="", accelerator_type="NVIDIA_L4", accelerator_count=3)  # fmt: skip
+        custom_job.worker_pool_specs(
+            {"image_uri": "i", "command": [], "args": []},
+            "{}",
+            replica_count=2,
+            machine_type="",
+            accelerator_type="NVIDIA_L4",
+            accelerator_count=3,
+        )
     with pytest.raises(ValueError, match="at least 1 replica"):
-        custom_job.worker_pool_specs({"image_uri": "i", "command": [], "args": []}, "{}", replica_count=0,
-                                     machine_type="g2-standard-8", accelerator_type="", accelerator_count=0)  # fmt: skip
+        custom_job.worker_pool_specs(
+            {"image_uri": "i", "command": [], "args": []},
+            "{}",
+            replica_count=0,
+            machine_type="g2-standard-8",
+            accelerator_type="",
+            accelerator_count=0,
+        )
 
 
 def test_two_nodes_train_together_and_node_0_writes_the_outputs(canonical_table, tiny_model, tmp_path):
@@ -181,8 +228,15 @@ def test_two_nodes_train_together_and_node_0_writes_the_outputs(canonical_table,
     assert (model_dir / "model.safetensors").exists() and (model_dir / "slmforge_model.json").exists()
 
     # One node with two processes: the same data-parallel run, so the same losses.
-    opts = TrainOptions(method="full", max_steps=6, batch_size=8, learning_rate=3e-3, warmup_ratio=0.0,
-                        checkpoint_dir=str(tmp_path / "one-node"), logging_steps=10)  # fmt: skip
+    opts = TrainOptions(
+        method="full",
+        max_steps=6,
+        batch_size=8,
+        learning_rate=3e-3,
+        warmup_ratio=0.0,
+        checkpoint_dir=str(tmp_path / "one-node"),
+        logging_steps=10,
+    )
     one_node = train_on_node(
         1, 2, str(canonical_table), "tiny://travel", SYSTEM, opts, str(tmp_path / "one-node-model")
     )

@@ -29,8 +29,15 @@ def adapter(tmp_path_factory, travel_rows):
     rows = [{k: r[k] for k in ("id", "group", "prompt", "completion")} for r in travel_rows[:300]]
     write_rows(rows[:260], tmp / "train.parquet")
     write_rows(rows[260:], tmp / "eval.parquet")
-    opts = TrainOptions(method="lora", max_steps=30, batch_size=16, learning_rate=5e-3, lora_r=8, lora_alpha=16,
-                        lora_modules_to_save=["embed_tokens", "lm_head"])  # fmt: skip
+    opts = TrainOptions(
+        method="lora",
+        max_steps=30,
+        batch_size=16,
+        learning_rate=5e-3,
+        lora_r=8,
+        lora_alpha=16,
+        lora_modules_to_save=["embed_tokens", "lm_head"],
+    )
     train(tmp / "train.parquet", "tiny://travel", SYSTEM, opts, tmp / "adapter")
     return tmp
 
@@ -42,18 +49,33 @@ def test_merged_model_answers_like_the_adapter(adapter, tmp_path, travel_schema)
         str(adapter / "adapter"), adapter / "eval.parquet", SYSTEM, task, tmp_path / "a.parquet", **kw
     )
     result = export(
-        adapter / "adapter", tmp_path / "exported", eval_path=adapter / "eval.parquet", system_prompt=SYSTEM,
-        task=task, adapter_metrics=before.metrics, adapter_predictions=tmp_path / "a.parquet",
-        adapter_settings=before.settings, predictions_path=tmp_path / "e.parquet", rules=[], tolerance=0.0, **kw,
-    )  # fmt: skip
+        adapter / "adapter",
+        tmp_path / "exported",
+        eval_path=adapter / "eval.parquet",
+        system_prompt=SYSTEM,
+        task=task,
+        adapter_metrics=before.metrics,
+        adapter_predictions=tmp_path / "a.parquet",
+        adapter_settings=before.settings,
+        predictions_path=tmp_path / "e.parquet",
+        rules=[],
+        tolerance=0.0,
+        **kw,
+    )
     assert result.kind == "merged" and read_model_info(adapter / "adapter")["kind"] == "lora"
     info = read_model_info(tmp_path / "exported")
     assert (
         info["kind"] == "full" and info["exported_from"] == "lora" and info["base_model"] == "tiny://travel"
     )
     assert "model.safetensors" in result.files and "adapter_model.safetensors" not in result.files
-    headline = ["json_validity", "schema_validity", "vocabulary_validity", "exact_match", "field_match",
-                "argument_fidelity"]  # fmt: skip
+    headline = [
+        "json_validity",
+        "schema_validity",
+        "vocabulary_validity",
+        "exact_match",
+        "field_match",
+        "argument_fidelity",
+    ]
     assert [r["metric"] for r in result.parity] == headline  # no gate rules: the task's headline metrics
     assert all(r["ok"] and r["exported"] == r["adapter"] for r in result.parity), result.parity
     assert result.changed_answers == 0
@@ -77,23 +99,42 @@ def test_a_metric_drop_beyond_tolerance_fails_the_export(adapter, tmp_path, trav
     }  # what parity checks
     with pytest.raises(ExportError, match=r"EXPORT-003.*schema_validity"):
         export(
-            adapter / "adapter", tmp_path / "x", eval_path=adapter / "eval.parquet", system_prompt=SYSTEM, task=task,
-            adapter_metrics=claimed, adapter_predictions=tmp_path / "a.parquet", adapter_settings=before.settings,
-            predictions_path=tmp_path / "e.parquet", rules=[{"metric": "schema_validity", "equals": 1.0}],
-            tolerance=0.01, **kw,
-        )  # fmt: skip
+            adapter / "adapter",
+            tmp_path / "x",
+            eval_path=adapter / "eval.parquet",
+            system_prompt=SYSTEM,
+            task=task,
+            adapter_metrics=claimed,
+            adapter_predictions=tmp_path / "a.parquet",
+            adapter_settings=before.settings,
+            predictions_path=tmp_path / "e.parquet",
+            rules=[{"metric": "schema_validity", "equals": 1.0}],
+            tolerance=0.01,
+            **kw,
+        )
     with pytest.raises(ExportError, match="other settings"):  # scored on other rows: no comparison
         export(
-            adapter / "adapter", tmp_path / "y", eval_path=adapter / "eval.parquet", system_prompt=SYSTEM, task=task,
-            adapter_metrics=before.metrics, adapter_predictions=tmp_path / "a.parquet",
-            adapter_settings={**before.settings, "examples": 11}, predictions_path=tmp_path / "e2.parquet",
-            rules=[], **kw,
-        )  # fmt: skip
+            adapter / "adapter",
+            tmp_path / "y",
+            eval_path=adapter / "eval.parquet",
+            system_prompt=SYSTEM,
+            task=task,
+            adapter_metrics=before.metrics,
+            adapter_predictions=tmp_path / "a.parquet",
+            adapter_settings={**before.settings, "examples": 11},
+            predictions_path=tmp_path / "e2.parquet",
+            rules=[],
+            **kw,
+        )
 
 
 def test_parity_checks_the_gated_metrics_against_the_tolerance():
-    rows = check_parity({"exact_match": 0.9, "schema_validity": 1.0}, {"exact_match": 0.886, "schema_validity": 0.98},
-                        ["exact_match", "schema_validity"], tolerance=0.015)  # fmt: skip
+    rows = check_parity(
+        {"exact_match": 0.9, "schema_validity": 1.0},
+        {"exact_match": 0.886, "schema_validity": 0.98},
+        ["exact_match", "schema_validity"],
+        tolerance=0.015,
+    )
     assert [(r["metric"], r["ok"]) for r in rows] == [("exact_match", True), ("schema_validity", False)]
 
 
@@ -147,16 +188,24 @@ def test_card_and_lineage_stay_out_of_the_weights_hash(tmp_path, tiny_model):
 
 def test_model_card_says_what_the_model_is_and_where_it_came_from():
     text = model_card(
-        name="travel-commands", task_type="structured", base_model="tiny://travel",
+        name="travel-commands",
+        task_type="structured",
+        base_model="tiny://travel",
         model_info={"kind": "full", "exported_from": "lora", "train_options": {"lora_r": 8, "max_steps": 30}},
-        manifest={"rows": {"in": 3000, "rejected": 72, "train": 2635, "eval": 293, "accounted": True},
-                  "sha256": {"train": "t" * 64, "eval": "e" * 64},
-                  "sources": [{"source": "train", "locator": "travel.jsonl", "sha256": "s" * 64, "rows_in": 3000}],
-                  "rejected_by_reason": {"DUPLICATE": 10}},
-        gate_report="# Gate: PASSED\n\n| kind | metric |\n\n## Metrics vs baselines\n", parity="| metric |",
-        lineage={"adapter": {"sha256": "a" * 64, "uri": "gs://b/adapter"}, "merged": {"sha256": "m" * 64, "uri": "gs://b/m"}},
+        manifest={
+            "rows": {"in": 3000, "rejected": 72, "train": 2635, "eval": 293, "accounted": True},
+            "sha256": {"train": "t" * 64, "eval": "e" * 64},
+            "sources": [{"source": "train", "locator": "travel.jsonl", "sha256": "s" * 64, "rows_in": 3000}],
+            "rejected_by_reason": {"DUPLICATE": 10},
+        },
+        gate_report="# Gate: PASSED\n\n| kind | metric |\n\n## Metrics vs baselines\n",
+        parity="| metric |",
+        lineage={
+            "adapter": {"sha256": "a" * 64, "uri": "gs://b/adapter"},
+            "merged": {"sha256": "m" * 64, "uri": "gs://b/m"},
+        },
         config_hash="c" * 64,
-    )  # fmt: skip
+    )
     assert "LoRA merged" in text and "`lora_r` | `8`" not in text and "| lora_r | `8` |" in text
     assert "| train | 2635 |" in text and "DUPLICATE 10" in text and "### Gate: PASSED" in text
     assert text.index("| adapter |") < text.index("| merged |") and "gs://b/adapter" in text
@@ -183,11 +232,21 @@ def test_quantized_variants_are_written_and_evaluated_like_the_merged_model(adap
         str(adapter / "adapter"), adapter / "eval.parquet", SYSTEM, task, tmp_path / "a.parquet", **kw
     )
     result = export(
-        adapter / "adapter", tmp_path / "exported", eval_path=adapter / "eval.parquet", system_prompt=SYSTEM,
-        task=task, adapter_metrics=before.metrics, adapter_predictions=tmp_path / "a.parquet",
-        adapter_settings=before.settings, predictions_path=tmp_path / "e.parquet", rules=[], tolerance=0.0,
-        quantize_kinds=["nf4", "int8"], quantized_tolerance=1.0, **kw,
-    )  # fmt: skip
+        adapter / "adapter",
+        tmp_path / "exported",
+        eval_path=adapter / "eval.parquet",
+        system_prompt=SYSTEM,
+        task=task,
+        adapter_metrics=before.metrics,
+        adapter_predictions=tmp_path / "a.parquet",
+        adapter_settings=before.settings,
+        predictions_path=tmp_path / "e.parquet",
+        rules=[],
+        tolerance=0.0,
+        quantize_kinds=["nf4", "int8"],
+        quantized_tolerance=1.0,
+        **kw,
+    )
     assert [v.kind for v in result.variants] == ["nf4", "int8"]
     for v in result.variants:
         folder = tmp_path / "exported" / "quantized" / v.kind

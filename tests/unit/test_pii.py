@@ -265,8 +265,14 @@ def test_findings_sorted_and_non_overlapping():
     )
     found = find_pii(text)
     assert [f.type for f in found] == [
-        "IBAN", "PHONE", "IP_ADDRESS", "EMAIL", "CREDIT_CARD", "IP_ADDRESS", "PHONE",
-    ]  # fmt: skip
+        "IBAN",
+        "PHONE",
+        "IP_ADDRESS",
+        "EMAIL",
+        "CREDIT_CARD",
+        "IP_ADDRESS",
+        "PHONE",
+    ]
     assert all(a.end <= b.start for a, b in itertools.pairwise(found))
     for t in PII_TYPES:  # a subset of types = the full result filtered
         assert find_pii(text, [t]) == [f for f in found if f.type == t]

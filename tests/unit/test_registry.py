@@ -34,9 +34,20 @@ def mlflow_server(tmp_path_factory):
     """``mlflow server`` on loopback with a sqlite store and proxied artifacts; yields its URI."""
     root = tmp_path_factory.mktemp("mlflow-server")
     port = _free_port()
-    cmd = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-           "--backend-store-uri", f"sqlite:///{root / 'server.db'}", "--artifacts-destination", str(root / "art"),
-           "--workers", "1"]  # fmt: skip
+    cmd = [
+        str(Path(sys.executable).parent / "mlflow"),
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--backend-store-uri",
+        f"sqlite:///{root / 'server.db'}",
+        "--artifacts-destination",
+        str(root / "art"),
+        "--workers",
+        "1",
+    ]
     log = open(root / "server.log", "w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     uri = f"http://127.0.0.1:{port}"
@@ -75,18 +86,37 @@ def _weights(tmp_path: Path, tag: str) -> Path:
 
 def _register(registry, tmp_path, name, tag, *, green=True, run="run-" + "x"):
     failed = [] if green else ["FAIL exact_match >= 0.9: candidate 0.41"]
-    return register(registry, _weights(tmp_path, tag), model_name=name, weights_sha256=tag * 8, metrics={"exact_match": 0.9},
-                    tags={"pipeline_run": run, "lineage.adapter": "a" * 64, "lineage.adapter.uri": "gs://b/adapter",
-                          "lineage.merged": "m" * 64, "lineage.merged.uri": "gs://b/merged"},
-                    gate_passed=green, gate_failed_rules=failed)  # fmt: skip
+    return register(
+        registry,
+        _weights(tmp_path, tag),
+        model_name=name,
+        weights_sha256=tag * 8,
+        metrics={"exact_match": 0.9},
+        tags={
+            "pipeline_run": run,
+            "lineage.adapter": "a" * 64,
+            "lineage.adapter.uri": "gs://b/adapter",
+            "lineage.merged": "m" * 64,
+            "lineage.merged.uri": "gs://b/merged",
+        },
+        gate_passed=green,
+        gate_failed_rules=failed,
+    )
 
 
 def test_registering_the_same_weights_twice_makes_one_version(tracking_uri, tmp_path):
     registry = MlflowRegistry(tracking_uri)
     name = f"idem-{tmp_path.name[-12:].replace('_', '-')}"
     first = _register(registry, tmp_path, name, "a1")
-    second = register(registry, _weights(tmp_path, "a1-again"), model_name=name, weights_sha256="a1" * 8,
-                      metrics={}, tags={}, gate_passed=True)  # fmt: skip
+    second = register(
+        registry,
+        _weights(tmp_path, "a1-again"),
+        model_name=name,
+        weights_sha256="a1" * 8,
+        metrics={},
+        tags={},
+        gate_passed=True,
+    )
     assert first.created and not second.created and first.version == second.version == "1"
     assert [v.version for v in registry.versions(name)] == ["1"]
     assert registry.by_alias(name, "candidate").version == "1"
@@ -123,11 +153,18 @@ def test_promote_refuses_red_moves_green_and_rollback_restores(tracking_uri, tmp
 
     audit = registry.audit(name)
     assert [(r["action"], r["from"], r["to"], r["actor"]) for r in audit] == [
-        ("promote", None, "1", "ci-bot"), ("promote", "1", v3.version, "ci-bot"),
-        ("rollback", v3.version, "1", "on-call")]  # fmt: skip
+        ("promote", None, "1", "ci-bot"),
+        ("promote", "1", v3.version, "ci-bot"),
+        ("rollback", v3.version, "1", "on-call"),
+    ]
     assert registry.get(name, "1").tags["champion.rollback_by"] == "on-call"
     assert [e["code"] for e in read_events(events)] == [
-        "PROMOTED", "PROMOTION_REFUSED", "PROMOTED", "ALIAS_UNCHANGED", "ROLLED_BACK"]  # fmt: skip
+        "PROMOTED",
+        "PROMOTION_REFUSED",
+        "PROMOTED",
+        "ALIAS_UNCHANGED",
+        "ROLLED_BACK",
+    ]
     assert v2.version == "2"
 
 

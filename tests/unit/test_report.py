@@ -38,9 +38,17 @@ def test_divergences_count_wins_and_losses_and_the_page_escapes_data(tmp_path):
     rows = divergences(cand, [base], "classification")
     assert [r["vs_base"] for r in rows] == ["win", "tie", "loss", "tie"]
     assert summary(rows, ["base"])["base"] == {"win": 1, "loss": 1, "tie": 2}
-    page = render_html(title="support", task_type="classification", candidate=cand, baselines=[base],
-                       verdicts=[{"status": "fail", "sentence": "FAIL accuracy = 0.5000 (needs >= 0.9)"}],
-                       passed=False, divergence_rows=rows, confusion=scored.confusion, resamples=200)  # fmt: skip
+    page = render_html(
+        title="support",
+        task_type="classification",
+        candidate=cand,
+        baselines=[base],
+        verdicts=[{"status": "fail", "sentence": "FAIL accuracy = 0.5000 (needs >= 0.9)"}],
+        passed=False,
+        divergence_rows=rows,
+        confusion=scored.confusion,
+        resamples=200,
+    )
     assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "Confusion matrix" in page and "FAIL accuracy" in page and "candidate − base [95% CI]" in page
     assert "<link" not in page and "src=" not in page  # self-contained: renders in the Vertex console
@@ -65,10 +73,27 @@ def test_slmforge_eval_writes_the_report(tmp_path, tiny_model):
     out = tmp_path / "report"
     env = {**os.environ, "SLMFORGE_HOME": os.environ["SLMFORGE_HOME"], "COLUMNS": "200"}
     proc = subprocess.run(
-        [sys.executable, "-m", "pipelines.cli", "eval", str(REPO / "examples" / "travel" / "config.yaml"),
-         "--model", "tiny://travel", "--out", str(out), "--max-examples", "16", "--decoding", "constrained"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pipelines.cli",
+            "eval",
+            str(REPO / "examples" / "travel" / "config.yaml"),
+            "--model",
+            "tiny://travel",
+            "--out",
+            str(out),
+            "--max-examples",
+            "16",
+            "--decoding",
+            "constrained",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "gate FAILED" in proc.stdout  # an untrained model does not pass the travel gate
     metrics = json.loads((out / "metrics.json").read_text())
@@ -103,18 +128,41 @@ def test_answers_cut_off_by_max_new_tokens_are_counted_and_reported(tmp_path, ti
     schema = json.loads((Path(__file__).parents[2] / "examples/travel/schema.json").read_text())
     task = TaskSpec("structured", schema, [])
     preds = tmp_path / "p.parquet"
-    result = evaluate("tiny://travel", canonical_table, "sys", task, preds, max_new_tokens=4, max_examples=6,
-                      decoding="constrained")  # fmt: skip
+    result = evaluate(
+        "tiny://travel",
+        canonical_table,
+        "sys",
+        task,
+        preds,
+        max_new_tokens=4,
+        max_examples=6,
+        decoding="constrained",
+    )
     assert result.metrics["cut_off"] == 1.0 and result.metrics["json_validity"] == 0.0
     table = pq.read_table(preds).to_pylist()
     assert all(
         r["score/cut_off"] == 1.0 and r["error"].startswith("cut off at max_new_tokens=4") for r in table
     )
     candidate = Evaluated.load("candidate", result.metrics, preds, result.settings)
-    page = render_html(title="t", task_type="structured", candidate=candidate, baselines=[], verdicts=[],
-                       passed=None, divergence_rows=[])  # fmt: skip
+    page = render_html(
+        title="t",
+        task_type="structured",
+        candidate=candidate,
+        baselines=[],
+        verdicts=[],
+        passed=None,
+        divergence_rows=[],
+    )
     assert "6 answers (100.0%) were cut off at max_new_tokens 4" in page
     # a generous budget: nothing is cut off, and the report says nothing about it
-    roomy = evaluate("tiny://travel", canonical_table, "sys", task, tmp_path / "q.parquet", max_new_tokens=200,
-                     max_examples=6, decoding="constrained")  # fmt: skip
+    roomy = evaluate(
+        "tiny://travel",
+        canonical_table,
+        "sys",
+        task,
+        tmp_path / "q.parquet",
+        max_new_tokens=200,
+        max_examples=6,
+        decoding="constrained",
+    )
     assert roomy.metrics["cut_off"] < 1.0

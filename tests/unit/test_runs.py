@@ -151,9 +151,12 @@ def _seed_experiment(
     store = f"projects/{PROJECT}/locations/{REGION}/metadataStores/default"
     exp = f"{store}/contexts/{experiment}"
     vertex.pipelines.contexts[exp] = {
-        "name": exp, "displayName": experiment, "schemaTitle": "system.Experiment", "schemaVersion": "0.0.2",
+        "name": exp,
+        "displayName": experiment,
+        "schemaTitle": "system.Experiment",
+        "schemaVersion": "0.0.2",
         "metadata": {"experiment_deleted": False},
-    }  # fmt: skip
+    }
     for job_id, (params, metrics) in runs.items():
         vertex.pipelines.add_run_metadata(
             f"projects/{PROJECT}/locations/{REGION}/pipelineJobs/{job_id}", params, metrics
@@ -164,12 +167,20 @@ def _seed_experiment(
 def test_vertex_experiment_list_and_compare(monkeypatch):
     with LoopbackVertex() as vertex:
         monkeypatch.setenv("SLMFORGE_VERTEX_ENDPOINT", vertex.endpoint)
-        _seed_experiment(vertex, "travel-commands", {
-            "travel-commands-20261121-100000": ({"learning_rate": 0.003, "max_steps": 6000, "method": "full"},
-                                                [{"exact_match": 0.92, "schema_validity": 1.0}]),
-            "travel-commands-20261121-120000": ({"learning_rate": 0.001, "max_steps": 6000, "method": "full"},
-                                                [{"exact_match": 0.81, "schema_validity": 1.0}]),
-        })  # fmt: skip
+        _seed_experiment(
+            vertex,
+            "travel-commands",
+            {
+                "travel-commands-20261121-100000": (
+                    {"learning_rate": 0.003, "max_steps": 6000, "method": "full"},
+                    [{"exact_match": 0.92, "schema_validity": 1.0}],
+                ),
+                "travel-commands-20261121-120000": (
+                    {"learning_rate": 0.001, "max_steps": 6000, "method": "full"},
+                    [{"exact_match": 0.81, "schema_validity": 1.0}],
+                ),
+            },
+        )
         target = ("--vertex", "--project", PROJECT, "--region", REGION, "--experiment", "travel-commands")
         listed = _cli("list", *target)
         compared = _cli(
@@ -195,12 +206,28 @@ def test_vertex_dataframe_columns_become_runs():
 
     from pipelines.cli_runs import runs_from_dataframe
 
-    df = pd.DataFrame([
-        {"experiment_name": "e", "run_name": "r1", "run_type": "system.PipelineRun", "state": "COMPLETE",
-         "param.lr": 0.1, "metric.exact_match": 0.5, "time_series_metric.loss": 0.25},
-        {"experiment_name": "e", "run_name": "r2", "run_type": "system.ExperimentRun", "state": "RUNNING",
-         "param.lr": float("nan"), "metric.exact_match": 0.7, "time_series_metric.loss": float("nan")},
-    ])  # fmt: skip
+    df = pd.DataFrame(
+        [
+            {
+                "experiment_name": "e",
+                "run_name": "r1",
+                "run_type": "system.PipelineRun",
+                "state": "COMPLETE",
+                "param.lr": 0.1,
+                "metric.exact_match": 0.5,
+                "time_series_metric.loss": 0.25,
+            },
+            {
+                "experiment_name": "e",
+                "run_name": "r2",
+                "run_type": "system.ExperimentRun",
+                "state": "RUNNING",
+                "param.lr": float("nan"),
+                "metric.exact_match": 0.7,
+                "time_series_metric.loss": float("nan"),
+            },
+        ]
+    )
     r1, r2 = runs_from_dataframe(df, "e")
     assert (r1.id, r1.status, r1.params, r1.metrics) == (
         "r1",

@@ -23,8 +23,13 @@ def _one(task, prediction, target=TARGET):
 
 def test_exact_match_compares_parsed_json(structured):
     row, s = _one(structured, json.dumps(json.loads(TARGET), indent=1))
-    assert row == {"json_validity": 1.0, "schema_validity": 1.0, "vocabulary_validity": 1.0,
-                   "exact_match": 1.0, "field_match": 1.0}  # fmt: skip
+    assert row == {
+        "json_validity": 1.0,
+        "schema_validity": 1.0,
+        "vocabulary_validity": 1.0,
+        "exact_match": 1.0,
+        "field_match": 1.0,
+    }
     assert s.metrics["field_match/[].value"] == 1.0 and s.metrics["argument_fidelity"] == 1.0
 
 

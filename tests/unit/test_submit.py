@@ -68,9 +68,13 @@ def _config(tmp_path: Path, root: str, train: str = "", **vertex_settings) -> Pa
     raw["data"]["train"] = train or str(TRAVEL / raw["data"]["train"])
     raw["task"]["schema"] = str(TRAVEL / raw["task"]["schema"])
     raw["vertex"].update(
-        project=PROJECT, region=REGION, pipeline_root=f"gs://{root}/pipeline-root",
-        service_account=SERVICE_ACCOUNT, network=NETWORK, labels={"team": "nlp", "cost-center": "ml-42"},
-    )  # fmt: skip
+        project=PROJECT,
+        region=REGION,
+        pipeline_root=f"gs://{root}/pipeline-root",
+        service_account=SERVICE_ACCOUNT,
+        network=NETWORK,
+        labels={"team": "nlp", "cost-center": "ml-42"},
+    )
     raw["vertex"].update(vertex_settings)
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(raw), encoding="utf-8")
@@ -198,8 +202,9 @@ def test_wait_streams_each_state_change(tmp_path, data_bucket, root_name, vertex
     )
     config = _config(tmp_path, root_name, f"gs://{data_bucket.name}/travel/travel.jsonl")
     template = tmp_path / "build" / "finetune.yaml"
-    result = _submit(str(config), "--compile", "--template", str(template), "--wait", "--poll-s", "0.01",
-                     "--no-cache")  # fmt: skip
+    result = _submit(
+        str(config), "--compile", "--template", str(template), "--wait", "--poll-s", "0.01", "--no-cache"
+    )
     assert result.exit_code == 0, result.output
     states = re.findall(r"^\d\d:\d\d:\d\d (PIPELINE_STATE_\w+)$", result.output, flags=re.M)
     assert states == ["PIPELINE_STATE_RUNNING", "PIPELINE_STATE_SUCCEEDED"], result.output
@@ -234,8 +239,14 @@ def test_dry_run_prints_the_request_and_sends_nothing(tmp_path, gcs, root_name, 
     config = _config(tmp_path, root_name)
     template = tmp_path / "build" / "finetune.yaml"
     env = {**os.environ, "COLUMNS": "300"}
-    out = subprocess.run([str(script), str(config), "--compile", "--template", str(template), "--dry-run"],
-                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    out = subprocess.run(
+        [str(script), str(config), "--compile", "--template", str(template), "--dry-run"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     compiled, _, printed = out.stdout.partition("{")  # --compile lists the YAML files first
     assert str(template) in compiled.splitlines()
@@ -293,8 +304,16 @@ def test_submit_the_evaluate_pipeline(tmp_path, data_bucket, root_name, vertex):
     assert (
         _submit(str(config), "--pipeline", "evaluate", "--template", str(template)).exit_code == 2
     )  # no --model
-    result = _submit(str(config), "--compile", "--pipeline", "evaluate", "--model", "models:/travel-commands@champion",
-                     "--template", str(template))  # fmt: skip
+    result = _submit(
+        str(config),
+        "--compile",
+        "--pipeline",
+        "evaluate",
+        "--model",
+        "models:/travel-commands@champion",
+        "--template",
+        str(template),
+    )
     assert result.exit_code == 0, result.output
     (create,) = _creates(vertex)
     assert create.body["pipelineSpec"]["pipelineInfo"]["name"] == "slmforge-evaluate"

@@ -168,9 +168,13 @@ def test_the_same_weights_twice_make_one_version(vertex, registry, folders):
 
 def test_the_evaluation_is_imported_on_the_version(vertex, registry, folders):
     registry.register(
-        folders[0], name="travel", weights_sha256=W1, tags=TAGS,
-        metrics={**METRICS, "perplexity": float("nan")}, description="",
-    )  # fmt: skip
+        folders[0],
+        name="travel",
+        weights_sha256=W1,
+        tags=TAGS,
+        metrics={**METRICS, "perplexity": float("nan")},
+        description="",
+    )
     (imported,) = calls(vertex, "POST", "/evaluations:import")
     assert unquote(imported.path) == f"/v1/{MODEL}@1/evaluations:import"
     evaluation = imported.body["modelEvaluation"]
@@ -295,16 +299,22 @@ def test_registration_promotion_and_rollback_work_on_vertex(vertex, registry, tm
 
     def version(seed: str, green: bool, run: str) -> str:
         result = register_candidate(
-            registry, model_folder(tmp_path / seed, seed.encode()), model_name="travel",
-            weights_sha256=hashlib.sha256(seed.encode()).hexdigest(), metrics=METRICS,
-            tags={**TAGS, "pipeline_run": run}, gate_passed=green,
+            registry,
+            model_folder(tmp_path / seed, seed.encode()),
+            model_name="travel",
+            weights_sha256=hashlib.sha256(seed.encode()).hexdigest(),
+            metrics=METRICS,
+            tags={**TAGS, "pipeline_run": run},
+            gate_passed=green,
             gate_failed_rules=[] if green else ["FAIL exact_match >= 0.9: candidate 0.41"],
-        )  # fmt: skip
+        )
         return result.version
 
     assert (version("g1", True, "run-1"), version("r2", False, "run-2"), version("g3", True, "run-3")) == (
-        "1", "2", "3",
-    )  # fmt: skip
+        "1",
+        "2",
+        "3",
+    )
     assert registry.by_alias("travel", "candidate").version == "3"  # a red version never gets candidate
     promote(registry, "travel", version="1", who="ci-bot")
     with pytest.raises(PromotionRefused, match=r"candidate 0\.41"):
@@ -316,4 +326,7 @@ def test_registration_promotion_and_rollback_work_on_vertex(vertex, registry, tm
     assert champion.version == "1" and "default" in champion.aliases  # an unversioned deploy serves it
     assert champion.tags["champion.rollback_by"] == "on-call"
     assert [(r["action"], r["from"], r["to"]) for r in registry.audit("travel")] == [
-        ("promote", None, "1"), ("promote", "1", "3"), ("rollback", "3", "1")]  # fmt: skip
+        ("promote", None, "1"),
+        ("promote", "1", "3"),
+        ("rollback", "3", "1"),
+    ]
