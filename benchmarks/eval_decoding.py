@@ -182,24 +182,15 @@ def fine_tune(cfg, rows: list[dict], steps: int, tmp: Path) -> tuple[str, str]:
     Model folder and a line saying what was trained."""
     from components.common.tables import write_rows
     from components.train.core import TrainOptions, train
+    from pipelines.parameters import stage_options
 
-    t = cfg.train
     table = tmp / "train.parquet"
     write_rows([{k: r[k] for k in ("id", "group", "prompt", "completion")} for r in rows], table)
-    opts = TrainOptions(
-        method="full",
-        max_steps=steps,
-        batch_size=t.batch_size,
-        learning_rate=t.learning_rate,
-        lr_scheduler=t.lr_scheduler,
-        warmup_ratio=t.warmup_ratio,
-        max_length=t.max_length,
-        seed=t.seed,
-    )
+    opts = stage_options(TrainOptions, "train", cfg, method="full", max_steps=steps)
     with contextlib.redirect_stdout(io.StringIO()):  # the Trainer's printed loss logs
         result = train(table, cfg.model.base, cfg.task.system_prompt, opts, tmp / "model")
     return str(tmp / "model"), (
-        f"fine-tuned {result.steps} steps x batch {t.batch_size} on {len(rows):,} rows in "
+        f"fine-tuned {result.steps} steps x batch {opts.batch_size} on {len(rows):,} rows in "
         f"{result.runtime_s:.0f} s, final loss {result.final_loss:.4f}"
     )
 

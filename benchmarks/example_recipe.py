@@ -46,6 +46,7 @@ def main() -> None:
         from components.evaluate.core import evaluate
         from components.train.core import TrainOptions, train
         from pipelines.cli_data import prepare_splits
+        from pipelines.parameters import stage_options
 
         cfg = load_config(REPO / "examples" / a.example / "config.yaml")
         if a.split_seed is not None:
@@ -56,18 +57,15 @@ def main() -> None:
                     )
                 }
             )
-        t = cfg.train
-        opts = TrainOptions(
-            method=cfg.model.method,
-            max_steps=a.steps or t.max_steps,
-            batch_size=a.batch_size or t.batch_size,
-            learning_rate=a.lr or t.learning_rate,
-            lr_scheduler=t.lr_scheduler,
-            warmup_ratio=t.warmup_ratio,
-            max_length=t.max_length,
-            seed=t.seed if a.seed is None else a.seed,
-            weight_decay=t.weight_decay if a.weight_decay is None else a.weight_decay,
-        )
+        asked = {
+            "max_steps": a.steps,
+            "batch_size": a.batch_size,
+            "learning_rate": a.lr,
+            "seed": a.seed,
+            "weight_decay": a.weight_decay,
+        }
+        # the train step's options as a pipeline run builds them, with this command's overrides
+        opts = stage_options(TrainOptions, "train", cfg, **{k: v for k, v in asked.items() if v is not None})
         start = time.perf_counter()
         if cfg.model.base.startswith("tiny://"):
             ensure_tiny_model(cfg.model.base)

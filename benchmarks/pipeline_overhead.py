@@ -126,8 +126,9 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=None, help="override train.max_steps")
     args = parser.parse_args()
 
-    from components.common.config import load_config, pipeline_parameters
+    from components.common.config import load_config
     from components.common.tiny import ensure_tiny_model
+    from pipelines.parameters import pipeline_parameters
 
     params = pipeline_parameters(load_config(args.config))
     if args.max_steps:

@@ -74,7 +74,7 @@ def validate(
     config: Path = typer.Argument(..., help="config YAML"), overrides: list[str] = SET_OPTION
 ) -> None:
     """Validate a config; print the pipeline parameters it flattens into."""
-    from components.common.config import pipeline_parameters
+    from pipelines.parameters import pipeline_parameters
 
     params = pipeline_parameters(_load(config, overrides))
     shown = {k: (v if len(str(v)) < 80 else str(v)[:77] + "...") for k, v in params.items()}
@@ -100,10 +100,10 @@ def run(
     """Run the finetune pipeline on a config; write summary.json beside the run's artifacts.
 
     Exits 0 when the gate passed, 1 when a step failed, 2 on a bad config, 3 when the gate failed."""
-    from components.common.config import pipeline_parameters
     from components.common.home import slmforge_home
     from components.register.core import default_tracking_uri
     from pipelines.local import run_pipeline_local
+    from pipelines.parameters import pipeline_parameters
 
     if not local:
         console.print("To run on Vertex AI: `python compile.py && submit CONFIG`. To run here: add --local.")
@@ -246,24 +246,23 @@ def preflight_cmd(
         report_markdown,
         write_outputs,
     )
+    from pipelines.parameters import stage_options
 
     cfg = _load(config)
-    opts = PreflightOptions(
-        method=method or cfg.model.method,
-        max_length=cfg.train.max_length,
-        batch_size=cfg.train.batch_size,
-        max_steps=cfg.train.max_steps,
-        accelerator_type=accelerator or cfg.vertex.accelerator_type,
-        accelerator_count=count or cfg.vertex.accelerator_count,
-        machine_type=cfg.vertex.machine_type,
-        strict=cfg.preflight.strict if strict is None else strict,
-        truncation_threshold=cfg.preflight.truncation_threshold,
-        max_new_tokens=cfg.eval.max_new_tokens,
-        sample_rows=cfg.preflight.sample_rows,
+    asked = {
+        "method": method,
+        "accelerator_type": accelerator,
+        "accelerator_count": count,
+        "strict": strict,
+    }
+    # the preflight step's options as a pipeline run builds them, with this command's overrides
+    opts = stage_options(
+        PreflightOptions,
+        "preflight",
+        cfg,
+        **{k: v for k, v in asked.items() if v is not None},
         tokens_per_s=tokens_per_s,
         usd_per_hour=usd_per_hour,
-        lora_r=cfg.model.lora.r,
-        lora_target_modules=list(cfg.model.lora.target_modules),
     )
     with tempfile.TemporaryDirectory() as tmp:
         if table is None:  # ingest only (no clean): rows clean would drop are still checked
@@ -320,7 +319,7 @@ def submit(
     $SLMFORGE_VERTEX_ENDPOINT overrides the API endpoint (pipelines/vertex.py)."""
     import time
 
-    from components.common.config import pipeline_parameters
+    from pipelines.parameters import pipeline_parameters
     from pipelines.vertex import (
         VertexConfigError,
         console_url,
@@ -331,14 +330,14 @@ def submit(
     )
 
     cfg = _load(config, overrides)
-    params = pipeline_parameters(cfg)
     if pipeline == "evaluate":
         if not model:
             console.print("[red]--pipeline evaluate needs --model URI (the model to evaluate)[/red]")
             raise typer.Exit(2)
-        params["model_uri"] = model
+        params = {**pipeline_parameters(cfg, "evaluate"), "model_uri": model}
     elif pipeline == "finetune":
         pipeline = "finetune-multinode" if cfg.train.nodes > 1 else "finetune"
+        params = pipeline_parameters(cfg, pipeline)
     else:
         console.print(f"[red]--pipeline {pipeline}: use finetune or evaluate[/red]")
         raise typer.Exit(2)

@@ -55,36 +55,15 @@ def inspect(
 def data_options(cfg, *, force: bool = False):
     """The ingest, clean and split options a pipeline run derives from ``cfg`` (same values, same rules)."""
     from components.clean.core import CleanOptions
-    from components.common.config import pipeline_parameters
     from components.ingest.core import IngestOptions
     from components.split.core import SplitOptions
+    from pipelines.parameters import stage_options
 
-    d = cfg.data
-    ingest_opts = IngestOptions(
-        shape=d.effective_shape,
-        prompt_field=d.fields.prompt,
-        completion_field=d.fields.completion,
-        group_field=d.fields.group or "",
-        id_field=d.fields.id or "",
-        output_schema=cfg.task.output_schema,
-        labels=list(cfg.task.labels) or None,
-        label_normalize=tuple(d.labels.normalize),
-        chat_fixes=tuple(d.chat.fix),
-        max_row_bytes=d.max_row_bytes,
-        force_shape=force,
+    return (
+        stage_options(IngestOptions, "ingest", cfg, force_shape=force),
+        stage_options(CleanOptions, "clean", cfg),
+        stage_options(SplitOptions, "split", cfg),
     )
-    max_tokens = cfg.train.max_length if d.clean.max_tokens is None else d.clean.max_tokens
-    clean_opts = CleanOptions(
-        d.clean.pii,
-        tuple(d.clean.pii_types),
-        d.clean.near_dup_threshold,
-        max_tokens,
-        cfg.model.base,
-        cfg.task.system_prompt,
-    )
-    cover = json.loads(pipeline_parameters(cfg)["split_cover"])
-    split_opts = SplitOptions(d.split.eval_fraction, d.split.seed, cover, cfg.task.output_schema)
-    return ingest_opts, clean_opts, split_opts
 
 
 def prepare_splits(cfg, work: Path) -> tuple[Path, Path]:

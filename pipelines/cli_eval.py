@@ -30,7 +30,7 @@ def eval_cmd(
 ) -> None:
     """Evaluate a model on the config's eval split against the base model, the retrieval baseline and the
     registry's champion (when there is one), apply the gate rules and write the HTML report."""
-    from components.common.config import pipeline_parameters, registry_spec
+    from components.common.config import registry_spec
     from components.common.scoring import TaskSpec
     from components.evaluate.core import evaluate
     from components.evaluate.retrieval import evaluate_retrieval
@@ -38,6 +38,7 @@ def eval_cmd(
     from components.register.core import download_alias, model_source, registry_from_spec
     from pipelines.cli import _load
     from pipelines.cli_data import prepare_splits
+    from pipelines.parameters import pipeline_parameters
 
     cfg = _load(config)
     params = pipeline_parameters(cfg)

@@ -1,7 +1,7 @@
 """Submit a compiled pipeline to Vertex AI Pipelines as a PipelineJob (one run of ``submit CONFIG``).
 
 Runs are created with ``experiment=`` so they line up in the Vertex console's comparison view, with
-the config flattened into explicit parameters (components.common.config.pipeline_parameters).
+the config flattened into explicit parameters (pipelines/parameters.py pipeline_parameters).
 
 Endpoint: ``$SLMFORGE_VERTEX_ENDPOINT``, read when a call is made (never at import), overrides Google's
 regional endpoint. ``HOST[:PORT]`` (e.g. a Private Service Connect endpoint) is used over REST with

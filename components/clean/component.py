@@ -47,8 +47,13 @@ def clean_op(
     from components.common.events import close_stage
     from components.common.provenance import stamp
 
-    opts = CleanOptions(
-        pii, tuple(pii_types.split(",")), near_dup_threshold, max_tokens, base_model, system_prompt
+    opts = CleanOptions.from_inputs(
+        pii=pii,
+        pii_types=pii_types,
+        near_dup_threshold=near_dup_threshold,
+        max_tokens=max_tokens,
+        base_model=base_model,
+        system_prompt=system_prompt,
     )
     result = clean(dataset.path, cleaned.path, rejects.path, opts)
     Path(report.path).write_text(report_markdown(result, opts), encoding="utf-8")

@@ -38,6 +38,27 @@ class CleanOptions:
     tokenizer: str = ""  # model locator whose tokenizer and chat template count the tokens
     system_prompt: str = ""  # rendered before rows without a system turn, as in training
 
+    @classmethod
+    def from_inputs(
+        cls,
+        *,
+        pii: str,
+        pii_types: str,
+        near_dup_threshold: float,
+        max_tokens: int,
+        base_model: str,
+        system_prompt: str,
+    ) -> CleanOptions:
+        """The options from the clean step's inputs (``pii_types`` comma-separated)."""
+        return cls(
+            pii,
+            tuple(filter(None, pii_types.split(","))),
+            near_dup_threshold,
+            max_tokens,
+            base_model,
+            system_prompt,
+        )
+
 
 @dataclass
 class CleanResult:

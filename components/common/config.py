@@ -2,8 +2,12 @@
 
 A config is loaded once (``load_config``) on the user's machine, validated, made self-contained
 (relative paths resolved against the config file, the task's JSON Schema read in) and then
-flattened (``pipeline_parameters``) into the explicit pipeline parameters that KFP compiles and the
+flattened (pipelines/parameters.py) into the explicit pipeline parameters that KFP compiles and the
 Vertex console compares run by run. Components never read this file: they get parameters.
+
+Each option is declared here once: name, type, default, help (``description``) and validation. A field the
+pipelines take also names its pipeline parameter and the step inputs it reaches (``json_schema_extra=kfp(...)``),
+from which the pipelines' signatures, docstrings and wiring are derived.
 
 Every validation error names a rule ID (``TASK-002``), the field path and the fix. The rule table
 is ``RULES`` below; ``docs`` of a rule is what the user should do.
@@ -151,6 +155,14 @@ def _rule(rule: str, msg: str) -> PydanticCustomError:
     return PydanticCustomError(rule, "{msg}", {"msg": msg})
 
 
+def kfp(param: str, *to: str, encode: str = "") -> dict[str, Any]:
+    """A config field's route into the pipelines, as its ``json_schema_extra`` (pipelines/parameters.py
+    reads it): pipeline parameter ``param``, received by each ``STEP`` (as an input named ``param``) or
+    ``STEP.INPUT``; ``encode="json"`` for a list that stays a JSON list (a list of names is otherwise
+    comma-separated text)."""
+    return {"kfp": {"param": param, "to": list(to), **({"encode": encode} if encode else {})}}
+
+
 def _share(name: str, v: float) -> float:
     """A share of rows: a number in [0, 1] (rule DATA-005)."""
     if not 0 <= v <= 1:
@@ -178,9 +190,18 @@ class TaskConfig(_Section):
         "structured",
         description="structured: JSON output checked by a schema; classification: one label of task.labels; "
         "generation: free text",
+        json_schema_extra=kfp("task_type", "task", "gate"),
     )
-    labels: list[str] = Field(default_factory=list, description="the label set of a classification task")
-    system_prompt: str = Field("", description="system message put before every prompt, in training and eval")
+    labels: list[str] = Field(
+        default_factory=list,
+        description="the label set of a classification task",
+        json_schema_extra=kfp("labels", "ingest", "task", encode="json"),
+    )
+    system_prompt: str = Field(
+        "",
+        description="system message put before every prompt, in training and eval",
+        json_schema_extra=kfp("system_prompt", "clean", "preflight", "train", "task"),
+    )
     schema_path: str | None = Field(None, alias="schema", description="JSON Schema file of the output")
     output_schema: dict[str, Any] | None = Field(
         None, description="the schema itself; filled from task.schema at load time"
@@ -207,8 +228,16 @@ class TaskConfig(_Section):
 
 
 class SplitConfig(_Section):
-    eval_fraction: float = Field(0.1, description="share of rows held out for evaluation, in whole groups")
-    seed: int = Field(13, description="seed of the group shuffle; same seed + data = same split")
+    eval_fraction: float = Field(
+        0.1,
+        description="share of rows held out for evaluation, in whole groups",
+        json_schema_extra=kfp("eval_fraction", "split"),
+    )
+    seed: int = Field(
+        13,
+        description="seed of the group shuffle; same seed + data = same split",
+        json_schema_extra=kfp("split_seed", "split.seed"),
+    )
     cover: list[str] | None = Field(
         None,
         description="fields whose every value must appear in train; null = the schema's enum/const values, "
@@ -224,22 +253,43 @@ class SplitConfig(_Section):
 
 
 class FieldMap(_Section):
-    prompt: str = Field("prompt", description="source column with the user prompt text")
-    completion: str = Field("completion", description="source column with the target output text")
-    group: str | None = Field("group", description="source column with a group id; null = every row alone")
-    id: str | None = Field("id", description="source column with a row id; null = use the row number")
+    prompt: str = Field(
+        "prompt",
+        description="source column with the user prompt text",
+        json_schema_extra=kfp("prompt_field", "ingest"),
+    )
+    completion: str = Field(
+        "completion",
+        description="source column with the target output text",
+        json_schema_extra=kfp("completion_field", "ingest"),
+    )
+    group: str | None = Field(
+        "group",
+        description="source column with a group id; null = every row alone",
+        json_schema_extra=kfp("group_field", "ingest"),
+    )
+    id: str | None = Field(
+        "id",
+        description="source column with a row id; null = use the row number",
+        json_schema_extra=kfp("id_field", "ingest"),
+    )
 
 
 class CleanConfig(_Section):
     pii: Literal["redact", "block", "off"] = Field(
-        "redact", description="redact: replace PII with <TYPE>; block: reject the row; off: keep it"
+        "redact",
+        description="redact: replace PII with <TYPE>; block: reject the row; off: keep it",
+        json_schema_extra=kfp("pii", "clean"),
     )
     pii_types: list[Literal["EMAIL", "PHONE", "CREDIT_CARD", "IBAN", "IP_ADDRESS"]] = Field(
         default_factory=lambda: ["EMAIL", "PHONE", "CREDIT_CARD", "IBAN", "IP_ADDRESS"],
         description="PII types to look for (names are not detected: no offline recogniser)",
+        json_schema_extra=kfp("pii_types", "clean"),
     )
     near_dup_threshold: float = Field(
-        0.9, description="Jaccard (character 5-grams) at which a row is a near-duplicate; -1 = exact only"
+        0.9,
+        description="Jaccard (character 5-grams) at which a row is a near-duplicate; -1 = exact only",
+        json_schema_extra=kfp("near_dup_threshold", "clean"),
     )
     max_tokens: int | None = Field(
         None,
@@ -262,6 +312,7 @@ class LabelsConfig(_Section):
         default_factory=list,
         description="classification targets: strip = trim surrounding whitespace, lower = match task.labels "
         "ignoring case; a target then takes the declared spelling. Labels still unknown are LABEL_UNKNOWN",
+        json_schema_extra=kfp("label_normalize", "ingest"),
     )
 
 
@@ -270,20 +321,35 @@ class ChatConfig(_Section):
         default_factory=list,
         description="repairs for chat exports, counted in the ingest report: drop an assistant turn that opens "
         "a conversation, and a user turn that ends one unanswered (else such rows are BAD_ROLE_ORDER)",
+        json_schema_extra=kfp("chat_fixes", "ingest"),
     )
 
 
 class DataConfig(_Section):
-    train: str = Field(..., description="locator of the training data (see components/ingest/sources.py)")
-    eval: str = Field("", description="optional locator of an explicit eval set; empty = split from train")
+    train: str = Field(
+        ...,
+        description="locator of the training data (see components/ingest/sources.py)",
+        json_schema_extra=kfp("train_data", "ingest.train_locator"),
+    )
+    eval: str = Field(
+        "",
+        description="optional locator of an explicit eval set; empty = split from train",
+        json_schema_extra=kfp("eval_data", "ingest.eval_locator"),
+    )
     shape: Literal["auto", "prompt_completion", "alpaca", "messages", "sharegpt"] = Field(
         "auto", description="row layout; auto = detect from 20 sample rows (needs confidence >= 0.8)"
     )
     fields: FieldMap = Field(default_factory=FieldMap, description="source column names")
     max_reject_rate: float = Field(
-        0.01, description="fail the run when more rows than this share are rejected"
+        0.01,
+        description="fail the run when more rows than this share are rejected",
+        json_schema_extra=kfp("max_reject_rate", "ingest", "clean"),
     )
-    max_row_bytes: int = Field(1_000_000, description="larger source rows are rejected (ROW_TOO_LARGE)")
+    max_row_bytes: int = Field(
+        1_000_000,
+        description="larger source rows are rejected (ROW_TOO_LARGE)",
+        json_schema_extra=kfp("max_row_bytes", "ingest"),
+    )
     labels: LabelsConfig = Field(default_factory=LabelsConfig)
     chat: ChatConfig = Field(default_factory=ChatConfig)
     clean: CleanConfig = Field(default_factory=CleanConfig)
@@ -324,15 +390,22 @@ class DataConfig(_Section):
 
 
 class LoraConfig(_Section):
-    r: int = Field(16, description="adapter rank")
-    alpha: int = Field(32, description="scaling numerator (alpha / r)")
-    dropout: float = Field(0.0, description="dropout on the adapter input")
+    r: int = Field(16, description="adapter rank", json_schema_extra=kfp("lora_r", "preflight", "train"))
+    alpha: int = Field(
+        32, description="scaling numerator (alpha / r)", json_schema_extra=kfp("lora_alpha", "train")
+    )
+    dropout: float = Field(
+        0.0, description="dropout on the adapter input", json_schema_extra=kfp("lora_dropout", "train")
+    )
     target_modules: list[str] = Field(
-        default_factory=lambda: ["all-linear"], description="module names, or all-linear"
+        default_factory=lambda: ["all-linear"],
+        description="module names, or all-linear",
+        json_schema_extra=kfp("lora_target_modules", "preflight", "train"),
     )
     modules_to_save: list[str] = Field(
         default_factory=list,
         description="modules trained in full next to the adapter (e.g. embed_tokens for a random-init base)",
+        json_schema_extra=kfp("lora_modules_to_save", "train"),
     )
 
     @model_validator(mode="after")
@@ -343,15 +416,22 @@ class LoraConfig(_Section):
 
 
 class ModelConfig(_Section):
-    base: str = Field(..., description="tiny://<example>, hub id, local dir, or gs:// dir")
+    base: str = Field(
+        ...,
+        description="tiny://<example>, hub id, local dir, or gs:// dir",
+        json_schema_extra=kfp("base_model", "clean", "preflight", "train", "evaluate_base"),
+    )
     method: Literal["full", "lora", "qlora"] = Field(
-        "lora", description="full fine-tune, LoRA adapter, or QLoRA (4-bit NF4 base, CUDA GPU only)"
+        "lora",
+        description="full fine-tune, LoRA adapter, or QLoRA (4-bit NF4 base, CUDA GPU only)",
+        json_schema_extra=kfp("method", "preflight", "train"),
     )
     lora: LoraConfig = Field(default_factory=LoraConfig)
     trust_remote_code: dict[str, str] = Field(
         default_factory=dict,
         description="model ids allowed to run their own model code, each pinned to a reviewed commit sha; "
         "any other model that ships code is refused (export loads the pinned revision)",
+        json_schema_extra=kfp("trust_remote_code", "export"),
     )
 
     @field_validator("trust_remote_code")
@@ -405,26 +485,57 @@ MAX_STEPS, MAX_BATCH, MAX_LENGTH, MAX_NEW_TOKENS = 10_000_000, 65_536, 1_048_576
 
 
 class TrainConfig(_Section):
-    max_steps: int = Field(500, description="optimizer steps")
-    batch_size: int = Field(32, description="examples per step, per device")
-    learning_rate: float = Field(2e-4, description="peak learning rate")
-    lr_scheduler: str = Field("cosine", description="transformers scheduler name")
-    warmup_ratio: float = Field(0.03, description="share of steps spent warming up")
-    weight_decay: float = Field(0.0, description="AdamW decoupled weight decay (0 = none)")
-    max_length: int = Field(256, description="tokens per example (prompt + completion); longer is truncated")
-    seed: int = Field(42, description="seed of init, dropout and data order")
+    max_steps: int = Field(
+        500, description="optimizer steps", json_schema_extra=kfp("max_steps", "preflight", "train")
+    )
+    batch_size: int = Field(
+        32,
+        description="examples per step, per device",
+        json_schema_extra=kfp("batch_size", "preflight", "train"),
+    )
+    learning_rate: float = Field(
+        2e-4, description="peak learning rate", json_schema_extra=kfp("learning_rate", "train")
+    )
+    lr_scheduler: str = Field(
+        "cosine", description="transformers scheduler name", json_schema_extra=kfp("lr_scheduler", "train")
+    )
+    warmup_ratio: float = Field(
+        0.03, description="share of steps spent warming up", json_schema_extra=kfp("warmup_ratio", "train")
+    )
+    weight_decay: float = Field(
+        0.0,
+        description="AdamW decoupled weight decay (0 = none)",
+        json_schema_extra=kfp("weight_decay", "train"),
+    )
+    max_length: int = Field(
+        256,
+        description="tokens per example (prompt + completion); longer is truncated",
+        json_schema_extra=kfp("max_length", "preflight", "train"),
+    )
+    seed: int = Field(
+        42,
+        description="seed of init, dropout and data order",
+        json_schema_extra=kfp("train_seed", "train.seed"),
+    )
     group_by_length: bool = Field(
         False,
         description="batch rows of similar length: less padding per step, but on small data it learned slower",
+        json_schema_extra=kfp("group_by_length", "train"),
     )
     packing: bool = Field(
-        False, description="pack several rows into one sequence (padding-free); no padding waste"
+        False,
+        description="pack several rows into one sequence (padding-free); no padding waste",
+        json_schema_extra=kfp("packing", "train"),
     )
     backend: Literal["auto", "hf", "unsloth"] = Field(
-        "auto", description="auto: Unsloth when installed and a CUDA GPU is present, else Hugging Face"
+        "auto",
+        description="auto: Unsloth when installed and a CUDA GPU is present, else Hugging Face",
+        json_schema_extra=kfp("train_backend", "train.backend"),
     )
     checkpoint_steps: int = Field(
-        100, description="save a resumable checkpoint every N steps (and on SIGTERM); a retry resumes from it"
+        100,
+        description="save a resumable checkpoint every N steps (and on SIGTERM); a retry resumes from it",
+        json_schema_extra=kfp("checkpoint_steps", "train"),
     )
     experiment: str = Field(
         "", description="MLflow / Vertex experiment of the training runs; empty = the config name"
@@ -433,9 +544,18 @@ class TrainConfig(_Section):
         1,
         description="machines training together; more than 1 runs the train step as a Vertex AI custom job "
         "with worker pools (components/train/custom_job.py), Vertex only",
+        json_schema_extra=kfp("train_nodes", "train.nodes", "train_job.replica_count"),
     )
     processes_per_node: int = Field(
-        0, description="data-parallel training processes per machine (torchrun); 0 = one per GPU"
+        0,
+        description="data-parallel training processes per machine (torchrun); 0 = one per GPU",
+        json_schema_extra=kfp("train_processes_per_node", "train.processes_per_node"),
+    )
+    gradient_checkpointing: bool | Literal["auto"] = Field(
+        "auto",
+        description="recompute activations in the backward pass: far less memory, about a third more "
+        "compute. auto = off when preflight's memory model says the plan fits without it, else on",
+        json_schema_extra=kfp("gradient_checkpointing", "preflight"),
     )
 
     @field_validator("max_steps", "batch_size", "max_length", "learning_rate", "checkpoint_steps", "nodes")
@@ -473,12 +593,20 @@ class TrainConfig(_Section):
 
 class PreflightConfig(_Section):
     strict: bool = Field(
-        True, description="fail the run before training when a preflight check finds an error"
+        True,
+        description="fail the run before training when a preflight check finds an error",
+        json_schema_extra=kfp("preflight_strict", "preflight.strict"),
     )
     truncation_threshold: float = Field(
-        0.05, description="largest share of training rows allowed longer than train.max_length"
+        0.05,
+        description="largest share of training rows allowed longer than train.max_length",
+        json_schema_extra=kfp("preflight_truncation_threshold", "preflight.truncation_threshold"),
     )
-    sample_rows: int = Field(2000, description="training rows rendered for the data checks; -1 = all")
+    sample_rows: int = Field(
+        2000,
+        description="training rows rendered for the data checks; -1 = all",
+        json_schema_extra=kfp("preflight_sample_rows", "preflight.sample_rows"),
+    )
 
     @field_validator("truncation_threshold")
     @classmethod
@@ -491,10 +619,23 @@ class EvalConfig(_Section):
         "free",
         description="free; constrained (output held to the schema or the label set; structured and "
         "classification tasks); both (constrained is primary, free reported beside it)",
+        json_schema_extra=kfp("eval_decoding", "decode.decoding"),
     )
-    max_new_tokens: int = Field(128, description="generation budget per example, in tokens")
-    batch_size: int = Field(64, description="prompts generated together")
-    max_examples: int = Field(-1, description="evaluate at most this many rows; -1 = all")
+    max_new_tokens: int = Field(
+        128,
+        description="generation budget per example, in tokens",
+        json_schema_extra=kfp("eval_max_new_tokens", "decode.max_new_tokens", "preflight.max_new_tokens"),
+    )
+    batch_size: int = Field(
+        64,
+        description="prompts generated together",
+        json_schema_extra=kfp("eval_batch_size", "decode.batch_size"),
+    )
+    max_examples: int = Field(
+        -1,
+        description="evaluate at most this many rows; -1 = all",
+        json_schema_extra=kfp("eval_max_examples", "task.max_examples"),
+    )
 
     @model_validator(mode="after")
     def _in_range(self) -> EvalConfig:
@@ -514,13 +655,17 @@ class ExportConfig(_Section):
         0.01,
         description="largest drop of a gated metric allowed between the adapter's evaluation and the "
         "exported (merged) model's; a larger drop fails the export and nothing is registered",
+        json_schema_extra=kfp("export_tolerance", "export.tolerance"),
     )
     quantize: list[Literal["nf4", "int8"]] = Field(
         default_factory=list,
         description="quantized variants written beside the merged weights (bitsandbytes), each evaluated",
+        json_schema_extra=kfp("export_quantize", "export.quantize"),
     )
     quantized_tolerance: float = Field(
-        0.05, description="largest drop of a gated metric allowed for a quantized variant vs the adapter"
+        0.05,
+        description="largest drop of a gated metric allowed for a quantized variant vs the adapter",
+        json_schema_extra=kfp("export_quantized_tolerance", "export.quantized_tolerance"),
     )
 
     @field_validator("tolerance", "quantized_tolerance")
@@ -626,7 +771,11 @@ class RegistryConfig(_Section):
         "mlflow",
         description="mlflow (embedded sqlite or a tracking server) or vertex (Vertex AI Model Registry)",
     )
-    tracking_uri: str = Field("", description="MLflow tracking URI; empty = sqlite under .slmforge/")
+    tracking_uri: str = Field(
+        "",
+        description="MLflow tracking URI; empty = sqlite under .slmforge/",
+        json_schema_extra=kfp("tracking_uri", "train"),
+    )
     model_name: str | None = Field(None, description="registered model name; default: the config name")
     serving_image: str = Field(
         VLLM_SERVING_IMAGE, description="vertex: serving container of uploaded versions (vLLM-style)"
@@ -640,18 +789,36 @@ class VertexConfig(_Section):
     project: str = Field("", description="GCP project id")
     region: str = Field("us-central1", description="Vertex AI region")
     pipeline_root: str = Field("", description="gs:// prefix for pipeline artifacts")
-    service_account: str = Field("", description="service account the pipeline runs as")
+    service_account: str = Field(
+        "",
+        description="service account the pipeline runs as",
+        json_schema_extra=kfp("service_account", "train_job"),
+    )
     experiment: str = Field("", description="Vertex Experiment the runs are grouped under")
-    accelerator_type: str = Field("NVIDIA_L4", description="accelerator of the train step")
-    accelerator_count: int = Field(1, description="accelerators on the train step")
+    accelerator_type: str = Field(
+        "NVIDIA_L4",
+        description="accelerator of the steps that run a model (train, evaluate, export) on Vertex; ignored locally",
+        json_schema_extra=kfp(
+            "accelerator_type", "gpu", "preflight", "train_job", "export.parity_accelerator_type"
+        ),
+    )
+    accelerator_count: int = Field(
+        1,
+        description="accelerators per step that runs a model (ignored locally)",
+        json_schema_extra=kfp(
+            "accelerator_count", "gpu", "preflight", "train_job", "export.parity_accelerator_count"
+        ),
+    )
     machine_type: str = Field(
         "",
         description="machine type of the train step; empty = the one that carries accelerator_count accelerators",
+        json_schema_extra=kfp("machine_type", "preflight", "train_job"),
     )
     network: str = Field(
         "",
         description="VPC network the pipeline's steps are peered with (private services access), as "
         "projects/<project number>/global/networks/<name>; empty = not peered",
+        json_schema_extra=kfp("network", "train_job"),
     )
     labels: dict[str, str] = Field(
         default_factory=dict,
@@ -936,83 +1103,4 @@ def registry_spec(cfg: Config) -> dict[str, str]:
         "region": cfg.vertex.region,
         "staging_bucket": staging,
         "serving_image": cfg.registry.serving_image,
-    }
-
-
-def pipeline_parameters(cfg: Config) -> dict[str, Any]:
-    """Flatten a config into the finetune pipeline's explicit parameters (names match its signature)."""
-    lora = cfg.model.lora
-    return {
-        "config_name": cfg.name,
-        "config_hash": config_hash(cfg),
-        "system_prompt": cfg.task.system_prompt,
-        # declared key order kept: constrained decoding emits properties in this order (not sorted)
-        "output_schema": json.dumps(cfg.task.output_schema),
-        "task_type": cfg.task.type,
-        "labels": json.dumps(cfg.task.labels),
-        "label_normalize": ",".join(cfg.data.labels.normalize),
-        "chat_fixes": ",".join(cfg.data.chat.fix),
-        "eval_decoding": cfg.eval.decoding,
-        "train_data": cfg.data.train,
-        "eval_data": cfg.data.eval,
-        "data_shape": cfg.data.effective_shape,
-        "max_reject_rate": cfg.data.max_reject_rate,
-        "max_row_bytes": cfg.data.max_row_bytes,
-        "pii": cfg.data.clean.pii,
-        "pii_types": ",".join(cfg.data.clean.pii_types),
-        "near_dup_threshold": cfg.data.clean.near_dup_threshold,
-        "max_tokens": cfg.train.max_length
-        if cfg.data.clean.max_tokens is None
-        else cfg.data.clean.max_tokens,
-        # A classification task's target is its label: every label must occur in train.
-        "split_cover": json.dumps(
-            ["completion"]
-            if cfg.data.split.cover is None and cfg.task.type == "classification"
-            else cfg.data.split.cover
-        ),
-        "prompt_field": cfg.data.fields.prompt,
-        "completion_field": cfg.data.fields.completion,
-        "group_field": cfg.data.fields.group or "",
-        "id_field": cfg.data.fields.id or "",
-        "eval_fraction": cfg.data.split.eval_fraction,
-        "split_seed": cfg.data.split.seed,
-        "base_model": cfg.model.base,
-        "method": cfg.model.method,
-        "lora_r": lora.r,
-        "lora_alpha": lora.alpha,
-        "lora_dropout": lora.dropout,
-        "lora_target_modules": ",".join(lora.target_modules),
-        "lora_modules_to_save": ",".join(lora.modules_to_save),
-        "max_steps": cfg.train.max_steps,
-        "batch_size": cfg.train.batch_size,
-        "learning_rate": cfg.train.learning_rate,
-        "lr_scheduler": cfg.train.lr_scheduler,
-        "warmup_ratio": cfg.train.warmup_ratio,
-        "weight_decay": cfg.train.weight_decay,
-        "max_length": cfg.train.max_length,
-        "train_seed": cfg.train.seed,
-        "group_by_length": cfg.train.group_by_length,
-        "packing": cfg.train.packing,
-        "train_backend": cfg.train.backend,
-        "checkpoint_steps": cfg.train.checkpoint_steps,
-        "train_nodes": cfg.train.nodes,
-        "train_processes_per_node": cfg.train.processes_per_node,
-        "experiment": cfg.train.experiment or cfg.vertex.experiment or cfg.name,
-        "preflight_strict": cfg.preflight.strict,
-        "preflight_truncation_threshold": cfg.preflight.truncation_threshold,
-        "eval_max_new_tokens": cfg.eval.max_new_tokens,
-        "eval_batch_size": cfg.eval.batch_size,
-        "eval_max_examples": cfg.eval.max_examples,
-        "gate_rules": json.dumps([r.model_dump(exclude_none=True) for r in cfg.gates.rules]),
-        "gate_bootstrap": json.dumps(cfg.gates.bootstrap.model_dump(), sort_keys=True),
-        "tracking_uri": cfg.registry.tracking_uri,
-        "registry": json.dumps(registry_spec(cfg), sort_keys=True),
-        "model_name": cfg.registry.model_name or cfg.name,
-        "export_tolerance": cfg.export.tolerance,
-        "export_quantize": ",".join(cfg.export.quantize),
-        "export_quantized_tolerance": cfg.export.quantized_tolerance,
-        "trust_remote_code": json.dumps(cfg.model.trust_remote_code, sort_keys=True),
-        "accelerator_type": cfg.vertex.accelerator_type,
-        "accelerator_count": cfg.vertex.accelerator_count,
-        "machine_type": cfg.vertex.machine_type,
     }

@@ -46,22 +46,21 @@ def ingest_op(
         rejects: one JSON line per rejected row: source, row number, reason code, detail.
         events: the audit stream, started here.
     """
-    import json
 
     from components.common.events import close_stage
     from components.common.provenance import stamp
     from components.ingest.core import IngestOptions, ingest
 
-    opts = IngestOptions(
-        shape,
-        prompt_field,
-        completion_field,
-        group_field,
-        id_field,
-        output_schema=json.loads(output_schema) if output_schema else None,
-        labels=json.loads(labels or "[]") or None,
-        label_normalize=tuple(filter(None, label_normalize.split(","))),
-        chat_fixes=tuple(filter(None, chat_fixes.split(","))),
+    opts = IngestOptions.from_inputs(
+        shape=shape,
+        prompt_field=prompt_field,
+        completion_field=completion_field,
+        group_field=group_field,
+        id_field=id_field,
+        output_schema=output_schema,
+        labels=labels,
+        label_normalize=label_normalize,
+        chat_fixes=chat_fixes,
         max_row_bytes=max_row_bytes,
     )
     result = ingest(train_locator, eval_locator, opts, dataset.path, rejects.path)

@@ -24,10 +24,14 @@ def preflight_op(
     strict: bool,
     truncation_threshold: float,
     max_new_tokens: int,
+    sample_rows: int,
+    gradient_checkpointing: str,
     config_hash: str,
     report: Output[Markdown],
     plan: Output[Artifact],
-) -> NamedTuple("PreflightOutputs", [("micro_batch", int), ("grad_accum", int)]):
+) -> NamedTuple(
+    "PreflightOutputs", [("micro_batch", int), ("grad_accum", int), ("gradient_checkpointing", bool)]
+):
     """Check on CPU, before a GPU is asked for, that the run fits, what it costs, and that the data
     renders the way training and evaluation expect.
 
@@ -47,6 +51,8 @@ def preflight_op(
         strict: fail the step when any check finds an error (after writing the report and plan).
         truncation_threshold: largest share of rows allowed longer than max_length.
         max_new_tokens: evaluation's answer budget; completions near or over it are reported (0 = not checked).
+        sample_rows: training rows rendered for the data checks (a seeded sample); -1 = all.
+        gradient_checkpointing: true, false or auto (decided here by the memory model; see Returns).
         config_hash: sha256 of the validated config, recorded as provenance.
         report: the findings, memory plan, cost and alternatives as Markdown.
         plan: plan.json: micro_batch, grad_accum, estimated memory, hours, cost and every finding.
@@ -54,12 +60,12 @@ def preflight_op(
     Returns:
         micro_batch: the largest micro-batch that fits (a divisor of batch_size).
         grad_accum: gradient accumulation steps; micro_batch x grad_accum == batch_size.
+        gradient_checkpointing: whether the train step recomputes activations (auto resolved).
     """
-    from components.common.models import module_names
     from components.common.provenance import stamp
     from components.preflight.core import PreflightOptions, check_strict, preflight, write_outputs
 
-    opts = PreflightOptions(
+    opts = PreflightOptions.from_inputs(
         method=method,
         max_length=max_length,
         batch_size=batch_size,
@@ -70,8 +76,10 @@ def preflight_op(
         strict=strict,
         truncation_threshold=truncation_threshold,
         max_new_tokens=max_new_tokens,
+        sample_rows=sample_rows,
         lora_r=lora_r,
-        lora_target_modules=module_names(lora_target_modules) or ["all-linear"],
+        lora_target_modules=lora_target_modules,
+        gradient_checkpointing=gradient_checkpointing,
     )
     result = preflight(train_data.path, base_model, system_prompt, opts)
     summary = write_outputs(result, report.path, plan.path)
@@ -84,4 +92,4 @@ def preflight_op(
         upstream={"train_data": train_data.metadata.get("sha256", "")},
     )
     check_strict(result)  # after the artifacts are written: the report says why the step failed
-    return (result.plan.micro_batch, result.plan.grad_accum)
+    return (result.plan.micro_batch, result.plan.grad_accum, result.options.gradient_checkpointing)

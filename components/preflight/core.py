@@ -51,9 +51,26 @@ class PreflightOptions:
     usd_per_hour: float = 0.0  # price of the machine; 0 = the price table (prices.py)
     lora_r: int = 16  # adapter rank (lora, qlora)
     lora_target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
-    gradient_checkpointing: bool = True  # TRL's SFTConfig default, which the train stage runs with
+    # Recompute activations in the backward pass (train.gradient_checkpointing). "auto": preflight decides
+    # (``resolve_checkpointing``) and the train step runs with its decision.
+    gradient_checkpointing: bool | str = True
     fused_lm_head: bool = True  # TRL >= 1.0 computes the loss through a tiled LM head (no full logits)
     seed: int = 0  # seed of the row sample
+
+    @classmethod
+    def from_inputs(cls, **inputs) -> PreflightOptions:
+        """The options from the preflight step's inputs by name, as the pipeline passes them (module lists
+        comma-separated, ``gradient_checkpointing`` as true | false | auto); the CLI builds them the same
+        way (pipelines/parameters.py ``stage_options``)."""
+        from components.common.models import module_names
+
+        if "lora_target_modules" in inputs:
+            inputs["lora_target_modules"] = module_names(inputs["lora_target_modules"]) or ["all-linear"]
+        choice = str(inputs.get("gradient_checkpointing", "true")).lower()
+        if choice not in ("true", "false", "auto"):
+            raise ValueError(f"gradient_checkpointing={choice!r}: use true, false or auto")
+        inputs["gradient_checkpointing"] = {"true": True, "false": False}.get(choice, "auto")
+        return cls(**inputs)
 
 
 @dataclass
@@ -450,6 +467,29 @@ def plan_batches(
         if estimate.fits:
             return TrainPlan(micro, options.batch_size // micro, True, estimate, tried)
     return TrainPlan(1, options.batch_size, False, estimate, tried)
+
+
+def resolve_checkpointing(
+    shape: ModelShape, options: PreflightOptions
+) -> tuple[PreflightOptions, list[Finding]]:
+    """``options`` with gradient_checkpointing decided, and the finding that says why, when it was "auto":
+    off when the plan without it fits at a micro-batch as large as with it (turning it off then costs
+    memory only, and saves the recomputation: about a third of the compute), else on."""
+    if options.gradient_checkpointing != "auto":
+        return options, []
+    with_it = plan_batches(shape, replace(options, gradient_checkpointing=True))
+    without = plan_batches(shape, replace(options, gradient_checkpointing=False))
+    off = without.fits and without.micro_batch >= with_it.micro_batch
+    decided = replace(options, gradient_checkpointing=not off)
+    gib = f"{without.memory.total_gib:.1f} of {without.memory.capacity_gib:.1f} GiB"
+    message = (
+        f"gradient checkpointing off: without it micro-batch {without.micro_batch} fits ({gib}); training "
+        "skips the recomputation of activations"
+        if off
+        else f"gradient checkpointing on: without it the plan needs micro-batch {without.micro_batch} "
+        f"({'fits' if without.fits else 'does not fit'}: {gib}) instead of {with_it.micro_batch}"
+    )
+    return decided, [Finding("GRADIENT_CHECKPOINTING_AUTO", "info", message)]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -952,6 +992,7 @@ def preflight(
     validate(options)
     path = resolve_base(base_model)
     shape = model_shape(load_model_config(base_model))
+    options, decided = resolve_checkpointing(shape, options)
     tokenizer = load_tokenizer_for_checks(path)
     rows, total = sample_rows(train_path, options.sample_rows, options.seed)
     if not rows:
@@ -970,6 +1011,7 @@ def preflight(
         *check_answer_budget(renders, options.max_new_tokens),
         *check_memory(plan, shape, options),
         *check_machine(options, cost),
+        *decided,
     ]
     return PreflightResult(
         options=options,
@@ -1006,6 +1048,7 @@ def plan_json(result: PreflightResult) -> dict[str, Any]:
         "batch_size": o.batch_size,
         "micro_batch": p.micro_batch,
         "grad_accum": p.grad_accum,
+        "gradient_checkpointing": o.gradient_checkpointing,
         "fits": p.fits,
         "est_memory_gib": round(m.total_gib, 2),
         "capacity_gib": m.capacity_gib,

@@ -36,7 +36,6 @@ def split_op(
         summary: dataset_summary.md, shown in the pipeline UI.
         events: the audit stream with the split's events appended.
     """
-    import json
     import shutil
 
     from components.common.events import read_events, write_events
@@ -44,8 +43,8 @@ def split_op(
     from components.split.card import write_card
     from components.split.core import SplitOptions, split
 
-    opts = SplitOptions(
-        eval_fraction, seed, json.loads(cover), json.loads(output_schema) if output_schema else None
+    opts = SplitOptions.from_inputs(
+        eval_fraction=eval_fraction, seed=seed, cover=cover, output_schema=output_schema
     )
     result, hashes = (
         split(dataset.path, train_data.path, eval_data.path, opts),

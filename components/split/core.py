@@ -33,6 +33,13 @@ class SplitOptions:
     cover: list[str] | None = None
     output_schema: dict | None = None
 
+    @classmethod
+    def from_inputs(cls, *, eval_fraction: float, seed: int, cover: str, output_schema: str) -> SplitOptions:
+        """The options from the split step's inputs (``cover`` and ``output_schema`` as JSON text)."""
+        return cls(
+            eval_fraction, seed, json.loads(cover), json.loads(output_schema) if output_schema else None
+        )
+
 
 @dataclass
 class SplitResult:

@@ -197,3 +197,19 @@ def seed_from(previous_dir: str | Path, checkpoint_dir: str | Path, key: dict[st
             f"[RESUME-002] copying {latest} to {target} did not complete; nothing was resumed"
         )
     return checkpoint_step(latest) or 0
+
+
+def prepare_checkpoints(
+    checkpoint_dir: str | Path, key: dict[str, str], *, resume_from: str = "", nodes: int = 1
+) -> None:
+    """Before training: seed ``checkpoint_dir`` from the earlier run ``resume_from`` (if given) and record
+    this run's key beside the checkpoints."""
+    if resume_from:
+        if nodes > 1:
+            raise ResumeRefused(
+                f"[RESUME-003] resume_from with train.nodes={nodes}: a multi-node run resumes only its own "
+                "checkpoints (a retried task). Fix: leave resume_from empty"
+            )
+        step = seed_from(resume_from, checkpoint_dir, key)
+        print(f"resume_from {resume_from}: its checkpoint at step {step} seeds this run", flush=True)
+    write_run_key(checkpoint_dir, key)

@@ -29,6 +29,7 @@ def train_op(
     packing: bool,
     backend: str,
     grad_accum: int,
+    gradient_checkpointing: bool,
     checkpoint_steps: int,
     nodes: int,
     processes_per_node: int,
@@ -64,6 +65,8 @@ def train_op(
         packing: pack rows into full sequences, padding-free (TRL bfd packing).
         backend: auto, hf or unsloth (auto = Unsloth when installed and a CUDA GPU is present).
         grad_accum: micro-batches per optimizer step (from the preflight plan); it divides batch_size.
+        gradient_checkpointing: recompute activations in the backward pass (less memory, more compute);
+            from the preflight plan, which resolves train.gradient_checkpointing auto.
         checkpoint_steps: save a resumable checkpoint every N steps, and on SIGTERM. Checkpoints live next
             to the model in this step's output location, so a retried (preempted) task resumes from them.
         nodes: machines training together; more than 1 only inside a Vertex custom job with that many
@@ -84,44 +87,40 @@ def train_op(
     import os
     import shutil
 
-    from components.common.models import module_names
     from components.common.provenance import stamp
-    from components.train.checkpoints import ResumeRefused, seed_from, write_run_key
+    from components.train.checkpoints import prepare_checkpoints
     from components.train.core import TrainOptions
     from components.train.distributed import train_on_node
 
-    opts = TrainOptions(
-        method,
-        max_steps,
-        batch_size,
-        learning_rate,
-        lr_scheduler,
-        warmup_ratio,
-        max_length,
-        seed,
-        lora_r,
-        lora_alpha,
-        lora_dropout,
-        module_names(lora_target_modules),
-        module_names(lora_modules_to_save),
-        group_by_length,
-        checkpoint_dir=os.path.join(os.path.dirname(model.path), "checkpoints"),
-        checkpoint_steps=checkpoint_steps,
+    opts = TrainOptions.from_inputs(
+        method=method,
+        max_steps=max_steps,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        lr_scheduler=lr_scheduler,
+        warmup_ratio=warmup_ratio,
+        weight_decay=weight_decay,
+        max_length=max_length,
+        seed=seed,
+        lora_r=lora_r,
+        lora_alpha=lora_alpha,
+        lora_dropout=lora_dropout,
+        lora_target_modules=lora_target_modules,
+        lora_modules_to_save=lora_modules_to_save,
+        group_by_length=group_by_length,
         packing=packing,
         backend=backend,
         grad_accum=grad_accum,
-        weight_decay=weight_decay,
+        gradient_checkpointing=gradient_checkpointing,
+        checkpoint_dir=os.path.join(os.path.dirname(model.path), "checkpoints"),
+        checkpoint_steps=checkpoint_steps,
     )
-    run_key = {"config_hash": config_hash, "train_data_sha256": train_data.metadata.get("sha256", "")}
-    if resume_from:
-        if nodes > 1:
-            raise ResumeRefused(
-                f"[RESUME-003] resume_from with train.nodes={nodes}: a multi-node run resumes only its own "
-                "checkpoints (a retried task). Fix: leave resume_from empty"
-            )
-        step = seed_from(resume_from, opts.checkpoint_dir, run_key)
-        print(f"resume_from {resume_from}: its checkpoint at step {step} seeds this run", flush=True)
-    write_run_key(opts.checkpoint_dir, run_key)
+    prepare_checkpoints(
+        opts.checkpoint_dir,
+        {"config_hash": config_hash, "train_data_sha256": train_data.metadata.get("sha256", "")},
+        resume_from=resume_from,
+        nodes=nodes,
+    )
     # One process, or torchrun on this node; a worker node of a multi-node job exits here (node 0 writes).
     result = train_on_node(
         nodes,

@@ -35,6 +35,7 @@ from components.common.models import (
     SAFE_WEIGHTS,
     check_loadable,
     load_tokenizer,
+    module_names,
     resolve_base,
     write_model_info,
 )
@@ -74,6 +75,18 @@ class TrainOptions:
     )
     backend: str = "auto"  # auto | hf | unsloth: auto = Unsloth when installed and a CUDA GPU is present
     weight_decay: float = 0.0  # AdamW decoupled weight decay
+    # Recompute activations in the backward pass: far less activation memory, ~1/3 more compute. The
+    # pipeline turns it off when preflight's memory model says the plan fits without it (train.
+    # gradient_checkpointing: auto); on is TRL's SFTConfig default.
+    gradient_checkpointing: bool = True
+
+    @classmethod
+    def from_inputs(cls, **inputs) -> TrainOptions:
+        """The options from the train step's inputs by name, as the pipeline passes them (module lists as
+        comma-separated text); the CLI and the benchmarks build them the same way (pipelines/parameters.py
+        ``stage_options``)."""
+        lists = ("lora_target_modules", "lora_modules_to_save")
+        return cls(**{k: module_names(v) if k in lists else v for k, v in inputs.items()})
 
     def validate(self) -> None:
         if self.method not in ("full", "lora", "qlora"):
@@ -141,6 +154,7 @@ def _load_model(base_path: str, opts: TrainOptions, device: dict, backend: str):
                 target_modules=UNSLOTH_ALL_LINEAR if targets == ["all-linear"] else targets,
                 modules_to_save=opts.lora_modules_to_save or None,
                 random_state=opts.seed,
+                use_gradient_checkpointing="unsloth" if opts.gradient_checkpointing else False,
             )
         return model, tokenizer, None
     tokenizer = load_tokenizer(base_path)
@@ -338,6 +352,7 @@ def build_trainer(
         train_sampling_strategy="group_by_length" if opts.group_by_length else "random",
         completion_only_loss=True,
         packing=opts.packing,  # TRL's bfd packing is padding-free: rows share sequences, no pad tokens
+        gradient_checkpointing=opts.gradient_checkpointing,
         logging_steps=opts.logging_steps,
         logging_first_step=True,
         logging_nan_inf_filter=False,  # the default hides a NaN step loss behind the running mean

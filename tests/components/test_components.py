@@ -22,9 +22,9 @@ from components import (
     split_op,
     train_op,
 )
-from components.common.config import pipeline_parameters
 from components.common.events import read_events
 from components.version import __version__
+from pipelines.parameters import pipeline_parameters
 
 SHA = "0" * 64
 
@@ -157,12 +157,14 @@ def test_train_then_evaluate_candidate_and_base(split_outputs, tmp_path, params)
         packing=False,
         backend="auto",
         grad_accum=2,
+        gradient_checkpointing=True,
         checkpoint_steps=4,
         nodes=1,
         processes_per_node=1,
         experiment="components-test",
         tracking_uri="",
         config_hash=SHA,
+        resume_from="",
         model=model,
         metrics=train_metrics,
         loss_curve=curve,

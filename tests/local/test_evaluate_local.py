@@ -18,11 +18,11 @@ pytestmark = [pytest.mark.local]
 
 
 def test_evaluate_pipeline_scores_a_registered_model(tmp_path, monkeypatch, tiny_model, travel_config):
-    from components.common.config import pipeline_parameters
     from components.common.provenance import sha256_path
     from components.register.core import registry_from_spec
     from pipelines.evaluate import evaluate_parameters
     from pipelines.local import run_pipeline_local
+    from pipelines.parameters import pipeline_parameters
 
     monkeypatch.setenv("SLMFORGE_HOME", str(tmp_path / "home"))  # a fresh embedded registry for this run
     registry = registry_from_spec({"backend": "mlflow", "tracking_uri": ""})

@@ -21,8 +21,9 @@ SHORT = ("train.max_steps=60", "eval.max_examples=24", "gates.rules=[]")
 
 
 def _run(name: str, tmp_path, monkeypatch, overrides=()):
-    from components.common.config import load_config, pipeline_parameters
+    from components.common.config import load_config
     from pipelines.local import run_pipeline_local
+    from pipelines.parameters import pipeline_parameters
 
     monkeypatch.setenv("SLMFORGE_HOME", str(tmp_path / "home"))
     cfg = load_config(REPO / "examples" / name / "config.yaml", overrides)

@@ -47,8 +47,8 @@ def test_demo_recipe_passes_its_gate_with_margin(tmp_path, monkeypatch, travel_c
     """The shipped demo config, unchanged: on the held-out rows the candidate reaches exact_match >= 0.95
     and schema_validity 1.0 (constrained, with free decoding beside it), the gate passes on every rule and
     the version is registered with alias candidate."""
-    from components.common.config import pipeline_parameters
     from pipelines.local import run_pipeline_local
+    from pipelines.parameters import pipeline_parameters
 
     home = tmp_path / "home"
     monkeypatch.setenv("SLMFORGE_HOME", str(home))
@@ -74,9 +74,10 @@ def test_demo_config_end_to_end(tmp_path, monkeypatch):
     """The demo config on a shortened recipe: every stage runs; the gate decides; export re-evaluates the
     merged weights; an MLflow model version with alias candidate, lineage tags and a model card; and a
     summary.json with the run's metrics, versions and lock hash."""
-    from components.common.config import load_config, pipeline_parameters
+    from components.common.config import load_config
     from components.common.provenance import lock_sha256
     from pipelines.local import run_pipeline_local
+    from pipelines.parameters import pipeline_parameters
 
     home = tmp_path / "home"
     monkeypatch.setenv("SLMFORGE_HOME", str(home))
@@ -270,9 +271,10 @@ def test_chat_data_with_an_explicit_eval_set_flows_through_train_and_evaluate(
 ):
     """messages-shaped data (detected, not configured), multi-turn rows, an explicit eval locator: the
     pipeline trains and evaluates on the chat template and the card says where eval came from."""
-    from components.common.config import parse_config, pipeline_parameters
+    from components.common.config import parse_config
     from components.common.tables import read_rows
     from pipelines.local import run_pipeline_local
+    from pipelines.parameters import pipeline_parameters
 
     for name, rows in (("train", travel_rows[:600]), ("eval", travel_rows[2900:2960])):
         (tmp_path / f"{name}.jsonl").write_text("\n".join(json.dumps(c) for c in _chat(rows, True)) + "\n")

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.common.config import ConfigError, config_hash, load_config, parse_config, pipeline_parameters
+from components.common.config import ConfigError, config_hash, load_config, parse_config
+from pipelines.parameters import pipeline_parameters
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "examples" / "travel" / "config.yaml"

@@ -279,7 +279,7 @@ def test_export_settings_are_checked():
     with pytest.raises(ConfigError, match=r"export.quantize.1"):
         parse_config(raw, TRAVEL)
     raw["export"] = {"quantize": ["nf4"], "tolerance": 0.02}
-    from components.common.config import pipeline_parameters
+    from pipelines.parameters import pipeline_parameters
 
     params = pipeline_parameters(parse_config(raw, TRAVEL))
     assert (params["export_quantize"], params["export_tolerance"]) == ("nf4", 0.02)

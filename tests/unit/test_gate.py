@@ -22,7 +22,6 @@ from components.common.config import (
     ConfigError,
     TaskConfig,
     parse_config,
-    pipeline_parameters,
 )
 from components.common.task import METRICS
 from components.gate.core import (
@@ -33,6 +32,7 @@ from components.gate.core import (
     paired_bootstrap,
     report_markdown,
 )
+from pipelines.parameters import pipeline_parameters
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "travel" / "config.yaml"
 SETTINGS = {"eval_sha256": "e" * 64, "template_sha256": "t" * 64, "decoding": "greedy", "max_new_tokens": 96}

@@ -382,6 +382,8 @@ def test_component_writes_plan_and_report_then_fails_when_strict(tiny_model, tmp
             strict=strict,
             truncation_threshold=0.05,
             max_new_tokens=128,
+            sample_rows=2000,
+            gradient_checkpointing="auto",
             config_hash="1" * 64,
             report=report,
             plan=plan,
@@ -391,9 +393,9 @@ def test_component_writes_plan_and_report_then_fails_when_strict(tiny_model, tmp
 
     outputs, report, plan = call("tiny://travel", True, "ok")
     saved = json.loads(open(plan.path, encoding="utf-8").read())
-    assert (
-        tuple(outputs) == (saved["micro_batch"], saved["grad_accum"]) == (24, 1)
-    )  # (micro_batch, grad_accum)
+    # (micro_batch, grad_accum, gradient_checkpointing): the tiny model fits on an L4 without checkpointing
+    assert tuple(outputs) == (saved["micro_batch"], saved["grad_accum"], saved["gradient_checkpointing"])
+    assert tuple(outputs) == (24, 1, False)
     for key in ("micro_batch", "grad_accum", "est_memory_gib", "est_hours", "est_usd"):
         assert plan.metadata[key] == saved[key]
     assert plan.metadata["config_hash"] == "1" * 64 and plan.metadata["sha256"]
@@ -433,3 +435,29 @@ def test_the_demo_leaves_room_for_its_answers(tiny_model, travel_config, canonic
     opts = PreflightOptions(method="full", max_new_tokens=travel_config.eval.max_new_tokens, sample_rows=-1)
     result = preflight(canonical_table, "tiny://travel", travel_config.task.system_prompt, opts)
     assert not [f for f in result.findings if "MAX_NEW_TOKENS" in f.code], result.findings
+
+
+def test_gradient_checkpointing_auto_is_off_only_when_the_plan_fits_without_it(tiny_model, shape_7b):
+    """auto: off when the plan without checkpointing fits at the same micro-batch, else on; true and false
+    are kept as they are. The decision is a finding of its own."""
+    from transformers import AutoConfig
+
+    from components.preflight.core import PreflightOptions, resolve_checkpointing
+
+    def decide(shape, **kw):
+        options = PreflightOptions.from_inputs(gradient_checkpointing="auto", **kw)
+        decided, findings = resolve_checkpointing(shape, options)
+        assert [f.code for f in findings] == ["GRADIENT_CHECKPOINTING_AUTO"]
+        return decided.gradient_checkpointing, findings[0].message
+
+    tiny = model_shape(AutoConfig.from_pretrained(tiny_model))
+    off, why = decide(tiny, method="lora", max_length=512, batch_size=8)
+    assert off is False and "gradient checkpointing off" in why
+    # 7B QLoRA on a 24 GB L4 with 4k-token rows: only checkpointing keeps a micro-batch that fits
+    on, why = decide(shape_7b, method="qlora", max_length=4096, batch_size=8, accelerator_type="NVIDIA_L4")
+    assert on is True and "gradient checkpointing on" in why
+    for choice, expected in (("true", True), ("false", False)):
+        options = PreflightOptions.from_inputs(gradient_checkpointing=choice)
+        assert resolve_checkpointing(tiny, options) == (PreflightOptions(gradient_checkpointing=expected), [])
+    with pytest.raises(ValueError, match="gradient_checkpointing='sometimes': use true, false or auto"):
+        PreflightOptions.from_inputs(gradient_checkpointing="sometimes")

@@ -154,7 +154,7 @@ def test_submit_creates_the_pipeline_job(tmp_path, gcs, data_bucket, root_name, 
 def test_local_data_is_staged_to_the_pipeline_root_once(tmp_path, gcs, root_name):
     """``--dry-run`` plans the copy of a local data file (named by its content); ``upload_staged`` makes
     it, byte for byte, and a second upload of the same content writes nothing."""
-    from components.common.config import pipeline_parameters
+    from pipelines.parameters import pipeline_parameters
     from pipelines.vertex import job_request, stage_local_data, upload_staged
 
     cfg = load_config(_config(tmp_path, root_name))

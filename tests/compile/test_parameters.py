@@ -1,0 +1,142 @@
+"""Every config field reaches its consumers in every compiled pipeline (pipelines/parameters.py).
+
+The config schema declares each option once, with its route into the pipelines; these tests walk the schema
+and the compiled YAML of finetune, finetune-multinode and evaluate. A field that reaches no step, a step
+input the wiring forgot, or a compiled parameter no step reads fails here. The multi-node CustomJob once ran
+with no service account and outside the VPC (vertex.service_account / vertex.network reached no step) and
+preflight.sample_rows reached the CLI only: both are consumers these tests now check.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import pytest
+import yaml
+
+from components.common.config import load_config
+from pipelines.parameters import (
+    DERIVED,
+    GROUPS,
+    PARAMETERS,
+    PIPELINE_STEPS,
+    RUN_PARAMETERS,
+    SUBMIT_ONLY,
+    config_fields,
+    parameters_of,
+    pipeline_parameters,
+)
+
+_SCORERS = {"evaluate-op", "evaluate-base-op", "evaluate-champion-op"}
+GPU_TASKS = {
+    "finetune": {*_SCORERS, "train-op", "export-op"},
+    "finetune-multinode": {*_SCORERS, "export-op"},  # the custom job takes its accelerators as inputs
+    "evaluate": _SCORERS,
+}
+DEMO = Path(__file__).resolve().parents[2] / "examples" / "travel" / "config.yaml"
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory) -> dict[str, dict]:
+    from pipelines.compiler import compile_all
+
+    paths = compile_all(tmp_path_factory.mktemp("compiled"))
+    return {p.stem: yaml.safe_load(p.read_text()) for p in paths}
+
+
+def _tasks(spec: dict) -> dict[str, dict]:
+    tasks = dict(spec["root"]["dag"]["tasks"])
+    for comp in spec["components"].values():
+        tasks.update(comp.get("dag", {}).get("tasks", {}))
+    return tasks
+
+
+def _fed_by(task: dict, name: str) -> str:
+    """The pipeline parameter that feeds input ``name`` of ``task`` ("" when none does)."""
+    source = task.get("inputs", {}).get("parameters", {}).get(name, {}).get("componentInputParameter", "")
+    return source.removeprefix("pipelinechannel--")
+
+
+def test_every_config_field_has_a_route():
+    carried = {f for p in DERIVED for f in p.fields} | {f for p in PARAMETERS.values() for f in p.fields}
+    missing = [path for path, _ in config_fields() if path not in carried and path not in SUBMIT_ONLY]
+    assert not missing, (
+        f"config fields that reach no pipeline: {missing}. Declare their route with json_schema_extra=kfp(...) "
+        "in components/common/config.py, carry them in a DERIVED parameter, or list them in SUBMIT_ONLY"
+    )
+
+
+def test_every_route_names_a_step_of_some_pipeline():
+    steps = {s for all_steps in PIPELINE_STEPS.values() for s in all_steps} | set(GROUPS)
+    for param in (*PARAMETERS.values(), *RUN_PARAMETERS.values()):
+        for route, name in param.to:
+            assert route in steps and name, (param.name, route, name)
+
+
+@pytest.mark.parametrize("pipeline", sorted(PIPELINE_STEPS))
+def test_compiled_parameters_are_the_declared_ones(compiled, pipeline):
+    declared = {p.name: p for p in parameters_of(pipeline)}
+    inputs = compiled[pipeline]["root"]["inputDefinitions"]["parameters"]
+    assert set(inputs) == set(declared)
+    kinds = {str: "STRING", int: "NUMBER_INTEGER", float: "NUMBER_DOUBLE", bool: "BOOLEAN"}
+    for name, param in declared.items():
+        assert inputs[name]["parameterType"] == kinds[param.type], name
+        assert inputs[name].get("description", "").strip() == " ".join(param.help.split()), name
+        if param.default is inspect.Parameter.empty:
+            assert "defaultValue" not in inputs[name], name
+        else:
+            assert inputs[name]["defaultValue"] == param.default, name
+
+
+@pytest.mark.parametrize("pipeline", sorted(PIPELINE_STEPS))
+def test_every_parameter_reaches_every_input_it_declares(compiled, pipeline):
+    """Each (step, input) route of each parameter, in every pipeline that runs the step, is fed by that
+    parameter; and no compiled parameter goes unread."""
+    tasks = _tasks(compiled[pipeline])
+    steps = set(PIPELINE_STEPS[pipeline])
+    read = set()
+    for param in parameters_of(pipeline):
+        for route, name in param.to:
+            for step in GROUPS.get(route, (route,)):
+                if step not in steps:
+                    continue
+                if step == "gpu":  # the accelerators of every step that runs a model, set on the task
+                    on_gpu = {
+                        n
+                        for n, t in tasks.items()
+                        if _fed_by(t, f"pipelinechannel--{param.name}") and not n.startswith("condition-")
+                    }
+                    assert on_gpu == GPU_TASKS[pipeline], (pipeline, param.name)
+                    read.add(param.name)
+                    continue
+                task_name = "train-op-custom-job" if step == "train_job" else f"{step.replace('_', '-')}-op"
+                if step == "train" and pipeline == "finetune-multinode":
+                    task_name = "train-op-custom-job"
+                assert task_name in tasks, (pipeline, step)
+                assert _fed_by(tasks[task_name], name) == param.name, (
+                    f"{pipeline}: {task_name} input {name} is not fed by parameter {param.name}"
+                )
+                read.add(param.name)
+    assert read == set(compiled[pipeline]["root"]["inputDefinitions"]["parameters"])
+
+
+def test_the_multinode_job_runs_as_the_pipelines_account_in_its_network(compiled, travel_config):
+    tasks = _tasks(compiled["finetune-multinode"])
+    job = tasks["train-op-custom-job"]
+    assert _fed_by(job, "service_account") == "service_account" and _fed_by(job, "network") == "network"
+    account, network = "runner@p.iam.gserviceaccount.com", "projects/1/global/networks/v"
+    cfg = load_config(DEMO, (f"vertex.service_account={account}", f"vertex.network={network}"))
+    params = pipeline_parameters(cfg, "finetune-multinode")
+    assert (params["service_account"], params["network"]) == (account, network)
+    assert "service_account" not in pipeline_parameters(
+        travel_config
+    )  # single-node: the PipelineJob's account
+
+
+def test_flattened_values_keep_their_encoding(travel_config):
+    params = pipeline_parameters(travel_config)
+    assert params["pii_types"] == ",".join(travel_config.data.clean.pii_types)  # names: comma-separated
+    assert params["labels"] == "[]"  # a label set stays a JSON list (labels may hold commas)
+    assert params["group_field"] == (travel_config.data.fields.group or "")
+    assert params["preflight_sample_rows"] == travel_config.preflight.sample_rows
