@@ -307,7 +307,7 @@ def main() -> None:
     import torch
     import transformers
 
-    from components.common.config import load_config
+    from components.common.config_load import load_config
     from components.common.models import load_for_inference
     from components.common.task import prompt_token_ids
     from components.evaluate.constrained import logits_processor_factory

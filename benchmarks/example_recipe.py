@@ -40,7 +40,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="slmforge-recipe-") as tmp:
         os.environ["SLMFORGE_HOME"] = tmp
-        from components.common.config import load_config
+        from components.common.config_load import load_config
         from components.common.scoring import TaskSpec
         from components.common.tiny import ensure_tiny_model
         from components.evaluate.core import evaluate

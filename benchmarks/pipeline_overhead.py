@@ -126,7 +126,7 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=None, help="override train.max_steps")
     args = parser.parse_args()
 
-    from components.common.config import load_config
+    from components.common.config_load import load_config
     from components.common.tiny import ensure_tiny_model
     from pipelines.parameters import pipeline_parameters
 

@@ -34,7 +34,7 @@ def main() -> None:
     parser.add_argument("--tied", action="store_true", help="tie input and output embeddings")
     args = parser.parse_args()
 
-    from components.common.config import load_config
+    from components.common.config_load import load_config
     from components.common.tiny import build_tiny_model, example_corpus, tiny_name
     from components.evaluate.core import evaluate
     from components.ingest.core import FieldMap, ingest

@@ -434,7 +434,7 @@ def main() -> None:
     import datasets
     import transformers
 
-    from components.common.config import load_config
+    from components.common.config_load import load_config
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     # TRL's SFTConfig turns gradient_checkpointing on by default; transformers 5 warns on every config

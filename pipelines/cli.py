@@ -45,7 +45,8 @@ def _refuse(message: str, out: Console = console) -> typer.Exit:
 
 
 def _load(config: Path, overrides: list[str] | None = None):
-    from components.common.config import ConfigError, load_config
+    from components.common.config_load import load_config
+    from components.common.config_rules import ConfigError
 
     try:
         return load_config(config, overrides or ())

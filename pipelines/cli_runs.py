@@ -55,7 +55,7 @@ def tracking_uri_for(tracking_uri: str = "", config: Path | None = None) -> str:
     from components.register.core import default_tracking_uri
 
     if not tracking_uri and config is not None:
-        from components.common.config import load_config
+        from components.common.config_load import load_config
 
         tracking_uri = load_config(config).registry.tracking_uri
     return tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
@@ -236,7 +236,7 @@ def list_table(runs: list[RunRecord], title: str) -> Table:
 # -- commands -----------------------------------------------------------------------------------------
 def _vertex_target(config: Path | None, project: str, region: str, experiment: str) -> tuple[str, str, str]:
     if config is not None:
-        from components.common.config import load_config
+        from components.common.config_load import load_config
 
         cfg = load_config(config)
         project = project or cfg.vertex.project

@@ -44,7 +44,7 @@ def tiny_model(slmforge_home) -> Path:
 
 @pytest.fixture(scope="session")
 def travel_config():
-    from components.common.config import load_config
+    from components.common.config_load import load_config
 
     return load_config(TRAVEL / "config.yaml")
 

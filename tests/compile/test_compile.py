@@ -338,7 +338,7 @@ def test_evaluate_pipeline_scores_a_fetched_model_without_training(evaluate, spe
 def test_evaluate_parameters_are_finetunes_plus_the_model(evaluate, spec):
     """Same names, defaults and descriptions as the finetune pipeline's (one config feeds both), and
     ``model_uri``; ``submit --pipeline evaluate`` narrows a config's parameters to these."""
-    from components.common.config import load_config
+    from components.common.config_load import load_config
     from pipelines.evaluate import evaluate_parameters
     from pipelines.parameters import pipeline_parameters
 

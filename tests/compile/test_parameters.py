@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.common.config import load_config
+from components.common.config_load import load_config
 from pipelines.parameters import (
     DERIVED,
     GROUPS,

@@ -21,7 +21,7 @@ SHORT = ("train.max_steps=60", "eval.max_examples=24", "gates.rules=[]")
 
 
 def _run(name: str, tmp_path, monkeypatch, overrides=()):
-    from components.common.config import load_config
+    from components.common.config_load import load_config
     from pipelines.local import run_pipeline_local
     from pipelines.parameters import pipeline_parameters
 

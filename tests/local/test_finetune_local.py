@@ -74,7 +74,7 @@ def test_demo_config_end_to_end(tmp_path, monkeypatch):
     """The demo config on a shortened recipe: every stage runs; the gate decides; export re-evaluates the
     merged weights; an MLflow model version with alias candidate, lineage tags and a model card; and a
     summary.json with the run's metrics, versions and lock hash."""
-    from components.common.config import load_config
+    from components.common.config_load import load_config
     from components.common.provenance import lock_sha256
     from pipelines.local import run_pipeline_local
     from pipelines.parameters import pipeline_parameters
@@ -271,7 +271,7 @@ def test_chat_data_with_an_explicit_eval_set_flows_through_train_and_evaluate(
 ):
     """messages-shaped data (detected, not configured), multi-turn rows, an explicit eval locator: the
     pipeline trains and evaluates on the chat template and the card says where eval came from."""
-    from components.common.config import parse_config
+    from components.common.config_load import parse_config
     from components.common.tables import read_rows
     from pipelines.local import run_pipeline_local
     from pipelines.parameters import pipeline_parameters

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.common.config import ConfigError, config_hash, load_config, parse_config
+from components.common.config import config_hash
+from components.common.config_load import load_config, parse_config
+from components.common.config_rules import ConfigError
 from pipelines.parameters import pipeline_parameters
 
 REPO = Path(__file__).resolve().parents[2]
@@ -170,7 +172,8 @@ def test_multi_node_training_is_vertex_only(raw, tmp_path):
     ],
 )
 def test_nonsense_values_are_refused_with_a_rule(override, rule):
-    from components.common.config import ConfigError, load_config
+    from components.common.config_load import load_config
+    from components.common.config_rules import ConfigError
 
     lora = ["model.method=lora"] if override.startswith("model.lora") else []
     with pytest.raises(ConfigError) as e:
@@ -195,7 +198,8 @@ def test_scheduler_names_are_transformers_own():
     ],
 )
 def test_yaml_that_would_mislead_or_hang_is_refused(tmp_path, text, rule, says):
-    from components.common.config import ConfigError, load_config
+    from components.common.config_load import load_config
+    from components.common.config_rules import ConfigError
 
     path = tmp_path / "c.yaml"
     path.write_bytes(text)
@@ -205,7 +209,8 @@ def test_yaml_that_would_mislead_or_hang_is_refused(tmp_path, text, rule, says):
 
 
 def test_braces_in_a_rule_message_are_kept():
-    from components.common.config import ConfigError, parse_config
+    from components.common.config_load import parse_config
+    from components.common.config_rules import ConfigError
 
     raw = {
         "name": "x",
@@ -219,7 +224,8 @@ def test_braces_in_a_rule_message_are_kept():
 
 
 def test_tiny_model_of_an_unknown_example_is_refused_at_validate():
-    from components.common.config import ConfigError, load_config
+    from components.common.config_load import load_config
+    from components.common.config_rules import ConfigError
 
     with pytest.raises(ConfigError) as e:
         load_config(REPO / "examples/travel/config.yaml", ["model.base=tiny://nope"])
@@ -228,7 +234,8 @@ def test_tiny_model_of_an_unknown_example_is_refused_at_validate():
 
 
 def test_secrets_in_a_config_are_refused_and_never_printed():
-    from components.common.config import ConfigError, load_config
+    from components.common.config_load import load_config
+    from components.common.config_rules import ConfigError
 
     key = "AKIAABCDEFGHIJKLMNOP"
     with pytest.raises(ConfigError) as e:

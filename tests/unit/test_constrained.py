@@ -215,7 +215,7 @@ EXTRACTION = {
 def test_constrained_output_keeps_the_schema_declared_key_order(model_tok, prompts):
     """xgrammar emits properties in the order it is given them; the schema reaches it unsorted (through the
     pipeline parameter too), so the constraint and the training targets (canonical_json) agree."""
-    from components.common.config import parse_config
+    from components.common.config_load import parse_config
     from components.evaluate.constrained import logits_processor_factory
     from pipelines.parameters import pipeline_parameters
 

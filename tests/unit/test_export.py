@@ -168,7 +168,8 @@ def _travel_raw() -> dict:
 
 
 def test_trust_remote_code_needs_a_commit_sha():
-    from components.common.config import ConfigError, parse_config
+    from components.common.config_load import parse_config
+    from components.common.config_rules import ConfigError
 
     raw = _travel_raw()
     raw["model"]["trust_remote_code"] = {"org/custom": "main"}
@@ -213,7 +214,9 @@ def test_model_card_says_what_the_model_is_and_where_it_came_from():
 
 
 def test_the_vertex_registry_needs_a_project_and_a_staging_location():
-    from components.common.config import ConfigError, parse_config, registry_spec
+    from components.common.config import registry_spec
+    from components.common.config_load import parse_config
+    from components.common.config_rules import ConfigError
 
     raw = _travel_raw()
     raw.setdefault("registry", {})["backend"] = "vertex"
@@ -269,7 +272,8 @@ def test_an_unknown_quantization_is_refused(tmp_path):
 
 
 def test_export_settings_are_checked():
-    from components.common.config import ConfigError, parse_config
+    from components.common.config_load import parse_config
+    from components.common.config_rules import ConfigError
 
     raw = _travel_raw()
     raw["export"] = {"quantized_tolerance": 1.5}

@@ -16,13 +16,10 @@ import pytest
 import yaml
 
 from components.common import config as config_module
-from components.common.config import (
-    GATE_BASELINES,
-    RULES,
-    ConfigError,
-    TaskConfig,
-    parse_config,
-)
+from components.common.config import GATE_BASELINES
+from components.common.config_data import TaskConfig
+from components.common.config_load import parse_config
+from components.common.config_rules import RULES, ConfigError
 from components.common.task import METRICS
 from components.gate.core import (
     BASELINES,

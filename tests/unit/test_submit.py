@@ -19,7 +19,9 @@ import yaml
 from loopback_vertex import LoopbackVertex
 from typer.testing import CliRunner
 
-from components.common.config import ConfigError, config_hash, load_config, parse_config
+from components.common.config import config_hash
+from components.common.config_load import load_config, parse_config
+from components.common.config_rules import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 TRAVEL = REPO / "examples" / "travel"
