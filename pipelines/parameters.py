@@ -20,7 +20,6 @@ inputs it declares in every pipeline that runs those steps.
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import json
 from collections.abc import Callable, Iterator
@@ -353,10 +352,9 @@ def declare(
 
 def stage_options(options: type, step: str, cfg: Config, **overrides: Any):
     """A stage's Options built from ``cfg`` exactly as its component builds them in a pipeline run: the
-    config flattened, routed to ``step``'s inputs, and decoded by ``options.from_inputs``. The CLI and the
-    benchmarks run stages in-process this way, so they cannot drift from the pipeline."""
-    accepted = inspect.signature(options.from_inputs).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
-    names = {f.name for f in dataclasses.fields(options)} if takes_any else set(accepted)
+    config flattened, routed to ``step``'s inputs, and decoded by ``options.from_inputs``
+    (components/common/options.py). The CLI and the benchmarks run stages in-process this way, so they
+    cannot drift from the pipeline."""
     inputs = {**step_inputs(step, pipeline_parameters(cfg)), **overrides}
+    names = options.input_names()
     return options.from_inputs(**{k: v for k, v in inputs.items() if k in names})

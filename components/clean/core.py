@@ -19,45 +19,28 @@ from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from components.clean.dedupe import NearDupIndex, exact_key, normalize, resolve_near_duplicates
 from components.clean.pii import PII_TYPES, find_pii, redact
 from components.common.events import event
+from components.common.options import StepOptions
 from components.common.tables import RowWriter, iter_row_batches
 
 MAX_SAMPLES = 5
 
 
 @dataclass
-class CleanOptions:
+class CleanOptions(StepOptions):
+    LIST_INPUTS = ("pii_types",)
+    RENAMED: ClassVar[dict[str, str]] = {"base_model": "tokenizer"}
+
     pii: str = "redact"  # redact | block | off
     pii_types: tuple[str, ...] = PII_TYPES
     near_dup_threshold: float = 0.9  # Jaccard of character 5-gram shingles; -1 = exact duplicates only
     max_tokens: int = -1  # tokens of the rendered example (prompt + completion); -1 = no length filter
     tokenizer: str = ""  # model locator whose tokenizer and chat template count the tokens
     system_prompt: str = ""  # rendered before rows without a system turn, as in training
-
-    @classmethod
-    def from_inputs(
-        cls,
-        *,
-        pii: str,
-        pii_types: str,
-        near_dup_threshold: float,
-        max_tokens: int,
-        base_model: str,
-        system_prompt: str,
-    ) -> CleanOptions:
-        """The options from the clean step's inputs (``pii_types`` comma-separated)."""
-        return cls(
-            pii,
-            tuple(filter(None, pii_types.split(","))),
-            near_dup_threshold,
-            max_tokens,
-            base_model,
-            system_prompt,
-        )
 
 
 @dataclass

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from components.common.events import DataError, event
+from components.common.options import StepOptions
 from components.common.tables import RowWriter
 from components.ingest.shapes import Hypothesis, Reject, inspect_rows, map_row, resolve_shape
 from components.ingest.sources import iter_records, materialize, parse_locator, sample_rows
@@ -29,7 +30,10 @@ MAX_SAMPLES = 5  # row numbers kept per reason code for messages and the summary
 
 
 @dataclass
-class IngestOptions:
+class IngestOptions(StepOptions):
+    JSON_INPUTS = ("output_schema", "labels")
+    LIST_INPUTS = ("label_normalize", "chat_fixes")
+
     shape: str = "auto"  # auto | prompt_completion | alpaca | messages | sharegpt
     prompt_field: str = "prompt"  # columns of the prompt_completion shape
     completion_field: str = "completion"
@@ -41,38 +45,6 @@ class IngestOptions:
     chat_fixes: tuple[str, ...] = ()  # shapes.CHAT_FIXES applied to conversations (counted in ``fixed``)
     max_row_bytes: int = 1_000_000  # bytes of one source row; larger rows are ROW_TOO_LARGE
     force_shape: bool = False  # take the best shape hypothesis even below the auto-pick confidence
-
-    @classmethod
-    def from_inputs(
-        cls,
-        *,
-        shape: str,
-        prompt_field: str,
-        completion_field: str,
-        group_field: str,
-        id_field: str,
-        output_schema: str,
-        labels: str,
-        label_normalize: str,
-        chat_fixes: str,
-        max_row_bytes: int,
-        force_shape: bool = False,
-    ) -> IngestOptions:
-        """The options from the ingest step's inputs, as the pipeline passes them (JSON and comma-separated
-        text); the CLI builds them the same way (pipelines/parameters.py ``stage_options``)."""
-        return cls(
-            shape=shape,
-            prompt_field=prompt_field,
-            completion_field=completion_field,
-            group_field=group_field,
-            id_field=id_field,
-            output_schema=json.loads(output_schema) if output_schema else None,
-            labels=json.loads(labels or "[]") or None,
-            label_normalize=tuple(filter(None, label_normalize.split(","))),
-            chat_fixes=tuple(filter(None, chat_fixes.split(","))),
-            max_row_bytes=max_row_bytes,
-            force_shape=force_shape,
-        )
 
 
 @dataclass

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from components.common.options import StepOptions
 from components.common.tables import count_rows, iter_row_batches
 from components.preflight import prices
 
@@ -35,7 +36,9 @@ MAX_EXAMPLES = 5  # row ids quoted per finding
 
 
 @dataclass
-class PreflightOptions:
+class PreflightOptions(StepOptions):
+    LIST_INPUTS = ("lora_target_modules",)
+
     method: str = "lora"  # full | lora | qlora
     max_length: int = 256  # tokens per example (prompt + completion); train truncates longer rows
     batch_size: int = 32  # examples per optimizer step per device = micro_batch x grad_accum
@@ -58,19 +61,15 @@ class PreflightOptions:
     seed: int = 0  # seed of the row sample
 
     @classmethod
-    def from_inputs(cls, **inputs) -> PreflightOptions:
-        """The options from the preflight step's inputs by name, as the pipeline passes them (module lists
-        comma-separated, ``gradient_checkpointing`` as true | false | auto); the CLI builds them the same
-        way (pipelines/parameters.py ``stage_options``)."""
-        from components.common.models import module_names
-
-        if "lora_target_modules" in inputs:
-            inputs["lora_target_modules"] = module_names(inputs["lora_target_modules"]) or ["all-linear"]
-        choice = str(inputs.get("gradient_checkpointing", "true")).lower()
-        if choice not in ("true", "false", "auto"):
-            raise ValueError(f"gradient_checkpointing={choice!r}: use true, false or auto")
-        inputs["gradient_checkpointing"] = {"true": True, "false": False}.get(choice, "auto")
-        return cls(**inputs)
+    def decode(cls, name: str, value: Any) -> Any:
+        """As StepOptions, and: no target modules = all-linear; gradient_checkpointing true | false | auto."""
+        if name == "gradient_checkpointing":
+            choice = str(value).lower()
+            if choice not in ("true", "false", "auto"):
+                raise ValueError(f"gradient_checkpointing={choice!r}: use true, false or auto")
+            return {"true": True, "false": False}.get(choice, "auto")
+        decoded = super().decode(name, value)
+        return (decoded or ["all-linear"]) if name == "lora_target_modules" else decoded
 
 
 @dataclass

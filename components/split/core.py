@@ -20,25 +20,21 @@ from pathlib import Path
 from typing import Any
 
 from components.common.events import event
+from components.common.options import StepOptions
 from components.common.tables import RowWriter, iter_row_batches
 from components.common.task import field_name, leaves
 
 
 @dataclass
-class SplitOptions:
+class SplitOptions(StepOptions):
+    JSON_INPUTS = ("cover", "output_schema")
+
     eval_fraction: float = 0.1
     seed: int = 13
     # Fields whose every value must occur in train. None = the enum/const values of the task schema;
     # ["completion"] = the whole target is the label (classification); [] = no coverage guarantee.
     cover: list[str] | None = None
     output_schema: dict | None = None
-
-    @classmethod
-    def from_inputs(cls, *, eval_fraction: float, seed: int, cover: str, output_schema: str) -> SplitOptions:
-        """The options from the split step's inputs (``cover`` and ``output_schema`` as JSON text)."""
-        return cls(
-            eval_fraction, seed, json.loads(cover), json.loads(output_schema) if output_schema else None
-        )
 
 
 @dataclass

@@ -35,17 +35,19 @@ from components.common.models import (
     SAFE_WEIGHTS,
     check_loadable,
     load_tokenizer,
-    module_names,
     resolve_base,
     write_model_info,
 )
+from components.common.options import StepOptions
 from components.common.tables import read_rows
 from components.common.task import training_example
 from components.train.checkpoints import checkpoint_step, latest_complete, mark_complete, remove_newer
 
 
 @dataclass
-class TrainOptions:
+class TrainOptions(StepOptions):
+    LIST_INPUTS = ("lora_target_modules", "lora_modules_to_save")
+
     method: str = "lora"  # full | lora | qlora (4-bit NF4 base via bitsandbytes; CUDA only)
     max_steps: int = 500  # optimizer steps
     batch_size: int = 32  # examples per step per device
@@ -79,14 +81,6 @@ class TrainOptions:
     # pipeline turns it off when preflight's memory model says the plan fits without it (train.
     # gradient_checkpointing: auto); on is TRL's SFTConfig default.
     gradient_checkpointing: bool = True
-
-    @classmethod
-    def from_inputs(cls, **inputs) -> TrainOptions:
-        """The options from the train step's inputs by name, as the pipeline passes them (module lists as
-        comma-separated text); the CLI and the benchmarks build them the same way (pipelines/parameters.py
-        ``stage_options``)."""
-        lists = ("lora_target_modules", "lora_modules_to_save")
-        return cls(**{k: module_names(v) if k in lists else v for k, v in inputs.items()})
 
     def validate(self) -> None:
         if self.method not in ("full", "lora", "qlora"):

@@ -140,3 +140,30 @@ def test_flattened_values_keep_their_encoding(travel_config):
     assert params["labels"] == "[]"  # a label set stays a JSON list (labels may hold commas)
     assert params["group_field"] == (travel_config.data.fields.group or "")
     assert params["preflight_sample_rows"] == travel_config.preflight.sample_rows
+
+
+def test_in_process_stages_get_the_options_their_steps_get(travel_config):
+    """`stage_options` (CLI, benchmarks) routes and decodes a config as the pipeline does for the step."""
+    from components.clean.core import CleanOptions
+    from components.ingest.core import IngestOptions
+    from components.preflight.core import PreflightOptions
+    from components.split.core import SplitOptions
+    from components.train.core import TrainOptions
+    from pipelines.parameters import stage_options
+
+    cfg = travel_config
+    ingest = stage_options(IngestOptions, "ingest", cfg)
+    assert (ingest.shape, ingest.output_schema) == (cfg.data.effective_shape, cfg.task.output_schema)
+    assert ingest.label_normalize == tuple(cfg.data.labels.normalize) and ingest.labels == []
+    clean = stage_options(CleanOptions, "clean", cfg)
+    assert clean.tokenizer == cfg.model.base and clean.pii_types == tuple(cfg.data.clean.pii_types)
+    assert clean.max_tokens == cfg.train.max_length  # data.clean.max_tokens unset: the training length
+    split = stage_options(SplitOptions, "split", cfg)
+    assert (split.eval_fraction, split.seed, split.cover) == (cfg.data.split.eval_fraction, 13, None)
+    train = stage_options(TrainOptions, "train", cfg, max_steps=7)
+    assert train.max_steps == 7 and train.lora_target_modules == list(cfg.model.lora.target_modules)
+    assert (train.seed, train.learning_rate) == (cfg.train.seed, cfg.train.learning_rate)
+    preflight = stage_options(PreflightOptions, "preflight", cfg)
+    assert preflight.sample_rows == cfg.preflight.sample_rows and preflight.gradient_checkpointing == "auto"
+    with pytest.raises(TypeError, match="no input named learning_rte"):
+        TrainOptions.from_inputs(learning_rte=1e-3)
