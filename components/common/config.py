@@ -193,9 +193,10 @@ class TrainConfig(Section):
         json_schema_extra=kfp("train_processes_per_node", "train.processes_per_node"),
     )
     gradient_checkpointing: bool | Literal["auto"] = Field(
-        "auto",
+        True,
         description="recompute activations in the backward pass: far less memory, about a third more "
-        "compute. auto = off when preflight's memory model says the plan fits without it, else on",
+        "compute. auto = off when preflight's memory model says the plan fits without it, else on "
+        "(true, TRL's default, is the default until the GPU benchmarks of issue 16 settle it)",
         json_schema_extra=kfp("gradient_checkpointing", "preflight"),
     )
 
