@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from pipelines.cli_common import _load, _refuse, console
 from pipelines.cli_data import data_app, data_options
 from pipelines.cli_eval import eval_cmd
 from pipelines.cli_registry import lineage_cmd, promote_cmd, rollback_cmd
@@ -25,7 +26,6 @@ app.command(name="eval")(eval_cmd)
 app.command(name="promote")(promote_cmd)
 app.command(name="rollback")(rollback_cmd)
 app.command(name="lineage")(lineage_cmd)
-console = Console()
 # `slmforge run` exit codes: 0 gate passed, 1 a step failed, 2 bad usage or config, 3 the gate failed.
 GATE_FAILED_EXIT = 3
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "examples" / "travel" / "config.yaml"
@@ -35,23 +35,6 @@ DEMO_CONFIG = Path(__file__).resolve().parents[1] / "examples" / "travel" / "con
 SET_OPTION = typer.Option(
     None, "--set", help="override a config field, SECTION.FIELD=VALUE (YAML value); repeatable"
 )
-
-
-def _refuse(message: str, out: Console = console) -> typer.Exit:
-    """Print a refusal as is (rule messages hold brackets and patterns, not rich markup); raise the exit 2
-    this returns."""
-    out.print(message, style="red", markup=False, highlight=False)
-    return typer.Exit(2)
-
-
-def _load(config: Path, overrides: list[str] | None = None):
-    from components.common.config_load import load_config
-    from components.common.config_rules import ConfigError
-
-    try:
-        return load_config(config, overrides or ())
-    except ConfigError as e:
-        raise _refuse(str(e)) from None
 
 
 def _metrics_table(candidate: dict, baselines: dict[str, dict]) -> Table:
@@ -239,14 +222,9 @@ def preflight_cmd(
     from rich.markdown import Markdown
 
     from components.ingest.core import ingest
-    from components.preflight.core import (
-        PreflightFailed,
-        PreflightOptions,
-        check_strict,
-        preflight,
-        report_markdown,
-        write_outputs,
-    )
+    from components.preflight.core import PreflightFailed, check_strict, preflight
+    from components.preflight.options import PreflightOptions
+    from components.preflight.report import report_markdown, write_outputs
     from pipelines.parameters import stage_options
 
     cfg = _load(config)

@@ -101,7 +101,7 @@ def map_cmd(
     from components.ingest.core import ingest
     from components.ingest.shapes import ShapeError
     from components.ingest.sources import LocatorError
-    from pipelines.cli import _load
+    from pipelines.cli_common import _load
 
     cfg = _load(config)
     d = cfg.data

@@ -36,7 +36,7 @@ def eval_cmd(
     from components.evaluate.retrieval import evaluate_retrieval
     from components.gate.core import judge, report_markdown
     from components.register.core import download_alias, model_source, registry_from_spec
-    from pipelines.cli import _load
+    from pipelines.cli_common import _load
     from pipelines.cli_data import prepare_splits
     from pipelines.parameters import pipeline_parameters
 

@@ -24,11 +24,11 @@ EVENTS = typer.Option(
 
 
 def _registry(config: Path | None, tracking_uri: str | None):
-    from components.register.backends import open_registry
+    from components.register.registries import open_registry
 
     if config is not None:
         from components.common.config import registry_spec
-        from pipelines.cli import _load
+        from pipelines.cli_common import _load
 
         spec = registry_spec(_load(config))
         if tracking_uri and spec["backend"] == "mlflow":

@@ -21,8 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from components.clean.dedupe import NearDupIndex, exact_key, normalize, resolve_near_duplicates
+from components.clean.dedupe import resolve_near_duplicates
+from components.clean.minhash import NearDupIndex
 from components.clean.pii import PII_TYPES, find_pii, redact
+from components.clean.shingles import exact_key, normalize
 from components.common.events import event
 from components.common.options import StepOptions
 from components.common.tables import RowWriter, iter_row_batches

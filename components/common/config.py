@@ -579,7 +579,7 @@ def config_hash(cfg: Config) -> str:
 
 
 def registry_spec(cfg: Config) -> dict[str, str]:
-    """Where versions are registered (components/register/backends.py ``open_registry`` arguments)."""
+    """Where versions are registered (components/register/registries.py ``open_registry`` arguments)."""
     if cfg.registry.backend == "mlflow":
         return {"backend": "mlflow", "tracking_uri": cfg.registry.tracking_uri}
     staging = cfg.registry.staging_uri or (

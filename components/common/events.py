@@ -120,7 +120,7 @@ REASONS: dict[str, Reason] = {
         "a training row duplicates (exactly or nearly) an evaluation row; the evaluation row is kept",
         "nothing: evaluation stays clean of training data",
     ),
-    # preflight: the run is checked on CPU before a GPU is asked for (components/preflight/core.py)
+    # preflight: the run is checked on CPU before a GPU is asked for (components/preflight/checks.py, plan.py)
     "PAD_IS_EOS": Reason(
         "preflight",
         "error",

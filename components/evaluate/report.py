@@ -118,8 +118,8 @@ def metric_rows(
     candidate: Evaluated, baselines: list[Evaluated], resamples: int, seed: int, confidence: float = 0.95
 ) -> list[dict]:
     """Every metric of the candidate with each baseline's value and the paired bootstrap CI of the
-    difference (components/gate/core.py, the gate's own bootstrap)."""
-    from components.gate.core import paired_bootstrap
+    difference (components/gate/bootstrap.py, the gate's own bootstrap)."""
+    from components.gate.bootstrap import paired_bootstrap
 
     cand_pe = candidate.per_example()
     rows = []

@@ -26,17 +26,12 @@ from typing import Any
 
 import numpy as np
 
+from components.gate.bootstrap import GateError, paired_bootstrap
+
 BASELINES = ("base", "champion", "retrieval")
 # What the retrieval baseline shares with a generated answer (it reads no template and decodes nothing).
 RETRIEVAL_KEYS = ("eval_sha256", "task_sha256", "examples")
 BOOTSTRAP_DEFAULTS: dict[str, Any] = {"resamples": 2000, "seed": 0, "confidence": 0.95}
-# Index-matrix elements drawn per chunk (int64: 32 MiB); the chunk size depends only on n, so a seed
-# gives the same interval on every machine.
-_CHUNK_ELEMENTS = 1 << 22
-
-
-class GateError(ValueError):
-    """The gate cannot decide: the inputs are not comparable (settings, example counts) or malformed."""
 
 
 @dataclass(frozen=True)
@@ -133,38 +128,6 @@ def check_comparable(
                 f"baseline {name!r} was scored on {n_base} examples, the candidate on {n}; "
                 "a paired comparison needs the same eval rows in the same order"
             )
-
-
-def paired_bootstrap(
-    candidate: np.ndarray | list[float],
-    baseline: np.ndarray | list[float],
-    resamples: int = 2000,
-    seed: int = 0,
-    confidence: float = 0.95,
-) -> tuple[float, float, float]:
-    """Observed mean difference (candidate - baseline) and its two-sided percentile CI.
-
-    Each resample draws n example indices with replacement and averages the paired differences at those
-    indices; the index matrix (resamples x n) is drawn in chunks of whole rows, never one resample at a time.
-    """
-    d = np.asarray(candidate, dtype=np.float64) - np.asarray(baseline, dtype=np.float64)
-    n = d.shape[0]
-    if n == 0:
-        raise GateError("a paired bootstrap needs at least one example")
-    if resamples < 1 or not 0 < confidence < 1:
-        raise GateError(
-            f"bootstrap needs resamples >= 1 and 0 < confidence < 1; got {resamples}, {confidence}"
-        )
-    rng = np.random.default_rng(seed)
-    means = np.empty(resamples, dtype=np.float64)
-    rows = max(1, _CHUNK_ELEMENTS // n)
-    for start in range(0, resamples, rows):
-        stop = min(resamples, start + rows)
-        idx = rng.integers(0, n, size=(stop - start, n))
-        means[start:stop] = d[idx].mean(axis=1)
-    alpha = 1.0 - confidence
-    low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
-    return float(d.mean()), float(low), float(high)
 
 
 def _bound_verdict(rule: dict, kind: str, value: float | None) -> Verdict:

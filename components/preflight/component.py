@@ -63,7 +63,9 @@ def preflight_op(
         gradient_checkpointing: whether the train step recomputes activations (auto resolved).
     """
     from components.common.provenance import stamp
-    from components.preflight.core import PreflightOptions, check_strict, preflight, write_outputs
+    from components.preflight.core import check_strict, preflight
+    from components.preflight.options import PreflightOptions
+    from components.preflight.report import write_outputs
 
     opts = PreflightOptions.from_inputs(
         method=method,

@@ -1,5 +1,6 @@
 """Model registries behind one small interface: MLflow (embedded sqlite or any tracking server) and
-Vertex AI Model Registry (components/register/vertex_registry.py).
+Vertex AI Model Registry (components/register/vertex_registry.py). This module is the interface only;
+components/register/registries.py ``open_registry`` picks the implementation a config names.
 
 A registry holds named models; each has numbered versions carrying string tags (lineage, gate verdicts,
 audit marks) and aliases (``candidate``, ``champion``) that point at one version each. Promotion,
@@ -87,27 +88,3 @@ class Registry(Protocol):
     def download(self, name: str, version: str, dst: str | Path) -> Path:
         """Copy the version's weights folder into ``dst``; return the local folder."""
         ...
-
-
-def open_registry(
-    backend: str = "mlflow",
-    *,
-    tracking_uri: str = "",
-    project: str = "",
-    region: str = "",
-    staging_bucket: str = "",
-    serving_image: str = "",
-) -> Registry:
-    """The registry a config names (``registry.backend``); MLflow needs only ``tracking_uri`` ("" = the
-    embedded sqlite store), Vertex the project, region and a gs:// staging location for the weights."""
-    if backend == "mlflow":
-        from components.register.mlflow_registry import MlflowRegistry
-
-        return MlflowRegistry(tracking_uri)
-    if backend == "vertex":
-        from components.register.vertex_registry import VertexRegistry
-
-        return VertexRegistry(
-            project=project, region=region, staging_bucket=staging_bucket, serving_image=serving_image
-        )
-    raise RegistryError(f"registry backend {backend!r}: use mlflow or vertex")

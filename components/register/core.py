@@ -20,9 +20,9 @@ from components.register.backends import (
     TAG_RUN,
     ModelVersion,
     Registry,
-    open_registry,
 )
 from components.register.mlflow_registry import default_tracking_uri
+from components.register.registries import open_registry
 
 
 @dataclass

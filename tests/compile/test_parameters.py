@@ -146,7 +146,7 @@ def test_in_process_stages_get_the_options_their_steps_get(travel_config):
     """`stage_options` (CLI, benchmarks) routes and decodes a config as the pipeline does for the step."""
     from components.clean.core import CleanOptions
     from components.ingest.core import IngestOptions
-    from components.preflight.core import PreflightOptions
+    from components.preflight.options import PreflightOptions
     from components.split.core import SplitOptions
     from components.train.core import TrainOptions
     from pipelines.parameters import stage_options
@@ -164,6 +164,6 @@ def test_in_process_stages_get_the_options_their_steps_get(travel_config):
     assert train.max_steps == 7 and train.lora_target_modules == list(cfg.model.lora.target_modules)
     assert (train.seed, train.learning_rate) == (cfg.train.seed, cfg.train.learning_rate)
     preflight = stage_options(PreflightOptions, "preflight", cfg)
-    assert preflight.sample_rows == cfg.preflight.sample_rows and preflight.gradient_checkpointing == "auto"
+    assert preflight.sample_rows == cfg.preflight.sample_rows and preflight.gradient_checkpointing is True
     with pytest.raises(TypeError, match="no input named learning_rte"):
         TrainOptions.from_inputs(learning_rte=1e-3)

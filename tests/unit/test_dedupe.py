@@ -16,20 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from components.clean import dedupe
-from components.clean.dedupe import (
-    MARGIN,
-    NearDupIndex,
-    NearDupResult,
-    choose_bands,
-    exact_jaccards,
-    exact_key,
-    jaccard,
-    normalize,
-    resolve_near_duplicates,
-    shingle_sets,
-    shingles,
-)
+from components.clean import dedupe, minhash
+from components.clean.dedupe import NearDupResult, exact_jaccards, resolve_near_duplicates, shingle_sets
+from components.clean.minhash import MARGIN, NearDupIndex, choose_bands
+from components.clean.shingles import exact_key, jaccard, normalize, shingles
 
 REPO = Path(__file__).resolve().parents[2]
 SENTENCE = (
@@ -190,7 +180,7 @@ def test_band_choice_and_sketch_threshold():
     # agree for est >= 0.82
     assert index.estimate_bins == 118
     assert index.min_agreement == 97
-    est = dedupe.estimate_from_agreement(np.array([96, 97]), 118)
+    est = minhash.estimate_from_agreement(np.array([96, 97]), 118)
     assert est[0] < 0.9 - MARGIN <= est[1]
 
 
@@ -422,8 +412,8 @@ def test_batches_give_the_same_result_as_one_batch(monkeypatch):
     expected = whole.candidate_pairs()
     # small internal chunks and blocks too: add() splits a batch by characters, candidate_pairs a band by
     # blocks of rows; neither may change anything
-    monkeypatch.setattr(dedupe, "_CHUNK_CHARS", 500)
-    monkeypatch.setattr(dedupe, "_BLOCK_ROWS", 7)
+    monkeypatch.setattr(minhash, "_CHUNK_CHARS", 500)
+    monkeypatch.setattr(minhash, "_BLOCK_ROWS", 7)
     batched = NearDupIndex()
     start = 0
     for size in (1, 7, 50, 3, 200):
@@ -446,14 +436,14 @@ def test_verification_blocks_do_not_change_the_result(monkeypatch):
 
 
 def test_pathological_bucket_is_chained(monkeypatch):
-    texts = ["the same boilerplate row"] * (dedupe.MAX_BUCKET + 200) + corpus(10)
+    texts = ["the same boilerplate row"] * (minhash.MAX_BUCKET + 200) + corpus(10)
     index = NearDupIndex()
     index.add(texts)
     i, j, est = index.candidate_pairs()
-    copies = dedupe.MAX_BUCKET + 200
+    copies = minhash.MAX_BUCKET + 200
     assert len(i) == copies - 1  # the chain, not ~720k pairs
     assert (i == np.arange(copies - 1)).all() and (j == i + 1).all()
-    monkeypatch.setattr(dedupe, "_BLOCK_ROWS", 7)  # the chain cut into blocks: the same pairs
+    monkeypatch.setattr(minhash, "_BLOCK_ROWS", 7)  # the chain cut into blocks: the same pairs
     assert all(np.array_equal(a, b) for a, b in zip(index.candidate_pairs(), (i, j, est), strict=True))
     result = resolve_near_duplicates(i, j, est, texts_of(texts), 0.9)
     assert result.removed == dict.fromkeys(range(1, copies), 0)
@@ -462,7 +452,9 @@ def test_pathological_bucket_is_chained(monkeypatch):
 
 DETERMINISM_SCRIPT = """
 import json, random
-from components.clean.dedupe import NearDupIndex, exact_key, resolve_near_duplicates
+from components.clean.dedupe import resolve_near_duplicates
+from components.clean.minhash import NearDupIndex
+from components.clean.shingles import exact_key
 rng = random.Random(5)
 words = ["hotel", "flight", "Paris", "Dublin", "book", "cancel", "tomorrow", "two", "people", "please"]
 texts = [" ".join(rng.choice(words) for _ in range(12)) for _ in range(400)]

@@ -14,23 +14,18 @@ import pytest
 from components.common.tables import write_rows
 from components.common.tiny import CHAT_TEMPLATE
 from components.preflight import prices
-from components.preflight.core import (
-    PreflightFailed,
-    PreflightOptions,
+from components.preflight.core import PreflightFailed, check_strict, preflight
+from components.preflight.memory import estimate_memory, lora_params, model_shape
+from components.preflight.options import PreflightOptions
+from components.preflight.plan import (
     check_machine,
     check_memory,
-    check_strict,
     estimate_cost,
-    estimate_memory,
     expected_padded_length,
-    lora_params,
     micro_batch_candidates,
-    model_shape,
     plan_batches,
-    plan_json,
-    preflight,
-    report_markdown,
 )
+from components.preflight.report import plan_json, report_markdown
 
 SYSTEM = "You turn a travel request into a JSON list of commands."
 FAST = {"max_length": 192, "batch_size": 8, "max_steps": 100, "method": "lora"}
@@ -408,7 +403,7 @@ def test_component_writes_plan_and_report_then_fails_when_strict(tiny_model, tmp
 
 
 def test_answer_budget_warns_near_and_fails_over_max_new_tokens():
-    from components.preflight.core import Rendered, check_answer_budget
+    from components.preflight.checks import Rendered, check_answer_budget
 
     def row(i: int, completion: int) -> Rendered:
         return Rendered(f"r{i}", list(range(10 + completion)), list(range(10)), 10)
@@ -430,7 +425,8 @@ def test_answer_budget_warns_near_and_fails_over_max_new_tokens():
 
 def test_the_demo_leaves_room_for_its_answers(tiny_model, travel_config, canonical_table):
     """The travel completions fit the demo's eval.max_new_tokens with margin (no budget finding)."""
-    from components.preflight.core import PreflightOptions, preflight
+    from components.preflight.core import preflight
+    from components.preflight.options import PreflightOptions
 
     opts = PreflightOptions(method="full", max_new_tokens=travel_config.eval.max_new_tokens, sample_rows=-1)
     result = preflight(canonical_table, "tiny://travel", travel_config.task.system_prompt, opts)
@@ -442,7 +438,8 @@ def test_gradient_checkpointing_auto_is_off_only_when_the_plan_fits_without_it(t
     are kept as they are. The decision is a finding of its own."""
     from transformers import AutoConfig
 
-    from components.preflight.core import PreflightOptions, resolve_checkpointing
+    from components.preflight.options import PreflightOptions
+    from components.preflight.plan import resolve_checkpointing
 
     def decide(shape, **kw):
         options = PreflightOptions.from_inputs(gradient_checkpointing="auto", **kw)

@@ -56,7 +56,7 @@ def test_pickle_only_or_custom_code_model_folders_are_refused_at_the_first_load(
     import torch
 
     from components.common.models import UnsafeModelError, load_for_inference
-    from components.preflight.core import load_model_config
+    from components.preflight.memory import load_model_config
 
     pickled = tmp_path / "pickled"
     shutil.copytree(tiny_model, pickled)

@@ -16,7 +16,8 @@ from urllib.parse import unquote
 import pytest
 from loopback_vertex import LoopbackVertex
 
-from components.register.backends import TAG_WEIGHTS, RegistryError, open_registry
+from components.register.backends import TAG_WEIGHTS, RegistryError
+from components.register.registries import open_registry
 from components.register.vertex_registry import (
     METRICS_SCHEMA_URI,
     VertexRegistry,
