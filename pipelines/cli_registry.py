@@ -45,12 +45,15 @@ def _events(path: Path | None) -> Path:
     return path
 
 
-def _move(fn, **kwargs) -> None:
+def _move(fn, where: tuple[Path | None, str | None, Path | None], **kwargs) -> None:
+    """Run ``fn`` (promote or rollback) on the registry and events stream that ``where`` (config,
+    tracking URI, events path) names; print the change, or the refusal and exit 1 (2 for the registry)."""
     from components.register.backends import RegistryError
     from components.register.promotion import PromotionRefused
 
+    config, tracking_uri, events = where
     try:
-        change = fn(**kwargs)
+        change = fn(registry=_registry(config, tracking_uri), events_path=_events(events), **kwargs)
     except PromotionRefused as e:
         console.print(f"[red]{e}[/red]", highlight=False)
         raise typer.Exit(1) from None
@@ -73,16 +76,8 @@ def promote_cmd(
     """Move an alias (champion) to a version whose recorded gate passed; idempotent; audited."""
     from components.register.promotion import promote
 
-    _move(
-        promote,
-        registry=_registry(config, tracking_uri),
-        name=model,
-        version=version,
-        run=run,
-        alias=alias,
-        require_green=require_green,
-        events_path=_events(events),
-    )
+    where = (config, tracking_uri, events)
+    _move(promote, where, name=model, version=version, run=run, alias=alias, require_green=require_green)
 
 
 def rollback_cmd(
@@ -98,13 +93,7 @@ def rollback_cmd(
     from components.register.promotion import rollback
 
     _move(
-        rollback,
-        registry=_registry(config, tracking_uri),
-        name=model,
-        to=to,
-        alias=alias,
-        require_green=require_green,
-        events_path=_events(events),
+        rollback, (config, tracking_uri, events), name=model, to=to, alias=alias, require_green=require_green
     )
 
 

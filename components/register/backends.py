@@ -41,6 +41,17 @@ class ModelVersion:
         return self.tags.get(TAG_GATE) == "true"
 
 
+@dataclass(frozen=True)
+class NewVersion:
+    """What ``Registry.register`` records on a new version of model ``name``."""
+
+    name: str
+    weights_sha256: str  # sha256 of the registered folder: the idempotency key (TAG_WEIGHTS)
+    tags: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)  # the evaluation recorded with the version
+    description: str = ""
+
+
 class RegistryError(RuntimeError):
     """The registry refused or cannot do what was asked; the message says what and how to fix it."""
 
@@ -48,18 +59,9 @@ class RegistryError(RuntimeError):
 class Registry(Protocol):
     backend: str  # "mlflow" | "vertex"
 
-    def register(
-        self,
-        model_dir: str | Path,
-        *,
-        name: str,
-        weights_sha256: str,
-        tags: dict[str, str],
-        metrics: dict[str, float],
-        description: str = "",
-    ) -> tuple[ModelVersion, bool]:
-        """Upload ``model_dir`` as a new version of ``name`` (created when missing) with ``tags`` plus
-        ``weights_sha256``; return it and True. When a version with the same ``weights_sha256`` exists,
+    def register(self, model_dir: str | Path, new: NewVersion) -> tuple[ModelVersion, bool]:
+        """Upload ``model_dir`` as a new version of ``new.name`` (created when missing) with ``new.tags``
+        plus ``new.weights_sha256``; return it and True. When a version with the same weights exists,
         create nothing and return that version and False (idempotent)."""
         ...
 

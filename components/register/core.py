@@ -19,6 +19,7 @@ from components.register.backends import (
     TAG_GATE_FAILED,
     TAG_RUN,
     ModelVersion,
+    NewVersion,
     Registry,
 )
 from components.register.mlflow_registry import default_tracking_uri
@@ -59,14 +60,8 @@ def register(
         TAG_GATE: "true" if gate_passed else "false",
         TAG_GATE_FAILED: json.dumps(list(gate_failed_rules)),
     }
-    version, created = registry.register(
-        model_dir,
-        name=model_name,
-        weights_sha256=weights_sha256,
-        tags=tags,
-        metrics=metrics,
-        description=description,
-    )
+    new = NewVersion(model_name, weights_sha256, tags=tags, metrics=metrics, description=description)
+    version, created = registry.register(model_dir, new)
     if gate_passed:
         registry.set_alias(model_name, CANDIDATE, version.version)
     return RegisterResult(version.uri, model_name, version.version, created)

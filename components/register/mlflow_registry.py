@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from components.common.home import slmforge_home
-from components.register.backends import TAG_WEIGHTS, ModelVersion, RegistryError
+from components.register.backends import TAG_WEIGHTS, ModelVersion, NewVersion, RegistryError
 
 _AUDIT_PREFIX = "audit."
 
@@ -87,16 +87,8 @@ class MlflowRegistry:
             artifact_location = (slmforge_home() / "mlartifacts").as_uri()
         return self.client.create_experiment(name, artifact_location=artifact_location)
 
-    def register(
-        self,
-        model_dir: str | Path,
-        *,
-        name: str,
-        weights_sha256: str,
-        tags: dict[str, str],
-        metrics: dict[str, float],
-        description: str = "",
-    ) -> tuple[ModelVersion, bool]:
+    def register(self, model_dir: str | Path, new: NewVersion) -> tuple[ModelVersion, bool]:
+        name, weights_sha256, tags, metrics = new.name, new.weights_sha256, new.tags, new.metrics
         if not self._exists(name):
             self.client.create_registered_model(name, description="registered by slmforge")
         existing = self.client.search_model_versions(
@@ -118,7 +110,7 @@ class MlflowRegistry:
             source=f"{run.info.artifact_uri}/model",
             run_id=run_id,
             tags={**tags, TAG_WEIGHTS: weights_sha256},
-            description=description or None,
+            description=new.description or None,
         )
         return self.get(name, str(mv.version)), True
 

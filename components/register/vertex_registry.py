@@ -32,7 +32,14 @@ from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from components.register.backends import CHAMPION, TAG_RUN, TAG_WEIGHTS, ModelVersion, RegistryError
+from components.register.backends import (
+    CHAMPION,
+    TAG_RUN,
+    TAG_WEIGHTS,
+    ModelVersion,
+    NewVersion,
+    RegistryError,
+)
 
 DEFAULT_ALIAS = "default"  # Vertex's alias of the version an unversioned deploy or get uses
 TAGS_OBJECT = "slmforge_tags.json"
@@ -299,16 +306,8 @@ class VertexRegistry:
         return self._get_proto(name, "") is not None
 
     # -- writing ---------------------------------------------------------------------------------------
-    def register(
-        self,
-        model_dir: str | Path,
-        *,
-        name: str,
-        weights_sha256: str,
-        tags: dict[str, str],
-        metrics: dict[str, float],
-        description: str = "",
-    ) -> tuple[ModelVersion, bool]:
+    def register(self, model_dir: str | Path, new: NewVersion) -> tuple[ModelVersion, bool]:
+        name, weights_sha256, tags, metrics = new.name, new.weights_sha256, new.tags, new.metrics
         model_dir = Path(model_dir)
         if not model_dir.is_dir():
             raise RegistryError(f"{model_dir} is not a folder: register the exported model folder")
@@ -324,7 +323,7 @@ class VertexRegistry:
             artifact_uri = f"{folder}/model"
             self._upload_folder(model_dir, artifact_uri)
             self._write_json(f"{folder}/{TAGS_OBJECT}", all_tags)
-            model = self._upload(name, resource if exists else None, artifact_uri, all_tags, description)
+            model = self._upload(name, resource if exists else None, artifact_uri, all_tags, new.description)
             self._import_evaluation(name, model.version_id, metrics, all_tags)
             return self._version(name, model.gca_resource), True
 

@@ -90,7 +90,7 @@ def train_op(
     from components.common.provenance import stamp
     from components.train.checkpoints import prepare_checkpoints
     from components.train.core import TrainOptions
-    from components.train.distributed import train_on_node
+    from components.train.distributed import TrainJob, train_on_node
 
     opts = TrainOptions.from_inputs(
         method=method,
@@ -122,9 +122,7 @@ def train_op(
         nodes=nodes,
     )
     # One process, or torchrun on this node; a worker node of a multi-node job exits here (node 0 writes).
-    result = train_on_node(
-        nodes,
-        processes_per_node,
+    job = TrainJob(
         train_data.path,
         base_model,
         system_prompt,
@@ -134,6 +132,7 @@ def train_op(
         tracking_uri=tracking_uri,
         artifact_dir=loss_curve.path,
     )
+    result = train_on_node(nodes, processes_per_node, job)
     model.metadata.update({"method": method, "base_model": base_model, "framework": "transformers"})
     stamp(
         model.metadata,

@@ -31,9 +31,48 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 TRAINING_POOLS = ("workerpool0", "workerpool1")  # chief, workers (workerpool2/3: servers, evaluators)
 DEFAULT_PORT = 29500
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """What one training run needs, on any node: ``core.train``'s arguments (``opts``: a TrainOptions)."""
+
+    train_path: str
+    base_model: str
+    system_prompt: str
+    opts: Any
+    out_dir: str
+    experiment: str = ""
+    tracking_uri: str = ""
+    artifact_dir: str = ""
+
+    def train(self):
+        """``core.train`` in this process; raises Preempted (exit 143) on SIGTERM."""
+        from components.train.core import train
+
+        return train(
+            self.train_path,
+            self.base_model,
+            self.system_prompt,
+            self.opts,
+            self.out_dir,
+            experiment=self.experiment,
+            tracking_uri=self.tracking_uri,
+            artifact_dir=self.artifact_dir,
+        )
+
+    def to_json(self) -> dict:
+        return {**dataclasses.asdict(self), "opts": dataclasses.asdict(self.opts)}
+
+    @classmethod
+    def from_json(cls, data: dict) -> TrainJob:
+        from components.train.core import TrainOptions
+
+        return cls(**{**data, "opts": TrainOptions(**data["opts"])})
 
 
 class TopologyError(ValueError):
@@ -136,19 +175,7 @@ def torchrun_command(topo: Topology, spec_path: str | Path) -> list[str]:
     ]
 
 
-def run(
-    topo: Topology,
-    train_path: str,
-    base_model: str,
-    system_prompt: str,
-    opts,
-    out_dir: str,
-    *,
-    experiment: str = "",
-    tracking_uri: str = "",
-    artifact_dir: str = "",
-    workdir: str | Path,
-):
+def run(topo: Topology, job: TrainJob, workdir: str | Path):
     """Train with torchrun on this node; returns the TrainResult on node 0, None on the other nodes.
 
     Raises ``Preempted`` (exit status 143) when SIGTERM stopped training, ``RuntimeError`` naming the
@@ -163,18 +190,7 @@ def run(
     workdir.mkdir(parents=True, exist_ok=True)
     spec_path, result_path = workdir / "train_spec.json", workdir / "train_result.json"
     result_path.unlink(missing_ok=True)
-    spec = {
-        "train_path": train_path,
-        "base_model": base_model,
-        "system_prompt": system_prompt,
-        "opts": dataclasses.asdict(opts),
-        "out_dir": out_dir,
-        "experiment": experiment,
-        "tracking_uri": tracking_uri,
-        "artifact_dir": artifact_dir,
-        "result_path": str(result_path),
-    }
-    spec_path.write_text(json.dumps(spec))
+    spec_path.write_text(json.dumps({"job": job.to_json(), "result_path": str(result_path)}))
     cmd = torchrun_command(topo, spec_path)
     print(f"node {topo.node_rank}/{topo.nnodes}: {' '.join(cmd)}", flush=True)
     proc = subprocess.Popen(cmd)
@@ -192,7 +208,7 @@ def run(
     if terminated or status in (143, -signal.SIGTERM):
         from components.train.checkpoints import checkpoint_step, latest_complete
 
-        saved = latest_complete(opts.checkpoint_dir) if opts.checkpoint_dir else None
+        saved = latest_complete(job.opts.checkpoint_dir) if job.opts.checkpoint_dir else None
         raise Preempted(checkpoint_step(saved) if saved else 0, saved)
     if status != 0:
         raise RuntimeError(
@@ -205,29 +221,15 @@ def run(
     return TrainResult(**data, tracking=TrackingSummary(**tracking) if tracking else None)
 
 
-def train_on_node(
-    nodes: int,
-    processes_per_node: int,
-    train_path: str,
-    base_model: str,
-    system_prompt: str,
-    opts,
-    out_dir: str,
-    *,
-    experiment: str = "",
-    tracking_uri: str = "",
-    artifact_dir: str = "",
-):
+def train_on_node(nodes: int, processes_per_node: int, job: TrainJob):
     """Train as this node's part of the cluster and return the TrainResult (node 0).
 
     ``nodes``: the machines the run was configured for; it must match the cluster this step is in.
 
     One process: ``core.train`` here. Several (``processes_per_node``, GPUs, or CLUSTER_SPEC nodes):
-    torchrun, its files in ``opts.checkpoint_dir``/node-N. On any node but 0 this raises ``SystemExit(0)``
+    torchrun, its files in ``job.opts.checkpoint_dir``/node-N. On any node but 0 this raises ``SystemExit(0)``
     once training is done: node 0 writes the outputs, and a KFP executor leaving this way writes none.
     """
-    from components.train.core import train
-
     topo = topology(processes_per_node)
     if topo.nnodes != nodes:
         raise TopologyError(
@@ -238,11 +240,10 @@ def train_on_node(
                 else "CLUSTER_SPEC describes more nodes than train.nodes; set train.nodes to match"
             )
         )
-    kwargs = {"experiment": experiment, "tracking_uri": tracking_uri, "artifact_dir": artifact_dir}
     if not topo.distributed:
-        return train(train_path, base_model, system_prompt, opts, out_dir, **kwargs)
-    workdir = Path(opts.checkpoint_dir or out_dir + ".torchrun") / f"node-{topo.node_rank}"
-    result = run(topo, train_path, base_model, system_prompt, opts, out_dir, workdir=workdir, **kwargs)
+        return job.train()
+    workdir = Path(job.opts.checkpoint_dir or job.out_dir + ".torchrun") / f"node-{topo.node_rank}"
+    result = run(topo, job, workdir)
     if result is None:
         print(f"node {topo.node_rank}: training done; node 0 writes the outputs", flush=True)
         raise SystemExit(0)
@@ -251,19 +252,8 @@ def train_on_node(
 
 def main(spec_path: str) -> int:
     """One torchrun process: train, and on global rank 0 write the result file."""
-    from components.train.core import TrainOptions, train
-
     spec = json.loads(Path(spec_path).read_text())
-    result = train(  # raises Preempted (exit 143) on SIGTERM
-        spec["train_path"],
-        spec["base_model"],
-        spec["system_prompt"],
-        TrainOptions(**spec["opts"]),
-        spec["out_dir"],
-        experiment=spec["experiment"],
-        tracking_uri=spec["tracking_uri"],
-        artifact_dir=spec["artifact_dir"],
-    )
+    result = TrainJob.from_json(spec["job"]).train()
     if int(os.environ.get("RANK", "0")) == 0:
         Path(spec["result_path"]).write_text(json.dumps(dataclasses.asdict(result)))
     return 0

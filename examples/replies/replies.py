@@ -18,10 +18,8 @@ Two halves keep each other honest, as in examples/travel/travel.py:
   notes of it, and raises if :func:`read_note` reads any of them differently from what it meant. A note
   format the reader cannot read therefore fails loudly instead of producing a wrong target.
 
-Standard library plus slmforge's shared generator command line (components/common/example_data.py); it
-can be imported straight from its file path where slmforge is installed.
-
-CLI::
+Standard library plus components/common/example_data.py, the family loop and command line the examples share
+(where slmforge is installed); the script can also be loaded straight from its file path. CLI::
 
     python examples/replies/replies.py [--n 1500] [--seed 7] [--out examples/replies/data/replies.jsonl] [--check]
 """
@@ -33,7 +31,7 @@ import re
 import sys
 from pathlib import Path
 
-from components.common.example_data import generator_main, to_jsonl  # noqa: F401 (to_jsonl: the file format)
+from components.common.example_data import command_line, family_rows, to_jsonl  # noqa: F401 (to_jsonl: the file format)
 
 # --------------------------------------------------------------------------------------------------------
 # Vocabulary
@@ -94,6 +92,13 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "data" / "replies.jsonl"
 # --------------------------------------------------------------------------------------------------------
 
 _STATUS = {"confirm": "is confirmed.", "cancel": "has been cancelled.", "pending": "is pending confirmation."}
+# kind -> its subject after "Your": (naming the whole booking, naming it as a move does)
+_SUBJECTS = {
+    "hotel": ("{count}-night stay in {city} from {date}", "stay in {city}"),
+    "flight": ("flight from {origin} to {destination} on {date}", "flight from {origin} to {destination}"),
+    "car": ("{count}-day {car_type} car rental in {city} from {date}", "car rental in {city}"),
+    "table": ("table for {count} in {city} on {date}", "table in {city}"),
+}
 
 
 def reply(booking: dict[str, str]) -> str:
@@ -110,22 +115,10 @@ def reply(booking: dict[str, str]) -> str:
     A move names the booking by its place and gives the new date: "Your stay in Lisbon / Your flight from
     Rome to Paris / Your car rental in Oslo / Your table in Rome has been moved to 14 May."
     """
-    kind, action, b = booking["kind"], booking["action"], booking
-    if action == "move":
-        subject = {
-            "hotel": f"Your stay in {b.get('city')}",
-            "flight": f"Your flight from {b.get('origin')} to {b.get('destination')}",
-            "car": f"Your car rental in {b.get('city')}",
-            "table": f"Your table in {b.get('city')}",
-        }[kind]
-        return f"{subject} has been moved to {b['date']}."
-    subject = {
-        "hotel": f"Your {b.get('count')}-night stay in {b.get('city')} from {b.get('date')}",
-        "flight": f"Your flight from {b.get('origin')} to {b.get('destination')} on {b.get('date')}",
-        "car": f"Your {b.get('count')}-day {b.get('car_type')} car rental in {b.get('city')} from {b.get('date')}",
-        "table": f"Your table for {b.get('count')} in {b.get('city')} on {b.get('date')}",
-    }[kind]
-    return f"{subject} {_STATUS[action]}"
+    whole, moved = _SUBJECTS[booking["kind"]]
+    if booking["action"] == "move":
+        return f"Your {moved.format_map(booking)} has been moved to {booking['date']}."
+    return f"Your {whole.format_map(booking)} {_STATUS[booking['action']]}"
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -349,6 +342,19 @@ def _sample_booking(rng: random.Random) -> dict[str, str]:
     return {k: booking[k] for k in ("kind", "action", *wanted)}
 
 
+def _label(booking: dict[str, str], note: str) -> dict[str, str]:
+    """The row's completion: the reply to what :func:`read_note` reads, which must be ``booking``."""
+    try:
+        read = read_note(note)
+    except ValueError as e:
+        raise RuntimeError(f"the reader cannot read a generated note: {e}") from e
+    if read != booking:
+        raise RuntimeError(
+            f"the reader disagrees with the generator for {note!r}:\n  read: {read}\n  meant: {booking}"
+        )
+    return {"completion": reply(read)}
+
+
 def generate(n: int = 1500, seed: int = 7) -> list[dict]:
     """``n`` rows from ``random.Random(seed)``; see the module docstring.
 
@@ -356,59 +362,12 @@ def generate(n: int = 1500, seed: int = 7) -> list[dict]:
     prompt appears twice. Raises ``RuntimeError`` if :func:`read_note` reads a note differently from the
     booking the generator meant.
     """
-    if n < 2:
-        raise ValueError("n must be at least 2 (every family has at least two rows)")
-    rng = random.Random(seed)
-    rows: list[dict] = []
-    seen: set[str] = set()  # membership tests only; never iterated, so hash order cannot leak in
-    families = 0
-    while len(rows) < n:
-        left = n - len(rows)
-        booking = _sample_booking(rng)
-        want = left if left <= 3 else rng.randint(2, 3)
-        notes: list[str] = []
-        for _ in range(want * 8):
-            if len(notes) == want:
-                break
-            note = _say_note(rng, booking)
-            if note not in seen and note.lower() not in {p.lower() for p in notes}:
-                notes.append(note)
-        if left - len(notes) == 1 and len(notes) > 2:
-            notes.pop()
-        if len(notes) < 2 or left - len(notes) == 1:
-            continue
-        families += 1
-        target = reply(booking)
-        for note in notes:
-            try:
-                read = read_note(note)
-            except ValueError as e:
-                raise RuntimeError(f"the reader cannot read a generated note: {e}") from e
-            if read != booking:
-                raise RuntimeError(
-                    f"the reader disagrees with the generator for {note!r}:\n  read: {read}\n  meant: {booking}"
-                )
-            seen.add(note)
-            rows.append(
-                {
-                    "id": f"replies-{len(rows) + 1:05d}",
-                    "group": f"fam-{families:04d}",
-                    "prompt": note,
-                    "completion": target,
-                }
-            )
-    return rows
-
-
-def main(argv: list[str] | None = None) -> int:
-    return generator_main(
-        argv,
-        description="Generate (or --check) the booking-reply generation data.",
-        generate=generate,
-        default_n=1500,
-        default_out=DEFAULT_OUT,
+    return family_rows(
+        "replies", n, seed, sample=_sample_booking, say=_say_note, label=_label, ignore_case=True
     )
 
+
+main = command_line(generate, DEFAULT_OUT, "Generate (or --check) the booking-reply generation data.")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -17,10 +17,8 @@ Many issues deliberately mention a lower-precedence topic ("the refund form won'
 account), and slot values are shared across labels (a city can be a shipping destination or the place
 of a shop), so no single word or phrase gives the label away.
 
-Standard library plus slmforge's shared generator command line (components/common/example_data.py); it
-can be imported straight from its file path where slmforge is installed.
-
-CLI::
+Standard library plus components/common/example_data.py, the family loop and command line the examples share
+(where slmforge is installed); the script can also be loaded straight from its file path. CLI::
 
     python examples/support/support.py [--n 1500] [--seed 7] [--out examples/support/data/support.jsonl] [--check]
 """
@@ -33,7 +31,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from components.common.example_data import generator_main, to_jsonl  # noqa: F401 (to_jsonl: the file format)
+from components.common.example_data import command_line, family_rows, to_jsonl  # noqa: F401 (to_jsonl: the file format)
 
 # --------------------------------------------------------------------------------------------------------
 # Labels and oracle
@@ -563,61 +561,34 @@ def _sample_family(rng: random.Random) -> _Family:
     return _Family(label, f"{label}-{index + 1:02d}", lambda r: _say(r, issues, values))
 
 
+def _label(family: _Family, prompt: str) -> dict[str, str]:
+    """The row's completion: the oracle's label, which must be the one the generator meant."""
+    labelled = oracle(prompt)
+    if labelled != family.label:
+        raise RuntimeError(
+            f"oracle disagrees with generator for {prompt!r}: oracle {labelled}, intended {family.label}"
+        )
+    return {"completion": labelled}
+
+
 def generate(n: int = 1500, seed: int = 7) -> list[dict]:
     """``n`` labelled rows from ``random.Random(seed)``; see the module docstring.
 
     Rows come in paraphrase families of 2-3 (sharing ``group`` and the label); no prompt appears twice.
     Raises ``RuntimeError`` if the oracle's label for any phrasing differs from the generator's.
     """
-    if n < 2:
-        raise ValueError("n must be at least 2 (every family has at least two rows)")
-    rng = random.Random(seed)
-    rows: list[dict] = []
-    seen: set[str] = set()  # membership tests only; never iterated, so hash order cannot leak in
-    families = 0
-    while len(rows) < n:
-        left = n - len(rows)
-        family = _sample_family(rng)
-        want = left if left <= 3 else rng.randint(2, 3)
-        prompts: list[str] = []
-        for _ in range(want * 8):
-            if len(prompts) == want:
-                break
-            prompt = family.say(rng)
-            if prompt not in seen and prompt.lower() not in {p.lower() for p in prompts}:
-                prompts.append(prompt)
-        if left - len(prompts) == 1 and len(prompts) > 2:
-            prompts.pop()
-        if len(prompts) < 2 or left - len(prompts) == 1:
-            continue
-        families += 1
-        for prompt in prompts:
-            labelled = oracle(prompt)
-            if labelled != family.label:
-                raise RuntimeError(
-                    f"oracle disagrees with generator for {prompt!r}: oracle {labelled}, intended {family.label}"
-                )
-            seen.add(prompt)
-            rows.append(
-                {
-                    "id": f"support-{len(rows) + 1:05d}",
-                    "group": f"fam-{families:04d}",
-                    "prompt": prompt,
-                    "completion": labelled,
-                }
-            )
-    return rows
-
-
-def main(argv: list[str] | None = None) -> int:
-    return generator_main(
-        argv,
-        description="Generate (or --check) the support classification data.",
-        generate=generate,
-        default_n=1500,
-        default_out=DEFAULT_OUT,
+    return family_rows(
+        "support",
+        n,
+        seed,
+        sample=_sample_family,
+        say=lambda rng, family: family.say(rng),
+        label=_label,
+        ignore_case=True,
     )
 
+
+main = command_line(generate, DEFAULT_OUT, "Generate (or --check) the support classification data.")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -12,10 +12,8 @@ Two halves keep each other honest:
   the generator meant. A template the oracle cannot read therefore fails loudly instead of producing a
   silently wrong label.
 
-Standard library plus slmforge's shared generator command line (components/common/example_data.py); it
-can be imported straight from its file path where slmforge is installed.
-
-CLI::
+Standard library plus components/common/example_data.py, the family loop and command line the examples share
+(where slmforge is installed); the script can also be loaded straight from its file path. CLI::
 
     python examples/travel/travel.py [--n 3000] [--seed 7] [--out examples/travel/data/travel.jsonl] [--check]
 """
@@ -30,7 +28,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from components.common.example_data import generator_main, to_jsonl  # noqa: F401 (to_jsonl: the file format)
+from components.common.example_data import command_line, family_rows, to_jsonl  # noqa: F401 (to_jsonl: the file format)
 
 # --------------------------------------------------------------------------------------------------------
 # Vocabulary
@@ -951,65 +949,38 @@ def _completion(commands: list[dict]) -> str:
     return json.dumps(commands, separators=(",", ":"), ensure_ascii=False)
 
 
+def _say_prompt(rng: random.Random, family: _Family) -> tuple[str, str]:
+    """One phrasing of ``family``: the message (what the oracle reads) and the prompt (the row's text,
+    the message under the state line)."""
+    message = family.say(rng)
+    return message, render_prompt(message, family.state)
+
+
+def _label(family: _Family, said: tuple[str, str]) -> dict[str, str]:
+    """The row's completion (the oracle's commands, which must be the ones the generator meant) and
+    intent."""
+    message = said[0]
+    labelled = oracle(message, family.state)
+    if labelled != family.commands:
+        raise RuntimeError(
+            f"oracle disagrees with generator for {message!r} (state {family.state}):\n"
+            f"  oracle:   {_completion(labelled)}\n  intended: {_completion(family.commands)}"
+        )
+    return {"completion": _completion(labelled), "intent": family.intent}
+
+
 def generate(n: int = 3000, seed: int = 7) -> list[dict]:
     """``n`` labelled rows from ``random.Random(seed)``; see the module docstring.
 
     Rows come in paraphrase families of 2-3 (sharing ``group``); no prompt appears twice in the output.
     Raises ``RuntimeError`` if the oracle's label for any phrasing differs from the generator's intent.
     """
-    if n < 2:
-        raise ValueError("n must be at least 2 (every family has at least two rows)")
-    rng = random.Random(seed)
-    rows: list[dict] = []
-    seen: set[str] = set()  # membership tests only; never iterated, so hash order cannot leak in
-    families = 0
-    while len(rows) < n:
-        left = n - len(rows)
-        family = _sample_family(rng)
-        want = left if left <= 3 else rng.randint(2, 3)
-        prompts: list[tuple[str, str]] = []
-        for _ in range(want * 8):
-            if len(prompts) == want:
-                break
-            message = family.say(rng)
-            prompt = render_prompt(message, family.state)
-            if prompt not in seen and all(prompt != p for _, p in prompts):
-                prompts.append((message, prompt))
-        # Never leave exactly one row to fill: a family needs at least two.
-        if left - len(prompts) == 1 and len(prompts) > 2:
-            prompts.pop()
-        if len(prompts) < 2 or left - len(prompts) == 1:
-            continue
-        families += 1
-        for message, prompt in prompts:
-            labelled = oracle(message, family.state)
-            if labelled != family.commands:
-                raise RuntimeError(
-                    f"oracle disagrees with generator for {message!r} (state {family.state}):\n"
-                    f"  oracle:   {_completion(labelled)}\n  intended: {_completion(family.commands)}"
-                )
-            seen.add(prompt)
-            rows.append(
-                {
-                    "id": f"travel-{len(rows) + 1:05d}",
-                    "group": f"fam-{families:04d}",
-                    "prompt": prompt,
-                    "completion": _completion(labelled),
-                    "intent": family.intent,
-                }
-            )
-    return rows
-
-
-def main(argv: list[str] | None = None) -> int:
-    return generator_main(
-        argv,
-        description="Generate (or --check) the travel command-generation data.",
-        generate=generate,
-        default_n=3000,
-        default_out=DEFAULT_OUT,
+    return family_rows(
+        "travel", n, seed, sample=_sample_family, say=_say_prompt, label=_label, prompt=lambda said: said[1]
     )
 
+
+main = command_line(generate, DEFAULT_OUT, "Generate (or --check) the travel command-generation data.")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Markdown, Metrics, Model
+from train_step import train_step_inputs
 
 from components import (
     clean_op,
@@ -23,8 +24,9 @@ from components import (
     train_op,
 )
 from components.common.events import read_events
+from components.common.task import METRICS
 from components.version import __version__
-from pipelines.parameters import pipeline_parameters
+from pipelines.parameters import pipeline_parameters, step_inputs
 
 SHA = "0" * 64
 
@@ -40,46 +42,26 @@ def params(travel_config) -> dict:
     return pipeline_parameters(travel_config)
 
 
+def step_args(params: dict, step: str, **overrides) -> dict:
+    """The inputs ``step`` takes from the pipeline parameters, as the compiled pipeline passes them, with
+    this test's provenance hash and ``overrides``."""
+    args = step_inputs(step, params)
+    return {**args, **({"config_hash": SHA} if "config_hash" in args else {}), **overrides}
+
+
 @pytest.fixture()
 def split_outputs(tmp_path, params):
     """ingest -> clean -> split on the travel data, as the pipeline wires them."""
     data, rejects, events = (
         artifact(c, tmp_path, n) for c, n in ((Dataset, "data"), (Dataset, "rej"), (Artifact, "ev"))
     )
-    ingest_op.python_func(
-        train_locator=params["train_data"],
-        eval_locator="",
-        shape=params["data_shape"],
-        prompt_field="prompt",
-        completion_field="completion",
-        group_field="group",
-        id_field="id",
-        output_schema=params["output_schema"],
-        labels=params["labels"],
-        label_normalize=params["label_normalize"],
-        chat_fixes=params["chat_fixes"],
-        max_row_bytes=params["max_row_bytes"],
-        max_reject_rate=params["max_reject_rate"],
-        config_hash=SHA,
-        dataset=data,
-        rejects=rejects,
-        events=events,
-    )
+    ingest_op.python_func(**step_args(params, "ingest"), dataset=data, rejects=rejects, events=events)
     cleaned, rejects2, events2 = (
         artifact(c, tmp_path, n) for c, n in ((Dataset, "cl"), (Dataset, "rej2"), (Artifact, "ev2"))
     )
     report = artifact(Markdown, tmp_path, "clean.md")
     clean_op.python_func(
-        dataset=data,
-        upstream_events=events,
-        pii=params["pii"],
-        pii_types=params["pii_types"],
-        near_dup_threshold=params["near_dup_threshold"],
-        max_tokens=params["max_tokens"],
-        base_model=params["base_model"],
-        system_prompt=params["system_prompt"],
-        max_reject_rate=params["max_reject_rate"],
-        config_hash=SHA,
+        **step_args(params, "clean", dataset=data, upstream_events=events),
         cleaned=cleaned,
         rejects=rejects2,
         events=events2,
@@ -92,13 +74,7 @@ def split_outputs(tmp_path, params):
         artifact(Artifact, tmp_path, "ev3"),
     )
     split_op.python_func(
-        dataset=cleaned,
-        upstream_events=events2,
-        eval_fraction=0.1,
-        seed=13,
-        cover=params["split_cover"],
-        output_schema=params["output_schema"],
-        config_hash=SHA,
+        **step_args(params, "split", dataset=cleaned, upstream_events=events2, eval_fraction=0.1, seed=13),
         train_data=train,
         eval_data=held,
         card=card,
@@ -135,40 +111,20 @@ def test_train_then_evaluate_candidate_and_base(split_outputs, tmp_path, params)
     _, _, train, held, _, _ = split_outputs
     model, train_metrics = artifact(Model, tmp_path, "model"), artifact(Metrics, tmp_path, "train_metrics")
     curve = artifact(Artifact, tmp_path, "loss_curve")
-    train_op.python_func(
-        train_data=train,
-        base_model="tiny://travel",
-        system_prompt=params["system_prompt"],
-        method="full",
+    inputs = train_step_inputs(
+        train,
+        params["system_prompt"],
         max_steps=10,
-        batch_size=8,
-        learning_rate=3e-3,
-        lr_scheduler="cosine",
-        warmup_ratio=0.0,
-        weight_decay=0.0,
         max_length=192,
         seed=1,
-        lora_r=8,
-        lora_alpha=16,
-        lora_dropout=0.0,
-        lora_target_modules="all-linear",
-        lora_modules_to_save="",
         group_by_length=True,
-        packing=False,
         backend="auto",
         grad_accum=2,
-        gradient_checkpointing=True,
         checkpoint_steps=4,
-        nodes=1,
-        processes_per_node=1,
         experiment="components-test",
-        tracking_uri="",
         config_hash=SHA,
-        resume_from="",
-        model=model,
-        metrics=train_metrics,
-        loss_curve=curve,
     )
+    train_op.python_func(**inputs, model=model, metrics=train_metrics, loss_curve=curve)
     assert train_metrics.metadata["steps"] == 10.0 and train_metrics.metadata["world_size"] == 1.0
     assert (
         0 < train_metrics.metadata["padding_efficiency"] <= 1 and train_metrics.metadata["tokens_per_s"] > 0
@@ -180,15 +136,7 @@ def test_train_then_evaluate_candidate_and_base(split_outputs, tmp_path, params)
     assert model.metadata["upstream"] == {"train_data": train.metadata["sha256"]}
     assert model.metadata["method"] == "full" and model.metadata["base_model"] == "tiny://travel"
 
-    common = dict(
-        eval_data=held,
-        system_prompt=params["system_prompt"],
-        task_type=params["task_type"],
-        output_schema=params["output_schema"],
-        labels=params["labels"],
-        max_examples=24,
-        config_hash=SHA,
-    )
+    common = step_args(params, "task", eval_data=held, max_examples=24)
     gen = dict(decoding="free", max_new_tokens=16, batch_size=16)
     outs = {
         name: (
@@ -213,14 +161,7 @@ def test_train_then_evaluate_candidate_and_base(split_outputs, tmp_path, params)
     for name in ("candidate", "base", "retrieval"):
         m, p, _ = outs[name]
         assert m.metadata["examples"] == 24.0
-        assert set(m.metadata) >= {
-            "json_validity",
-            "schema_validity",
-            "vocabulary_validity",
-            "exact_match",
-            "field_match",
-            "argument_fidelity",
-        }
+        assert set(m.metadata) >= set(METRICS["structured"])
         assert "sha256" not in m.metadata  # Metrics carry metrics only; provenance is on predictions
         assert p.metadata["examples"] == 24 and p.metadata["upstream"]["eval_data"] == held.metadata["sha256"]
         assert (

@@ -19,6 +19,7 @@ pytestmark = [pytest.mark.local]
 
 def test_evaluate_pipeline_scores_a_registered_model(tmp_path, monkeypatch, tiny_model, travel_config):
     from components.common.provenance import sha256_path
+    from components.register.backends import NewVersion
     from components.register.core import registry_from_spec
     from pipelines.evaluate import evaluate_parameters
     from pipelines.local import run_pipeline_local
@@ -26,9 +27,7 @@ def test_evaluate_pipeline_scores_a_registered_model(tmp_path, monkeypatch, tiny
 
     monkeypatch.setenv("SLMFORGE_HOME", str(tmp_path / "home"))  # a fresh embedded registry for this run
     registry = registry_from_spec({"backend": "mlflow", "tracking_uri": ""})
-    version, created = registry.register(
-        tiny_model, name="travel-commands", weights_sha256=sha256_path(tiny_model), tags={}, metrics={}
-    )
+    version, created = registry.register(tiny_model, NewVersion("travel-commands", sha256_path(tiny_model)))
     assert created
     registry.set_alias("travel-commands", "candidate", version.version)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from google.cloud.aiplatform_v1 import AcceleratorType
 from loopback_vertex import LoopbackVertex
+from train_step import train_step_inputs
 
 from components.images import TRAINER_IMAGE
 from components.train import custom_job
@@ -25,36 +26,11 @@ SYSTEM = "You turn a travel request into a JSON list of commands."
 def _train_arguments(table: Path, tmp_path: Path, **overrides) -> dict:
     from kfp import dsl
 
-    args = dict(
-        train_data=dsl.Dataset(name="train_data", uri=str(table), metadata={"sha256": "t"}),
-        base_model="tiny://travel",
-        system_prompt=SYSTEM,
-        method="full",
-        max_steps=6,
-        batch_size=8,
-        learning_rate=3e-3,
-        lr_scheduler="cosine",
-        warmup_ratio=0.0,
-        weight_decay=0.0,
-        max_length=256,
-        seed=42,
-        lora_r=16,
-        lora_alpha=32,
-        lora_dropout=0.0,
-        lora_target_modules="all-linear",
-        lora_modules_to_save="",
-        group_by_length=False,
-        packing=False,
-        backend="hf",
-        grad_accum=1,
-        gradient_checkpointing=True,
-        checkpoint_steps=100,
+    train_data = dsl.Dataset(name="train_data", uri=str(table), metadata={"sha256": "t"})
+    custom_job = dict(
         nodes=2,
-        processes_per_node=1,
         experiment="multi-node",
         tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
-        config_hash="c" * 64,
-        resume_from="",
         project="test-project",
         location="us-central1",
         replica_count=2,
@@ -63,8 +39,7 @@ def _train_arguments(table: Path, tmp_path: Path, **overrides) -> dict:
         machine_type="",
         service_account="sa@p.iam",
     )
-    args.update(overrides)
-    return args
+    return train_step_inputs(train_data, SYSTEM, **{**custom_job, **overrides})
 
 
 def _resolved_launcher(arguments: dict, task_root: Path) -> tuple[list[str], dict]:
@@ -214,7 +189,7 @@ def test_two_nodes_train_together_and_node_0_writes_the_outputs(canonical_table,
     """The whole chain: launcher -> CustomJob -> two replicas (CLUSTER_SPEC) -> torchrun on each -> DDP
     (gloo); the outputs of the step are the chief's, and the run matches one node with two processes."""
     from components.train.core import TrainOptions
-    from components.train.distributed import train_on_node
+    from components.train.distributed import TrainJob, train_on_node
 
     arguments = _train_arguments(canonical_table, tmp_path)
     command, executor_input = _resolved_launcher(arguments, tmp_path / "task")
@@ -239,8 +214,7 @@ def test_two_nodes_train_together_and_node_0_writes_the_outputs(canonical_table,
         checkpoint_dir=str(tmp_path / "one-node"),
         logging_steps=10,
     )
-    one_node = train_on_node(
-        1, 2, str(canonical_table), "tiny://travel", SYSTEM, opts, str(tmp_path / "one-node-model")
-    )
+    job = TrainJob(str(canonical_table), "tiny://travel", SYSTEM, opts, str(tmp_path / "one-node-model"))
+    one_node = train_on_node(1, 2, job)
     assert one_node.world_size == 2
     assert one_node.final_loss == pytest.approx(metrics["metadata"]["final_loss"], abs=1e-5)

@@ -11,6 +11,7 @@ import torch
 
 from components.common.models import load_for_inference, read_model_info
 from components.common.scoring import TaskSpec
+from components.common.task import METRICS
 from components.evaluate.core import evaluate
 from components.export.card import CARD, LINEAGE, model_card, weights_hash
 from components.export.core import ExportError, check_parity, export, merge, refuse_pickle, remote_code
@@ -42,40 +43,40 @@ def adapter(tmp_path_factory, travel_rows):
     return tmp
 
 
-def test_merged_model_answers_like_the_adapter(adapter, tmp_path, travel_schema):
-    task = TaskSpec("structured", travel_schema)
-    kw = dict(max_new_tokens=48, batch_size=20, decoding="free")
-    before = evaluate(
-        str(adapter / "adapter"), adapter / "eval.parquet", SYSTEM, task, tmp_path / "a.parquet", **kw
-    )
-    result = export(
-        adapter / "adapter",
-        tmp_path / "exported",
+def _evaluate_adapter(adapter, tmp_path, task, kw: dict):
+    """The adapter's evaluation on the eval rows (predictions in tmp_path/a.parquet): what export compares."""
+    path = adapter / "adapter"
+    return evaluate(str(path), adapter / "eval.parquet", SYSTEM, task, tmp_path / "a.parquet", **kw)
+
+
+def _export(adapter, tmp_path, task, before, out: str, kw: dict, **overrides):
+    """Export the adapter to tmp_path/out after its evaluation ``before``, with no gate rules and no
+    tolerance; ``overrides`` replace any of export's arguments."""
+    args = dict(
         eval_path=adapter / "eval.parquet",
         system_prompt=SYSTEM,
         task=task,
         adapter_metrics=before.metrics,
         adapter_predictions=tmp_path / "a.parquet",
         adapter_settings=before.settings,
-        predictions_path=tmp_path / "e.parquet",
+        predictions_path=tmp_path / f"{out}.parquet",
         rules=[],
         tolerance=0.0,
-        **kw,
     )
+    return export(adapter / "adapter", tmp_path / out, **{**args, **kw, **overrides})
+
+
+def test_merged_model_answers_like_the_adapter(adapter, tmp_path, travel_schema):
+    task = TaskSpec("structured", travel_schema)
+    kw = dict(max_new_tokens=48, batch_size=20, decoding="free")
+    result = _export(adapter, tmp_path, task, _evaluate_adapter(adapter, tmp_path, task, kw), "exported", kw)
     assert result.kind == "merged" and read_model_info(adapter / "adapter")["kind"] == "lora"
     info = read_model_info(tmp_path / "exported")
     assert (
         info["kind"] == "full" and info["exported_from"] == "lora" and info["base_model"] == "tiny://travel"
     )
     assert "model.safetensors" in result.files and "adapter_model.safetensors" not in result.files
-    headline = [
-        "json_validity",
-        "schema_validity",
-        "vocabulary_validity",
-        "exact_match",
-        "field_match",
-        "argument_fidelity",
-    ]
+    headline = list(METRICS["structured"])
     assert [r["metric"] for r in result.parity] == headline  # no gate rules: the task's headline metrics
     assert all(r["ok"] and r["exported"] == r["adapter"] for r in result.parity), result.parity
     assert result.changed_answers == 0
@@ -90,42 +91,19 @@ def test_merged_model_answers_like_the_adapter(adapter, tmp_path, travel_schema)
 def test_a_metric_drop_beyond_tolerance_fails_the_export(adapter, tmp_path, travel_schema):
     task = TaskSpec("structured", travel_schema)
     kw = dict(max_new_tokens=48, batch_size=20, decoding="free", max_examples=10)
-    before = evaluate(
-        str(adapter / "adapter"), adapter / "eval.parquet", SYSTEM, task, tmp_path / "a.parquet", **kw
-    )
+    before = _evaluate_adapter(adapter, tmp_path, task, kw)
     claimed = {
         **before.metrics,
         "schema_validity": before.metrics["schema_validity"] + 0.5,
-    }  # what parity checks
+    }  # parity checks it
+    rules = [{"metric": "schema_validity", "equals": 1.0}]
     with pytest.raises(ExportError, match=r"EXPORT-003.*schema_validity"):
-        export(
-            adapter / "adapter",
-            tmp_path / "x",
-            eval_path=adapter / "eval.parquet",
-            system_prompt=SYSTEM,
-            task=task,
-            adapter_metrics=claimed,
-            adapter_predictions=tmp_path / "a.parquet",
-            adapter_settings=before.settings,
-            predictions_path=tmp_path / "e.parquet",
-            rules=[{"metric": "schema_validity", "equals": 1.0}],
-            tolerance=0.01,
-            **kw,
+        _export(
+            adapter, tmp_path, task, before, "x", kw, adapter_metrics=claimed, rules=rules, tolerance=0.01
         )
+    other_rows = {**before.settings, "examples": 11}
     with pytest.raises(ExportError, match="other settings"):  # scored on other rows: no comparison
-        export(
-            adapter / "adapter",
-            tmp_path / "y",
-            eval_path=adapter / "eval.parquet",
-            system_prompt=SYSTEM,
-            task=task,
-            adapter_metrics=before.metrics,
-            adapter_predictions=tmp_path / "a.parquet",
-            adapter_settings={**before.settings, "examples": 11},
-            predictions_path=tmp_path / "e2.parquet",
-            rules=[],
-            **kw,
-        )
+        _export(adapter, tmp_path, task, before, "y", kw, adapter_settings=other_rows)
 
 
 def test_parity_checks_the_gated_metrics_against_the_tolerance():
@@ -231,25 +209,9 @@ def test_the_vertex_registry_needs_a_project_and_a_staging_location():
 def test_quantized_variants_are_written_and_evaluated_like_the_merged_model(adapter, tmp_path, travel_schema):
     task = TaskSpec("structured", travel_schema)
     kw = dict(max_new_tokens=48, batch_size=20, decoding="free", max_examples=20)
-    before = evaluate(
-        str(adapter / "adapter"), adapter / "eval.parquet", SYSTEM, task, tmp_path / "a.parquet", **kw
-    )
-    result = export(
-        adapter / "adapter",
-        tmp_path / "exported",
-        eval_path=adapter / "eval.parquet",
-        system_prompt=SYSTEM,
-        task=task,
-        adapter_metrics=before.metrics,
-        adapter_predictions=tmp_path / "a.parquet",
-        adapter_settings=before.settings,
-        predictions_path=tmp_path / "e.parquet",
-        rules=[],
-        tolerance=0.0,
-        quantize_kinds=["nf4", "int8"],
-        quantized_tolerance=1.0,
-        **kw,
-    )
+    before = _evaluate_adapter(adapter, tmp_path, task, kw)
+    variants = dict(quantize_kinds=["nf4", "int8"], quantized_tolerance=1.0)
+    result = _export(adapter, tmp_path, task, before, "exported", kw, **variants)
     assert [v.kind for v in result.variants] == ["nf4", "int8"]
     for v in result.variants:
         folder = tmp_path / "exported" / "quantized" / v.kind

@@ -28,13 +28,12 @@ def test_local_folder(tmp_path, tiny_model):
 
 
 def test_registry_version_and_alias(tmp_path, monkeypatch, tiny_model):
+    from components.register.backends import NewVersion
     from components.register.core import registry_from_spec
 
     monkeypatch.setenv("SLMFORGE_HOME", str(tmp_path / "home"))
     registry = registry_from_spec(MLFLOW)
-    version, _ = registry.register(
-        tiny_model, name="m", weights_sha256=sha256_path(tiny_model), tags={}, metrics={}
-    )
+    version, _ = registry.register(tiny_model, NewVersion("m", sha256_path(tiny_model)))
     registry.set_alias("m", "champion", version.version)
     for uri in (f"models:/m/{version.version}", "models:/m@champion"):
         model = _fetch(tmp_path / uri.replace("/", "_").replace(":", ""), uri)

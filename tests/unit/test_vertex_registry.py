@@ -16,7 +16,7 @@ from urllib.parse import unquote
 import pytest
 from loopback_vertex import LoopbackVertex
 
-from components.register.backends import TAG_WEIGHTS, RegistryError
+from components.register.backends import TAG_WEIGHTS, NewVersion, RegistryError
 from components.register.registries import open_registry
 from components.register.vertex_registry import (
     METRICS_SCHEMA_URI,
@@ -85,14 +85,9 @@ def folders(tmp_path) -> tuple[Path, Path]:
 
 
 def register(registry, folder: Path, weights: str, **tags):
-    return registry.register(
-        folder,
-        name="travel",
-        weights_sha256=weights,
-        tags={**TAGS, **tags},
-        metrics=METRICS,
-        description="slmforge full model from Qwen/Qwen2.5-0.5B-Instruct",
-    )
+    description = "slmforge full model from Qwen/Qwen2.5-0.5B-Instruct"
+    new = NewVersion("travel", weights, tags={**TAGS, **tags}, metrics=METRICS, description=description)
+    return registry.register(folder, new)
 
 
 def calls(api, method: str, suffix: str) -> list:
@@ -169,12 +164,7 @@ def test_the_same_weights_twice_make_one_version(vertex, registry, folders):
 
 def test_the_evaluation_is_imported_on_the_version(vertex, registry, folders):
     registry.register(
-        folders[0],
-        name="travel",
-        weights_sha256=W1,
-        tags=TAGS,
-        metrics={**METRICS, "perplexity": float("nan")},
-        description="",
+        folders[0], NewVersion("travel", W1, tags=TAGS, metrics={**METRICS, "perplexity": float("nan")})
     )
     (imported,) = calls(vertex, "POST", "/evaluations:import")
     assert unquote(imported.path) == f"/v1/{MODEL}@1/evaluations:import"
