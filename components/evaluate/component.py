@@ -164,23 +164,28 @@ def evaluate_champion_op(
         predictions: one row per example (none without a champion); its model version in metadata.
         classification: the confusion matrix (classification tasks; empty otherwise).
     """
-    from components.evaluate.core import evaluate_champion_to_outputs
+    from components.evaluate.core import champion, evaluate_to_outputs
 
-    evaluate_champion_to_outputs(
-        model_name,
-        registry,
-        eval_data,
-        system_prompt,
-        (task_type, output_schema, labels),
-        decoding,
-        max_new_tokens,
-        batch_size,
-        max_examples,
-        config_hash,
-        metrics,
-        predictions,
-        classification,
-    )
+    with champion(model_name, registry, metrics, predictions) as found:
+        if found is None:
+            return
+        uri, local = found
+        evaluate_to_outputs(
+            str(local),
+            eval_data,
+            system_prompt,
+            (task_type, output_schema, labels),
+            decoding,
+            max_new_tokens,
+            batch_size,
+            max_examples,
+            config_hash,
+            metrics,
+            predictions,
+            classification,
+            label=f"champion:{uri}",
+            upstream={"model": uri},
+        )
 
 
 @component(CPU_IMAGE)

@@ -11,6 +11,8 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -271,22 +273,11 @@ def evaluate_to_outputs(
     return result
 
 
-def evaluate_champion_to_outputs(
-    model_name: str,
-    registry: str,
-    eval_data,
-    system_prompt: str,
-    task_parts: tuple[str, str, str],
-    decoding: str,
-    max_new_tokens: int,
-    batch_size: int,
-    max_examples: int,
-    config_hash: str,
-    metrics,
-    predictions,
-    classification,
-) -> EvalResult | None:
-    """Evaluate the ``champion`` alias of ``model_name``; without one, log ``available = 0`` and say so."""
+@contextmanager
+def champion(model_name: str, registry: str, metrics, predictions) -> Iterator[tuple[str, Path] | None]:
+    """The registry's ``champion`` of ``model_name``, downloaded for the block: yields (its URI, the local
+    folder) and logs ``available = 1`` after the block; without one, logs ``available = 0``, writes empty
+    predictions, says so and yields None."""
     import tempfile
 
     from components.register.core import download_alias, registry_from_spec
@@ -301,23 +292,8 @@ def evaluate_champion_to_outputs(
             Path(predictions.path).parent.mkdir(parents=True, exist_ok=True)
             Path(predictions.path).write_bytes(b"")
             predictions.metadata.update({"model": "champion", "available": False, "settings": {}})
-            return None
+            yield None
+            return
         uri, local = found
-        result = evaluate_to_outputs(
-            str(local),
-            eval_data,
-            system_prompt,
-            task_parts,
-            decoding,
-            max_new_tokens,
-            batch_size,
-            max_examples,
-            config_hash,
-            metrics,
-            predictions,
-            classification,
-            label=f"champion:{uri}",
-            upstream={"model": uri},
-        )
+        yield uri, Path(local)
     metrics.log_metric("available", 1.0)
-    return result

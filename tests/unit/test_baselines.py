@@ -89,3 +89,35 @@ def test_champion_is_downloaded_by_alias_and_evaluated_like_the_candidate(
     )
     assert champion.settings == base.settings  # same rows, template, task, decoding: comparable
     assert champion.metrics == base.metrics  # the same weights answer the same
+
+    # The component: the champion is found through the registry spec and scored; available = 1 is logged.
+    import json
+
+    from kfp.dsl import ClassificationMetrics, Dataset, Metrics
+
+    from components import evaluate_champion_op
+
+    outs = {
+        "metrics": Metrics(name="m", uri=str(tmp_path / "m"), metadata={}),
+        "predictions": Dataset(name="p", uri=str(tmp_path / "p"), metadata={}),
+        "classification": ClassificationMetrics(name="c", uri=str(tmp_path / "c"), metadata={}),
+    }
+    evaluate_champion_op.python_func(
+        model_name="travel",
+        registry=json.dumps({"backend": "mlflow", "tracking_uri": registry.tracking_uri}),
+        eval_data=Dataset(name="e", uri=str(canonical_table), metadata={"sha256": "e"}),
+        system_prompt=SYSTEM,
+        task_type="structured",
+        output_schema=json.dumps({"type": "array"}),
+        labels="[]",
+        decoding="free",
+        max_new_tokens=4,
+        batch_size=8,
+        max_examples=8,
+        config_hash="0" * 64,
+        **outs,
+    )
+    assert outs["metrics"].metadata["available"] == 1.0
+    assert outs["metrics"].metadata["exact_match"] == base.metrics["exact_match"]
+    assert outs["predictions"].metadata["model"] == "champion:models:/travel/1"
+    assert outs["predictions"].metadata["upstream"]["model"] == "models:/travel/1"
