@@ -32,6 +32,8 @@ def train_step_inputs(train_data: Any, system_prompt: str, **overrides: Any) -> 
         backend="hf",
         grad_accum=1,
         gradient_checkpointing=True,
+        attn_implementation="auto",
+        kernels="auto",
         checkpoint_steps=100,
         nodes=1,
         processes_per_node=1,

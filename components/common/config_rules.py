@@ -83,7 +83,7 @@ RULES: dict[str, tuple[str, str]] = {
     ),
     "TRAIN-003": (
         "unknown learning-rate scheduler",
-        "use a transformers SchedulerType name (LR_SCHEDULERS in components/common/config.py), e.g. cosine",
+        "use a transformers SchedulerType name (LR_SCHEDULERS in components/common/config_train.py), e.g. cosine",
     ),
     "TRAIN-004": (
         "value out of range",

@@ -30,7 +30,7 @@ class PreflightOptions(StepOptions):
     lora_target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
     # Recompute activations in the backward pass (train.gradient_checkpointing). "auto": preflight decides
     # (``resolve_checkpointing``) and the train step runs with its decision.
-    gradient_checkpointing: bool | str = True
+    gradient_checkpointing: bool | str = "auto"
     fused_lm_head: bool = True  # TRL >= 1.0 computes the loss through a tiled LM head (no full logits)
     seed: int = 0  # seed of the row sample
 

@@ -30,6 +30,8 @@ def train_op(
     backend: str,
     grad_accum: int,
     gradient_checkpointing: bool,
+    attn_implementation: str,
+    kernels: str,
     checkpoint_steps: int,
     nodes: int,
     processes_per_node: int,
@@ -67,6 +69,9 @@ def train_op(
         grad_accum: micro-batches per optimizer step (from the preflight plan); it divides batch_size.
         gradient_checkpointing: recompute activations in the backward pass (less memory, more compute);
             from the preflight plan, which resolves train.gradient_checkpointing auto.
+        attn_implementation: auto, sdpa, flex_attention, flash_attention_2 or eager (components/train/speed.py;
+            auto = the fastest one installed that is correct for the batch layout).
+        kernels: auto, liger or none (Liger's fused kernels; auto = liger when installed on a GPU).
         checkpoint_steps: save a resumable checkpoint every N steps, and on SIGTERM. Checkpoints live next
             to the model in this step's output location, so a retried (preempted) task resumes from them.
         nodes: machines training together; more than 1 only inside a Vertex custom job with that many
@@ -112,6 +117,8 @@ def train_op(
         backend=backend,
         grad_accum=grad_accum,
         gradient_checkpointing=gradient_checkpointing,
+        attn_implementation=attn_implementation,
+        kernels=kernels,
         checkpoint_dir=os.path.join(os.path.dirname(model.path), "checkpoints"),
         checkpoint_steps=checkpoint_steps,
     )
@@ -122,17 +129,20 @@ def train_op(
         nodes=nodes,
     )
     # One process, or torchrun on this node; a worker node of a multi-node job exits here (node 0 writes).
-    job = TrainJob(
-        train_data.path,
-        base_model,
-        system_prompt,
-        opts,
-        model.path,
-        experiment=experiment,
-        tracking_uri=tracking_uri,
-        artifact_dir=loss_curve.path,
+    result = train_on_node(
+        nodes,
+        processes_per_node,
+        TrainJob(
+            train_data.path,
+            base_model,
+            system_prompt,
+            opts,
+            model.path,
+            experiment=experiment,
+            tracking_uri=tracking_uri,
+            artifact_dir=loss_curve.path,
+        ),
     )
-    result = train_on_node(nodes, processes_per_node, job)
     model.metadata.update({"method": method, "base_model": base_model, "framework": "transformers"})
     stamp(
         model.metadata,

@@ -42,6 +42,8 @@ from components.common.options import StepOptions
 from components.common.tables import read_rows
 from components.common.task import training_example
 from components.train.checkpoints import checkpoint_step, latest_complete, mark_complete, remove_newer
+from components.train.guard import NonFiniteGuard, NonFiniteTraining, guarded_trainer
+from components.train.speed import ATTENTION, KERNELS, Machine, resolve_attention, trainer_speed_args
 
 
 @dataclass
@@ -81,12 +83,19 @@ class TrainOptions(StepOptions):
     # pipeline turns it off when preflight's memory model says the plan fits without it (train.
     # gradient_checkpointing: auto); on is TRL's SFTConfig default.
     gradient_checkpointing: bool = True
+    # Attention kernel and fused kernels (components/train/speed.py): auto picks the fastest correct one here.
+    attn_implementation: str = "auto"  # auto | sdpa | flex_attention | flash_attention_2 | eager
+    kernels: str = "auto"  # auto | liger | none
 
     def validate(self) -> None:
         if self.method not in ("full", "lora", "qlora"):
             raise ValueError(f"method={self.method!r}: use full, lora or qlora")
         if self.backend not in ("auto", "hf", "unsloth"):
             raise ValueError(f"backend={self.backend!r}: use auto, hf or unsloth")
+        if self.attn_implementation not in ATTENTION:
+            raise ValueError(f"attn_implementation={self.attn_implementation!r}: use {', '.join(ATTENTION)}")
+        if self.kernels not in KERNELS:
+            raise ValueError(f"kernels={self.kernels!r}: use {', '.join(KERNELS)}")
         if self.grad_accum < 1 or self.batch_size % self.grad_accum:
             raise ValueError(f"grad_accum={self.grad_accum} must divide batch_size={self.batch_size}")
         if self.checkpoint_dir:
@@ -120,8 +129,9 @@ def resolve_backend(backend: str, cuda: bool) -> str:
     return "unsloth" if installed else "hf"
 
 
-def _load_model(base_path: str, opts: TrainOptions, device: dict, backend: str):
-    """(model, tokenizer, peft_config) for the method and backend; peft_config None when already applied."""
+def _load_model(base_path: str, opts: TrainOptions, device: dict, backend: str, attention: str = "sdpa"):
+    """(model, tokenizer, peft_config) for the method and backend; peft_config None when already applied.
+    ``attention``: the attention implementation of the Hugging Face backend (Unsloth picks its own)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -164,7 +174,11 @@ def _load_model(base_path: str, opts: TrainOptions, device: dict, backend: str):
         )
     check_loadable(base_path)
     model = AutoModelForCausalLM.from_pretrained(
-        base_path, dtype=dtype, quantization_config=quantization, **SAFE_WEIGHTS
+        base_path,
+        dtype=dtype,
+        quantization_config=quantization,
+        attn_implementation=attention,
+        **SAFE_WEIGHTS,
     )
     peft_config = None
     if opts.method in ("lora", "qlora"):
@@ -217,18 +231,6 @@ class TrainResult:
         return values
 
 
-class NonFiniteTraining(FloatingPointError):
-    """The loss or the gradients became NaN/inf: training diverged (or the data is broken)."""
-
-    def __init__(self, what: str, step: int, learning_rate: float, detail: str = ""):
-        self.what, self.step = what, step
-        super().__init__(
-            f"non-finite {what} at step {step}{detail}: training diverged or its input is broken. Lower the "
-            f"learning rate (now {learning_rate:g}) or add warmup; check the data (empty completions, broken "
-            "rows) and the base model"
-        )
-
-
 class Preempted(SystemExit):
     """SIGTERM arrived: a checkpoint was saved and the final model was not written; a retry resumes.
 
@@ -262,30 +264,24 @@ def _device_flags() -> dict:
     return {"bf16": False, "use_cpu": True}
 
 
-def _guard_callbacks(losses: list[float], checkpointing: bool) -> list:
-    """Callbacks that record losses, stop at the first non-finite loss or gradient, and mark checkpoints."""
-    import torch
+def _guard_callbacks(losses: list[float], checkpointing: bool, guard: NonFiniteGuard | None = None) -> list:
+    """Callbacks that record losses, stop at the first non-finite loss or gradient (components/train/
+    guard.py: checked where the Trainer syncs anyway), and mark checkpoints."""
     from transformers import TrainerCallback
 
-    class RecordAndGuard(TrainerCallback):
-        def on_pre_optimizer_step(self, args, state, control, model=None, **kw):
-            # Every step, after clipping and before the update: a non-finite loss or gradient norm leaves
-            # a non-finite gradient (clipping by a NaN/inf norm turns the gradients NaN), and the check
-            # runs before the weights are spoiled. One host sync per step (the Trainer already has several).
-            named = [(n, p.grad) for n, p in model.named_parameters() if p.grad is not None]
-            finite = torch.stack([torch.isfinite(g).all() for _, g in named]) if named else None
-            if finite is not None and not bool(finite.all()):
-                bad = [n for (n, _), ok in zip(named, finite.tolist(), strict=True) if not ok]
-                more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
-                detail = f" (in {', '.join(bad[:3])}{more})"
-                raise NonFiniteTraining("gradient", state.global_step + 1, args.learning_rate, detail)
+    guard = guard or NonFiniteGuard()
 
+    class RecordAndGuard(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kw):
+            guard.check(args.learning_rate)
             for key in ("loss", "grad_norm"):
                 if logs and key in logs and not math.isfinite(float(logs[key])):
                     raise NonFiniteTraining(f"{key} {logs[key]}", state.global_step, args.learning_rate)
             if logs and "loss" in logs:
                 losses.append(float(logs["loss"]))
+
+        def on_train_end(self, args, state, control, **kw):
+            guard.check(args.learning_rate)  # before train() writes the final model
 
     class MarkComplete(TrainerCallback):
         def on_step_end(self, args, state, control, **kw):
@@ -298,6 +294,7 @@ def _guard_callbacks(losses: list[float], checkpointing: bool) -> list:
             # Trainer._save_checkpoint has written the whole folder (weights, optimizer, scheduler, RNG,
             # trainer_state.json) and rotated old ones before on_save runs (transformers 5.x trainer.py,
             # _maybe_log_save_evaluate), so the marker goes last.
+            guard.check(args.learning_rate)  # a checkpoint written after a bad step is never resumed from
             if args.should_save:  # the main process; the only one writing trainer_state.json
                 mark_complete(Path(args.output_dir) / f"checkpoint-{state.global_step}", state.global_step)
 
@@ -325,13 +322,19 @@ def build_trainer(
     set_seed(opts.seed)
     device = _device_flags()
     backend = resolve_backend(opts.backend, cuda=not device["use_cpu"])
-    model, tokenizer, peft_config = _load_model(resolve_base(base_model), opts, device, backend)
+    machine = Machine.here()
+    attention = "sdpa"
+    if backend == "hf":
+        attention, why = resolve_attention(opts.attn_implementation, opts.packing, machine)
+        print(f"attention: {attention} ({why})", flush=True)
+    model, tokenizer, peft_config = _load_model(resolve_base(base_model), opts, device, backend, attention)
     rows = read_rows(train_path)
     dataset = Dataset.from_list(
         [training_example(system_prompt, r["prompt"], r["completion"], r["history"]) for r in rows]
     )
 
     losses: list[float] = []
+    guard = NonFiniteGuard()
     checkpointing = bool(opts.checkpoint_dir)
     args = SFTConfig(
         output_dir=opts.checkpoint_dir or scratch,
@@ -356,17 +359,17 @@ def build_trainer(
         report_to=[],
         seed=opts.seed,
         data_seed=opts.seed,
-        dataloader_num_workers=0,
+        **trainer_speed_args(opts.kernels, machine),
         disable_tqdm=True,
         **device,
     )
-    trainer = SFTTrainer(
+    trainer = guarded_trainer(SFTTrainer, guard)(
         model=model,
         args=args,
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[*_guard_callbacks(losses, checkpointing), _progress_callback(), *callbacks],
+        callbacks=[*_guard_callbacks(losses, checkpointing, guard), _progress_callback(), *callbacks],
     )
     return trainer, losses
 

@@ -184,7 +184,7 @@ def test_nonsense_values_are_refused_with_a_rule(override, rule):
 def test_scheduler_names_are_transformers_own():
     from transformers import SchedulerType
 
-    from components.common.config import LR_SCHEDULERS
+    from components.common.config_train import LR_SCHEDULERS
 
     assert set(LR_SCHEDULERS) == {s.value for s in SchedulerType}
 

@@ -201,7 +201,7 @@ def test_training_stops_at_the_first_non_finite_step(
     )
     with pytest.raises(
         NonFiniteTraining,
-        match=rf"non-finite gradient at step {first_bad_step} \(in .*\): .*"
+        match=rf"non-finite gradient at step {first_bad_step} \(the gradient norm was not finite\): .*"
         r"Lower the learning rate",
     ) as e:
         train(canonical_table, base, SYSTEM, opts, tmp_path / "model")
@@ -224,6 +224,43 @@ def test_a_non_finite_logged_loss_or_grad_norm_stops_training(tmp_path, key):
     assert e.value.step == 7 and losses == []
     guard.on_log(args, TrainerState(global_step=8), TrainerControl(), logs={"loss": 1.25, "grad_norm": 0.3})
     assert losses == [1.25]
+
+
+def test_the_guard_keeps_the_first_bad_step_on_the_device_and_checks_when_asked():
+    import torch
+
+    from components.train.guard import NonFiniteGuard
+
+    guard = NonFiniteGuard()
+    for step, norm in enumerate([0.5, 2.0, math.nan, 1.0, math.inf], start=1):
+        guard.observe(torch.tensor(norm), step)
+        assert torch.is_tensor(guard.first_bad)  # nothing read back to the host while observing
+    with pytest.raises(NonFiniteTraining, match=r"non-finite gradient at step 3 .*now 0.01") as e:
+        guard.check(0.01)
+    assert e.value.step == 3
+    healthy = NonFiniteGuard()
+    healthy.observe(torch.tensor(1.0), 1)
+    healthy.observe(None, 2)  # a step without a norm
+    healthy.check(0.01)
+    host = NonFiniteGuard()  # backends that hand back a float
+    host.observe(1.0, 1), host.observe(float("nan"), 2), host.observe(float("inf"), 3)
+    with pytest.raises(NonFiniteTraining, match="at step 2 "):
+        host.check(0.01)
+
+
+def test_a_checkpoint_after_a_non_finite_step_is_not_marked_complete(canonical_table, tmp_path):
+    opts = TrainOptions(
+        method="full",
+        max_steps=6,
+        batch_size=4,
+        learning_rate=1e10,
+        logging_steps=50,
+        checkpoint_dir=str(tmp_path / "ckpt"),
+        checkpoint_steps=3,
+    )
+    with pytest.raises(NonFiniteTraining, match="at step 2 "):
+        train(canonical_table, "tiny://travel", SYSTEM, opts, tmp_path / "model")
+    assert latest_complete(tmp_path / "ckpt") is None and not (tmp_path / "model").exists()
 
 
 def test_a_checkpoint_without_trainer_state_cannot_be_marked(tmp_path):

@@ -94,7 +94,10 @@ def test_backend_resolution():
 
 
 def test_packing_trains_padding_free(canonical_table, tmp_path):
-    opts = TrainOptions(method="full", max_steps=3, batch_size=4, logging_steps=1, packing=True)
+    # sdpa by name: on CPU no packed kernel exists (components/train/speed.py); correct, dense attention
+    opts = TrainOptions(
+        method="full", max_steps=3, batch_size=4, logging_steps=1, packing=True, attn_implementation="sdpa"
+    )
     result = train(canonical_table, "tiny://travel", SYSTEM, opts, tmp_path / "m", experiment="packing-test")
     assert result.tracking.padding_efficiency == 1.0 and result.tracking.tokens > 0
     assert math.isfinite(result.final_loss)
