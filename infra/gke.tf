@@ -202,54 +202,40 @@ resource "google_container_cluster" "kfp" {
   depends_on = [google_project_service.apis, google_compute_router_nat.kfp]
 }
 
-# Kubeflow Pipelines' own services (API server, UI, metadata, the argo controller) and CPU steps.
-resource "google_container_node_pool" "cpu" {
-  count    = var.create_gke_cluster ? 1 : 0
-  project  = var.project_id
-  name     = "cpu"
-  location = var.region
-  cluster  = google_container_cluster.kfp[0].name
-
-  autoscaling {
-    min_node_count = 1
-    max_node_count = 3
-  }
-
-  management {
-    auto_repair  = true
-    auto_upgrade = true
-  }
-
-  node_config {
-    machine_type    = "e2-standard-4"
-    service_account = google_service_account.gke_nodes[0].email
-    oauth_scopes    = ["https://www.googleapis.com/auth/cloud-platform"]
-    image_type      = "COS_CONTAINERD"
-    labels          = { "slmforge/pool" = "cpu" }
-    metadata = {
-      disable-legacy-endpoints = "true"
+# The node pools: Kubeflow Pipelines' own services (API server, UI, metadata, the argo controller) and CPU
+# steps on cpu; training and evaluation steps on gpu, which scales from 0, with the NVIDIA driver installed by
+# GKE (gpu_driver_installation_config). Both run as gke_nodes, hardened as the cluster's default pool above.
+locals {
+  node_pools = {
+    cpu = {
+      machine_type = "e2-standard-4"
+      min_nodes    = 1
+      max_nodes    = 3
+      disk_size_gb = null # GKE's default
+      accelerator  = null
+      taints       = []
     }
-    workload_metadata_config {
-      mode = "GKE_METADATA"
-    }
-    shielded_instance_config {
-      enable_secure_boot          = true
-      enable_integrity_monitoring = true
+    gpu = {
+      machine_type = var.gpu_machine_type
+      min_nodes    = 0
+      max_nodes    = var.gpu_max_nodes
+      disk_size_gb = 200 # the trainer image (CUDA torch, Unsloth) and model checkpoints
+      accelerator  = { type = var.gpu_accelerator_type, count = var.gpu_accelerator_count }
+      taints       = [{ key = "nvidia.com/gpu", value = "present", effect = "NO_SCHEDULE" }]
     }
   }
 }
 
-# Training and evaluation steps: scales from 0; GKE installs the NVIDIA driver (gpu_driver_installation_config).
-resource "google_container_node_pool" "gpu" {
-  count    = var.create_gke_cluster ? 1 : 0
+resource "google_container_node_pool" "kfp" {
+  for_each = { for name, pool in local.node_pools : name => pool if var.create_gke_cluster }
   project  = var.project_id
-  name     = "gpu"
+  name     = each.key
   location = var.region
   cluster  = google_container_cluster.kfp[0].name
 
   autoscaling {
-    min_node_count = 0
-    max_node_count = var.gpu_max_nodes
+    min_node_count = each.value.min_nodes
+    max_node_count = each.value.max_nodes
   }
 
   management {
@@ -258,30 +244,36 @@ resource "google_container_node_pool" "gpu" {
   }
 
   node_config {
-    machine_type    = var.gpu_machine_type
+    machine_type    = each.value.machine_type
+    disk_size_gb    = each.value.disk_size_gb
+    labels          = { "slmforge/pool" = each.key }
     service_account = google_service_account.gke_nodes[0].email
     oauth_scopes    = ["https://www.googleapis.com/auth/cloud-platform"]
     image_type      = "COS_CONTAINERD"
-    disk_size_gb    = 200 # the trainer image (CUDA torch, Unsloth) and model checkpoints
-    labels          = { "slmforge/pool" = "gpu" }
-
-    guest_accelerator {
-      type  = var.gpu_accelerator_type
-      count = var.gpu_accelerator_count
-      gpu_driver_installation_config {
-        gpu_driver_version = "LATEST"
-      }
-    }
-
-    taint {
-      key    = "nvidia.com/gpu"
-      value  = "present"
-      effect = "NO_SCHEDULE"
-    }
-
     metadata = {
       disable-legacy-endpoints = "true"
     }
+
+    dynamic "guest_accelerator" {
+      for_each = each.value.accelerator[*]
+      content {
+        type  = guest_accelerator.value.type
+        count = guest_accelerator.value.count
+        gpu_driver_installation_config {
+          gpu_driver_version = "LATEST"
+        }
+      }
+    }
+
+    dynamic "taint" {
+      for_each = each.value.taints
+      content {
+        key    = taint.value.key
+        value  = taint.value.value
+        effect = taint.value.effect
+      }
+    }
+
     workload_metadata_config {
       mode = "GKE_METADATA"
     }

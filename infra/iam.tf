@@ -2,114 +2,111 @@
 #   pipeline: the PipelineJobs' runtime identity (every step runs as it);
 #   deployer: GitHub Actions on the main branch: push images, upload templates, submit PipelineJobs;
 #   promoter: GitHub Actions in the protected environment: read a run's gate result, move model aliases.
+# What each may do is a table below, one row a grant (its account, a key of service_accounts), and one
+# resource per table. A row's key is the name its resource had before the tables: moved.tf carries state.
 
-resource "google_service_account" "pipeline" {
-  project      = var.project_id
-  account_id   = "${var.name}-pipeline"
-  display_name = "slmforge pipeline runtime"
-  description  = "Runs the slmforge Vertex AI PipelineJobs and their custom jobs."
-}
+locals {
+  service_accounts = {
+    pipeline = { display_name = "slmforge pipeline runtime", description = "Runs the slmforge Vertex AI PipelineJobs and their custom jobs." }
+    deployer = { display_name = "slmforge CI deployer", description = "GitHub Actions on ${var.github_repository}: images, templates, pipeline submission." }
+    promoter = { display_name = "slmforge promotion", description = "GitHub Actions environment ${var.github_environment}: moves model aliases after a passed gate." }
+  }
 
-resource "google_service_account" "deployer" {
-  project      = var.project_id
-  account_id   = "${var.name}-deployer"
-  display_name = "slmforge CI deployer"
-  description  = "GitHub Actions on ${var.github_repository}: images, templates, pipeline submission."
-}
+  # On the project. Pipeline steps create Vertex custom jobs (multi-node training), write Experiments and
+  # register models: Vertex has no narrower predefined role for a pipeline's runtime identity than
+  # aiplatform.user. The promoter holds only its custom role (below).
+  project_grants = {
+    pipeline_vertex = { account = "pipeline", role = "roles/aiplatform.user" }
+    pipeline_logs   = { account = "pipeline", role = "roles/logging.logWriter" }
+    deployer_vertex = { account = "deployer", role = "roles/aiplatform.user" }
+    promoter        = { account = "promoter", role = google_project_iam_custom_role.promoter.id }
+  }
 
-resource "google_service_account" "promoter" {
-  project      = var.project_id
-  account_id   = "${var.name}-promoter"
-  display_name = "slmforge promotion"
-  description  = "GitHub Actions environment ${var.github_environment}: moves model aliases after a passed gate."
-}
+  # In the pipeline bucket: the runtime account owns its objects; the CI accounts are each held by a
+  # condition to the objects their job touches (bucket_conditions).
+  bucket_grants = {
+    pipeline_bucket            = { account = "pipeline", role = "roles/storage.objectAdmin", condition = null }
+    deployer_reads_staged_data = { account = "deployer", role = "roles/storage.objectViewer", condition = local.bucket_conditions.staged_data }
+    deployer_stages_data       = { account = "deployer", role = "roles/storage.objectCreator", condition = local.bucket_conditions.staged_data }
+    promoter_reads_staging     = { account = "promoter", role = "roles/storage.objectViewer", condition = local.bucket_conditions.registry_staging }
+    promoter_writes_audit_log  = { account = "promoter", role = "roles/storage.objectUser", condition = local.bucket_conditions.registry_audit_logs }
+  }
 
-# --- pipeline runtime ------------------------------------------------------------------------------------
-# Steps create Vertex custom jobs (multi-node training), write Experiments and register models: Vertex has
-# no narrower predefined role for a pipeline's runtime identity than aiplatform.user.
-resource "google_project_iam_member" "pipeline_vertex" {
-  project = var.project_id
-  role    = "roles/aiplatform.user"
-  member  = google_service_account.pipeline.member
-}
+  # `submit` copies local data files to <pipeline_root>/slmforge-data/<content hash>/ (pipelines/vertex.py):
+  # it checks whether each object exists and creates it; it never overwrites or deletes.
+  # With registry.backend: vertex, a version's exact tags (gate verdict included) live in
+  # slmforge_tags.json beside its weights, and every alias move is appended to <model>/audit.jsonl
+  # (components/register/vertex_registry.py). So: read under the staging prefix, and write that one log
+  # (appending rewrites the object, which needs create and delete) — nothing else in the bucket.
+  bucket_objects      = "projects/_/buckets/${google_storage_bucket.pipelines.name}/objects"
+  staged_data_objects = "${local.bucket_objects}/${local.pipeline_root_prefix}/slmforge-data/"
+  staging_objects     = "${local.bucket_objects}/${var.registry_staging_prefix}/"
+  bucket_conditions = {
+    staged_data         = { title = "staged data only", expression = "resource.name.startsWith(\"${local.staged_data_objects}\")" }
+    registry_staging    = { title = "registry staging only", expression = "resource.name.startsWith(\"${local.staging_objects}\")" }
+    registry_audit_logs = { title = "registry audit logs only", expression = "resource.name.startsWith(\"${local.staging_objects}\") && resource.name.endsWith(\"/audit.jsonl\")" }
+  }
 
-resource "google_project_iam_member" "pipeline_logs" {
-  project = var.project_id
-  role    = "roles/logging.logWriter"
-  member  = google_service_account.pipeline.member
-}
+  # On the Artifact Registry repositories: the runtime pulls step images, CI pushes images and templates.
+  repository_grants = {
+    pipeline_images    = { account = "pipeline", repository = google_artifact_registry_repository.images, role = "roles/artifactregistry.reader" }
+    deployer_images    = { account = "deployer", repository = google_artifact_registry_repository.images, role = "roles/artifactregistry.writer" }
+    deployer_templates = { account = "deployer", repository = google_artifact_registry_repository.templates, role = "roles/artifactregistry.writer" }
+  }
 
-resource "google_storage_bucket_iam_member" "pipeline_bucket" {
-  bucket = google_storage_bucket.pipelines.name
-  role   = "roles/storage.objectAdmin"
-  member = google_service_account.pipeline.member
-}
-
-resource "google_artifact_registry_repository_iam_member" "pipeline_images" {
-  project    = var.project_id
-  location   = google_artifact_registry_repository.images.location
-  repository = google_artifact_registry_repository.images.name
-  role       = "roles/artifactregistry.reader"
-  member     = google_service_account.pipeline.member
-}
-
-# The multi-node launcher step starts its custom job's replicas as this same account.
-resource "google_service_account_iam_member" "pipeline_acts_as_itself" {
-  service_account_id = google_service_account.pipeline.name
-  role               = "roles/iam.serviceAccountUser"
-  member             = google_service_account.pipeline.member
-}
-
-# --- CI deployer -----------------------------------------------------------------------------------------
-resource "google_project_iam_member" "deployer_vertex" {
-  project = var.project_id
-  role    = "roles/aiplatform.user"
-  member  = google_service_account.deployer.member
-}
-
-# Submitting a PipelineJob that runs as the pipeline account needs actAs on that account only.
-resource "google_service_account_iam_member" "deployer_acts_as_pipeline" {
-  service_account_id = google_service_account.pipeline.name
-  role               = "roles/iam.serviceAccountUser"
-  member             = google_service_account.deployer.member
-}
-
-resource "google_artifact_registry_repository_iam_member" "deployer_images" {
-  project    = var.project_id
-  location   = google_artifact_registry_repository.images.location
-  repository = google_artifact_registry_repository.images.name
-  role       = "roles/artifactregistry.writer"
-  member     = google_service_account.deployer.member
-}
-
-resource "google_artifact_registry_repository_iam_member" "deployer_templates" {
-  project    = var.project_id
-  location   = google_artifact_registry_repository.templates.location
-  repository = google_artifact_registry_repository.templates.name
-  role       = "roles/artifactregistry.writer"
-  member     = google_service_account.deployer.member
-}
-
-# `submit` copies local data files to <pipeline_root>/slmforge-data/<content hash>/ (pipelines/vertex.py):
-# it checks whether each object exists and creates it; it never overwrites or deletes.
-resource "google_storage_bucket_iam_member" "deployer_reads_staged_data" {
-  bucket = google_storage_bucket.pipelines.name
-  role   = "roles/storage.objectViewer"
-  member = google_service_account.deployer.member
-  condition {
-    title      = "staged data only"
-    expression = "resource.name.startsWith(\"${local.staged_data_objects}\")"
+  # Who may act as the pipeline account (row value: the account that may): the multi-node launcher step
+  # starts its custom job's replicas as this same account, and submitting a PipelineJob that runs as the
+  # pipeline account needs actAs on that account only.
+  pipeline_account_users = {
+    pipeline_acts_as_itself   = "pipeline"
+    deployer_acts_as_pipeline = "deployer"
   }
 }
 
-resource "google_storage_bucket_iam_member" "deployer_stages_data" {
-  bucket = google_storage_bucket.pipelines.name
-  role   = "roles/storage.objectCreator"
-  member = google_service_account.deployer.member
-  condition {
-    title      = "staged data only"
-    expression = "resource.name.startsWith(\"${local.staged_data_objects}\")"
+resource "google_service_account" "slmforge" {
+  for_each     = local.service_accounts
+  project      = var.project_id
+  account_id   = "${var.name}-${each.key}"
+  display_name = each.value.display_name
+  description  = each.value.description
+}
+
+resource "google_project_iam_member" "grants" {
+  for_each = local.project_grants
+  project  = var.project_id
+  role     = each.value.role
+  member   = google_service_account.slmforge[each.value.account].member
+}
+
+resource "google_storage_bucket_iam_member" "grants" {
+  for_each = local.bucket_grants
+  bucket   = google_storage_bucket.pipelines.name
+  role     = each.value.role
+  member   = google_service_account.slmforge[each.value.account].member
+
+  dynamic "condition" {
+    for_each = each.value.condition[*]
+    content {
+      title      = condition.value.title
+      expression = condition.value.expression
+    }
   }
+}
+
+resource "google_artifact_registry_repository_iam_member" "grants" {
+  for_each   = local.repository_grants
+  project    = var.project_id
+  location   = each.value.repository.location
+  repository = each.value.repository.name
+  role       = each.value.role
+  member     = google_service_account.slmforge[each.value.account].member
+}
+
+resource "google_service_account_iam_member" "pipeline_users" {
+  for_each           = local.pipeline_account_users
+  service_account_id = google_service_account.slmforge["pipeline"].name
+  role               = "roles/iam.serviceAccountUser"
+  member             = google_service_account.slmforge[each.value].member
 }
 
 # --- promotion -------------------------------------------------------------------------------------------
@@ -133,40 +130,4 @@ resource "google_project_iam_custom_role" "promoter" {
     "aiplatform.executions.get",
     "aiplatform.executions.list",
   ]
-}
-
-resource "google_project_iam_member" "promoter" {
-  project = var.project_id
-  role    = google_project_iam_custom_role.promoter.id
-  member  = google_service_account.promoter.member
-}
-
-# With registry.backend: vertex, a version's exact tags (gate verdict included) live in
-# slmforge_tags.json beside its weights, and every alias move is appended to <model>/audit.jsonl
-# (components/register/vertex_registry.py). So: read under the staging prefix, and write that one log
-# (appending rewrites the object, which needs create and delete) — nothing else in the bucket.
-locals {
-  bucket_objects      = "projects/_/buckets/${google_storage_bucket.pipelines.name}/objects"
-  staged_data_objects = "${local.bucket_objects}/${local.pipeline_root_prefix}/slmforge-data/"
-  staging_objects     = "${local.bucket_objects}/${var.registry_staging_prefix}/"
-}
-
-resource "google_storage_bucket_iam_member" "promoter_reads_staging" {
-  bucket = google_storage_bucket.pipelines.name
-  role   = "roles/storage.objectViewer"
-  member = google_service_account.promoter.member
-  condition {
-    title      = "registry staging only"
-    expression = "resource.name.startsWith(\"${local.staging_objects}\")"
-  }
-}
-
-resource "google_storage_bucket_iam_member" "promoter_writes_audit_log" {
-  bucket = google_storage_bucket.pipelines.name
-  role   = "roles/storage.objectUser"
-  member = google_service_account.promoter.member
-  condition {
-    title      = "registry audit logs only"
-    expression = "resource.name.startsWith(\"${local.staging_objects}\") && resource.name.endsWith(\"/audit.jsonl\")"
-  }
 }

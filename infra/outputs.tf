@@ -7,17 +7,17 @@ output "workload_identity_provider" {
 
 output "deployer_service_account" {
   description = "GitHub variable GCP_DEPLOYER_SERVICE_ACCOUNT."
-  value       = google_service_account.deployer.email
+  value       = google_service_account.slmforge["deployer"].email
 }
 
 output "promoter_service_account" {
   description = "GitHub variable GCP_PROMOTER_SERVICE_ACCOUNT (used only in the protected environment)."
-  value       = google_service_account.promoter.email
+  value       = google_service_account.slmforge["promoter"].email
 }
 
 output "pipeline_service_account" {
   description = "The config's vertex.service_account."
-  value       = google_service_account.pipeline.email
+  value       = google_service_account.slmforge["pipeline"].email
 }
 
 output "pipeline_root" {

@@ -39,13 +39,13 @@ resource "google_iam_workload_identity_pool_provider" "github" {
 }
 
 resource "google_service_account_iam_member" "deployer_wif" {
-  service_account_id = google_service_account.deployer.name
+  service_account_id = google_service_account.slmforge["deployer"].name
   role               = "roles/iam.workloadIdentityUser"
   member             = "principalSet://iam.googleapis.com/${google_iam_workload_identity_pool.github.name}/attribute.repository/${var.github_repository}"
 }
 
 resource "google_service_account_iam_member" "promoter_wif" {
-  service_account_id = google_service_account.promoter.name
+  service_account_id = google_service_account.slmforge["promoter"].name
   role               = "roles/iam.workloadIdentityUser"
   member             = "principal://iam.googleapis.com/${google_iam_workload_identity_pool.github.name}/subject/${local.github_subject_environment}"
 }

@@ -4,25 +4,93 @@ account that can only read and move aliases, least-privilege bindings, a tainted
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
 from infra_tools import REPO, resources, run_tool, tool
 
 INFRA = REPO / "infra"
-# What `slmforge promote` / `rollback` need: read versions, runs and their metadata; move aliases.
-PROMOTER_ALLOWED = {
-    "aiplatform.models.get",
-    "aiplatform.models.list",
-    "aiplatform.models.update",
-    "aiplatform.pipelineJobs.get",
-    "aiplatform.pipelineJobs.list",
-    "aiplatform.metadataStores.get",
-    "aiplatform.artifacts.get",
-    "aiplatform.artifacts.list",
-    "aiplatform.executions.get",
-    "aiplatform.executions.list",
+# What `slmforge promote` / `rollback` need: read versions, runs and their metadata (get, list); move
+# aliases (models.update, the one write).
+PROMOTER_READS = {
+    "models": ("get", "list"),
+    "pipelineJobs": ("get", "list"),
+    "metadataStores": ("get",),
+    "artifacts": ("get", "list"),
+    "executions": ("get", "list"),
 }
+PROMOTER_ALLOWED = {f"aiplatform.{c}.{verb}" for c, verbs in PROMOTER_READS.items() for verb in verbs}
+PROMOTER_ALLOWED.add("aiplatform.models.update")
+# A for_each over a local table: `local.NAME`, or the rows of it a condition keeps.
+TABLE = re.compile(r"\$\{(?:local\.(\w+)|\{for (\w+), (\w+) in local\.(\w+) : \2 => \3 if [^}]+\})\}")
+
+
+def table_locals(terraform: dict[str, dict]) -> dict:
+    return {k: v for doc in terraform.values() for block in doc.get("locals", []) for k, v in block.items()}
+
+
+def row_refs(prefix: str, row) -> dict[str, object]:
+    """The names a row answers to: PREFIX, and PREFIX.ATTR for each of its attributes."""
+    attrs = row.items() if isinstance(row, dict) else ()
+    return {prefix: row, **{f"{prefix}.{a}": v for a, v in attrs}}
+
+
+def substitute(value, refs: dict[str, object], tables: dict):
+    """value with the names in refs replaced as Terraform evaluates them: a whole "${NAME}" by the value
+    itself (a "${local.X.Y}" there by that local's value), NAME inside a longer expression by its HCL
+    literal; dynamic blocks expanded into the plain blocks they make."""
+    if isinstance(value, str):
+        whole = re.fullmatch(r"\$\{([\w.]+?)(\[\*\])?\}", value)
+        if whole and whole.group(1) in refs:
+            found = refs[whole.group(1)]
+            local = re.fullmatch(r"\$\{local\.(\w+)\.(\w+)\}", str(found))
+            found = tables[local.group(1)][local.group(2)] if local else found
+            return ([] if found is None else [found]) if whole.group(2) else found
+        for name in sorted(refs, key=len, reverse=True):
+            literal = json.dumps(refs[name])
+            value = re.sub(rf"\b{re.escape(name)}\b(?![.\w])", lambda _, s=literal: s, value)
+        return value
+    if isinstance(value, list):
+        return [substitute(v, refs, tables) for v in value]
+    if not isinstance(value, dict):
+        return value
+    body = {k: substitute(v, refs, tables) for k, v in value.items() if k != "dynamic"}
+    for block in value.get("dynamic", []):
+        for label, spec in block.items():
+            items = substitute(spec["for_each"], refs, tables)
+            content = spec["content"][0]
+            body[label] = [substitute(content, row_refs(f"{label}.value", i), tables) for i in items]
+    return body
+
+
+def instances(terraform: dict[str, dict]) -> dict[tuple[str, str], dict]:
+    """resources(), with every for_each over a local table expanded into its instances: {(type,
+    'name["key"]'): body as Terraform makes it for that row} (the for_each itself kept in each)."""
+    tables = table_locals(terraform)
+    found = {}
+    for (rtype, name), body in resources(terraform).items():
+        m = TABLE.fullmatch(str(body.get("for_each", "")))
+        if not m:
+            found[(rtype, name)] = body
+            continue
+        for key, row in tables[m.group(1) or m.group(4)].items():
+            refs = {"each.key": key, **row_refs("each.value", row)}
+            found[(rtype, f'{name}["{key}"]')] = {
+                **substitute(body, refs, tables),
+                "for_each": body["for_each"],
+            }
+    return found
+
+
+def bindings_of(res: dict, account: str) -> list[dict]:
+    """Every IAM member or binding whose member is the slmforge service account `account`."""
+    member = f'google_service_account.slmforge["{account}"].member'
+    return [
+        body
+        for (rtype, _), body in res.items()
+        if rtype.endswith(("_iam_member", "_iam_binding")) and member in str(body.get("member", ""))
+    ]
 
 
 def test_every_tf_file_parses(terraform):
@@ -70,16 +138,11 @@ def test_wif_provider_accepts_one_repository_and_ref(terraform):
 
 
 def test_promoter_can_only_read_and_move_aliases(terraform):
-    res = resources(terraform)
+    res = instances(terraform)
     role = res[("google_project_iam_custom_role", "promoter")]
     perms = set(role["permissions"])
     assert "aiplatform.models.update" in perms and perms <= PROMOTER_ALLOWED, perms - PROMOTER_ALLOWED
-    bindings = {
-        body["role"]: body
-        for (rtype, _), body in res.items()
-        if rtype.endswith(("_iam_member", "_iam_binding"))
-        and "promoter.member" in str(body.get("member", ""))
-    }
+    bindings = {body["role"]: body for body in bindings_of(res, "promoter")}
     # on the project: the custom role only; in the bucket: reads under the registry's staging prefix and
     # writes to its audit logs, each held to those objects by a condition
     assert set(bindings) == {
@@ -100,18 +163,18 @@ def test_promoter_can_only_read_and_move_aliases(terraform):
 
 
 def test_deployer_writes_only_staged_data_in_the_bucket(terraform):
-    res = resources(terraform)
+    res = instances(terraform)
     bucket_roles = {
         b["role"]: b["condition"][0]["expression"]
-        for k, b in res.items()
-        if k[0] == "google_storage_bucket_iam_member" and "deployer.member" in b["member"]
+        for b in bindings_of(res, "deployer")
+        if "bucket" in b and "repository" not in b
     }
     staged = 'resource.name.startsWith(\\"${local.staged_data_objects}\\")'
     assert bucket_roles == {"roles/storage.objectViewer": staged, "roles/storage.objectCreator": staged}
 
 
 def test_no_keys_no_basic_roles_and_bindings_are_scoped(terraform):
-    res = resources(terraform)
+    res = instances(terraform)
     assert not [k for k in res if k[0] == "google_service_account_key"]
     roles = [str(body.get("role", "")) for body in res.values()]
     assert not {"roles/owner", "roles/editor", "roles/viewer"} & set(roles)
@@ -151,14 +214,27 @@ def test_bucket_and_repositories(terraform):
 
 
 def test_gpu_node_pool_is_tainted_labelled_and_scales_to_zero(terraform):
-    pool = resources(terraform)[("google_container_node_pool", "gpu")]
+    pool = instances(terraform)[("google_container_node_pool", 'kfp["gpu"]')]
     node = pool["node_config"][0]
     assert {"key": "nvidia.com/gpu", "value": "present", "effect": "NO_SCHEDULE"} in node["taint"]
     assert node["labels"] == {"slmforge/pool": "gpu"}
     assert node["guest_accelerator"][0]["type"] == "${var.gpu_accelerator_type}"
     assert pool["autoscaling"][0]["min_node_count"] == 0
-    assert pool["count"] == "${var.create_gke_cluster ? 1 : 0}"  # optional
+    assert pool["for_each"].endswith(" if var.create_gke_cluster}}"), pool["for_each"]  # optional
     assert node["workload_metadata_config"][0]["mode"] == "GKE_METADATA"
+
+
+def test_moved_blocks_carry_old_state_to_instances_that_exist(terraform):
+    """moved.tf: every old address is gone from the configuration, and its new one is an instance that
+    the for_each tables make, of the same resource type."""
+    res = instances(terraform)
+    moves = [(m["from"].strip("${}"), m["to"].strip("${}")) for m in terraform["moved.tf"]["moved"]]
+    assert moves
+    for old, new in moves:
+        rtype, _, name = re.sub(r"\[0\]$", "", old).partition(".")
+        assert (rtype, name) not in res, f"{old} is still declared"
+        new_type, _, new_name = new.partition(".")
+        assert new_type == rtype and (rtype, new_name) in res, f"{new}: no such instance"
 
 
 @pytest.mark.parametrize(
