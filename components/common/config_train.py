@@ -150,7 +150,7 @@ class TrainConfig(Section):
     packing: bool = Field(
         False,
         description="pack several rows into one sequence (padding-free); no padding waste",
-        json_schema_extra=kfp("packing", "train"),
+        json_schema_extra=kfp("packing", "preflight", "train"),
     )
     backend: Literal["auto", "hf", "unsloth"] = Field(
         "auto",

@@ -14,6 +14,7 @@ def preflight_op(
     system_prompt: str,
     method: str,
     max_length: int,
+    packing: bool,
     batch_size: int,
     max_steps: int,
     accelerator_type: str,
@@ -41,6 +42,7 @@ def preflight_op(
         system_prompt: system message rendered before every prompt (as in training and evaluation).
         method: full, lora or qlora.
         max_length: tokens per training example (prompt + completion); longer rows are truncated.
+        packing: rows packed into sequences of max_length tokens (memory is planned at that width).
         batch_size: examples per optimizer step per device; the plan splits it into micro-batches.
         max_steps: optimizer steps (for the token count, hours and cost).
         accelerator_type: Vertex accelerator type of the train step, e.g. NVIDIA_L4.
@@ -70,6 +72,7 @@ def preflight_op(
     opts = PreflightOptions.from_inputs(
         method=method,
         max_length=max_length,
+        packing=packing,
         batch_size=batch_size,
         max_steps=max_steps,
         accelerator_type=accelerator_type,

@@ -38,6 +38,7 @@ from components.preflight.plan import (
     CostEstimate,
     TrainPlan,
     alternatives,
+    batch_width,
     check_machine,
     check_memory,
     estimate_cost,
@@ -105,14 +106,15 @@ def preflight(
     validate(options)
     path = resolve_base(base_model)
     shape = model_shape(load_model_config(base_model))
-    options, decided = resolve_checkpointing(shape, options)
     tokenizer = load_tokenizer_for_checks(path)
     rows, total = sample_rows(train_path, options.sample_rows, options.seed)
     if not rows:
         raise ValueError(f"{train_path}: the training table is empty")
     renders = render_rows(tokenizer, rows, system_prompt)
     data = data_stats(renders, total, options.max_length)
-    plan = plan_batches(shape, options)
+    width = batch_width(options, data)  # memory is planned by tokens: rows of this width
+    options, decided = resolve_checkpointing(shape, options, width)
+    plan = plan_batches(shape, options, width=width)
     cost = estimate_cost(shape, options, plan, data)
     findings = [
         *check_pad_token(tokenizer),

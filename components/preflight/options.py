@@ -15,6 +15,7 @@ class PreflightOptions(StepOptions):
 
     method: str = "lora"  # full | lora | qlora
     max_length: int = 256  # tokens per example (prompt + completion); train truncates longer rows
+    packing: bool = False  # rows packed into sequences of max_length tokens (memory planned at full width)
     batch_size: int = 32  # examples per optimizer step per device = micro_batch x grad_accum
     max_steps: int = 500  # optimizer steps
     accelerator_type: str = "NVIDIA_L4"  # Vertex accelerator type, a key of prices.ACCELERATORS

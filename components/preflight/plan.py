@@ -2,6 +2,9 @@
 
 * Plan: the largest micro-batch that fits (the memory model, memory.py) and the gradient accumulation that
   keeps micro_batch x grad_accum == train.batch_size; gradient checkpointing decided when it is "auto".
+  Memory is planned by tokens, not rows: a micro-batch holds micro_batch x width tokens, where the width is
+  what one of its rows occupies (``batch_width``): the packed length with packing, else the longest row of
+  the data sample (a padded batch is as wide as its longest row), capped by max_length.
 * Cost: tokens the GPUs will process / assumed (or measured) tokens per second x USD per hour from
   ``prices.py``, where every figure cites its source and a missing one is reported, not guessed; the same
   run on every other accelerator of the price table.
@@ -25,6 +28,11 @@ class TrainPlan:
     fits: bool  # False: not even micro_batch 1 fits
     memory: MemoryEstimate  # at micro_batch
     tried: dict[int, float] = field(default_factory=dict)  # micro-batch -> estimated GiB
+    width: int = 0  # tokens one row of a micro-batch occupies (batch_width)
+
+    @property
+    def tokens_per_micro_batch(self) -> int:
+        return self.micro_batch * self.width
 
 
 @dataclass
@@ -64,20 +72,33 @@ def micro_batch_candidates(batch_size: int) -> list[int]:
     return sorted(powers | {batch_size}, reverse=True)
 
 
+def batch_width(options: PreflightOptions, data: DataStats | None) -> int:
+    """Tokens one row of a micro-batch occupies: with packing every sequence is full (max_length); a padded
+    batch is as wide as its longest row, bounded by the longest row of the sample and by max_length."""
+    if options.packing or data is None or not data.max_tokens:
+        return options.max_length
+    return min(options.max_length, data.max_tokens)
+
+
 def plan_batches(
-    shape: ModelShape, options: PreflightOptions, accelerator_type: str | None = None
+    shape: ModelShape,
+    options: PreflightOptions,
+    accelerator_type: str | None = None,
+    width: int | None = None,
 ) -> TrainPlan:
     """The largest micro-batch that fits (memory grows with it, so the first fit from the top) and the
-    gradient accumulation that makes up the configured batch. Not fitting at 1: fits=False, micro 1."""
+    gradient accumulation that makes up the configured batch, each row ``width`` tokens (default
+    max_length; see ``batch_width``). Not fitting at 1: fits=False, micro 1."""
     if options.batch_size < 1:
         raise ValueError(f"batch_size={options.batch_size}: use a positive number")
+    width = width or options.max_length
     tried: dict[int, float] = {}
     estimate = None
     for micro in micro_batch_candidates(options.batch_size):
         estimate = estimate_memory(
             shape,
             options.method,
-            options.max_length,
+            width,
             micro,
             accelerator_type or options.accelerator_type,
             lora_r=options.lora_r,
@@ -87,20 +108,20 @@ def plan_batches(
         )
         tried[micro] = round(estimate.total_gib, 3)
         if estimate.fits:
-            return TrainPlan(micro, options.batch_size // micro, True, estimate, tried)
-    return TrainPlan(1, options.batch_size, False, estimate, tried)
+            return TrainPlan(micro, options.batch_size // micro, True, estimate, tried, width)
+    return TrainPlan(1, options.batch_size, False, estimate, tried, width)
 
 
 def resolve_checkpointing(
-    shape: ModelShape, options: PreflightOptions
+    shape: ModelShape, options: PreflightOptions, width: int | None = None
 ) -> tuple[PreflightOptions, list[Finding]]:
     """``options`` with gradient_checkpointing decided, and the finding that says why, when it was "auto":
     off when the plan without it fits at a micro-batch as large as with it (turning it off then costs
     memory only, and saves the recomputation: about a third of the compute), else on."""
     if options.gradient_checkpointing != "auto":
         return options, []
-    with_it = plan_batches(shape, replace(options, gradient_checkpointing=True))
-    without = plan_batches(shape, replace(options, gradient_checkpointing=False))
+    with_it = plan_batches(shape, replace(options, gradient_checkpointing=True), width=width)
+    without = plan_batches(shape, replace(options, gradient_checkpointing=False), width=width)
     off = without.fits and without.micro_batch >= with_it.micro_batch
     decided = replace(options, gradient_checkpointing=not off)
     gib = f"{without.memory.total_gib:.1f} of {without.memory.capacity_gib:.1f} GiB"
@@ -164,7 +185,12 @@ def estimate_cost(
         if machine_type is not None
         else (options.machine_type or prices.machine_type_for(acc, count))
     )
-    padded = expected_padded_length(data.lengths, plan.micro_batch, options.max_length)
+    # packed sequences are full; a padded micro-batch is as long as its longest row
+    padded = (
+        options.max_length
+        if options.packing
+        else expected_padded_length(data.lengths, plan.micro_batch, options.max_length)
+    )
     tokens = options.max_steps * count * options.batch_size * padded
     if options.tokens_per_s > 0:
         speed, basis = options.tokens_per_s, "measured (PreflightOptions.tokens_per_s)"
@@ -205,9 +231,10 @@ def estimate_cost(
 def alternatives(shape: ModelShape, options: PreflightOptions, data: DataStats) -> list[Alternative]:
     """The same run on every accelerator of the price table, at its smallest machine shape."""
     out = []
+    width = batch_width(options, data)
     for name, acc in prices.ACCELERATORS.items():
         count = min(acc.machine_types)
-        plan = plan_batches(shape, options, accelerator_type=name)
+        plan = plan_batches(shape, options, accelerator_type=name, width=width)
         # a measured throughput or a given price belongs to the configured machine, not to this one
         opts = replace(options, machine_type="", tokens_per_s=0.0, usd_per_hour=0.0)
         cost = estimate_cost(
@@ -244,12 +271,15 @@ def check_memory(plan: TrainPlan, shape: ModelShape, options: PreflightOptions) 
         return []
     m = plan.memory
     fits_on = [
-        name for name in prices.ACCELERATORS if plan_batches(shape, options, accelerator_type=name).fits
+        name
+        for name in prices.ACCELERATORS
+        if plan_batches(shape, options, accelerator_type=name, width=plan.width).fits
     ]
     cheaper = [
         meth
         for meth in METHODS
-        if meth != options.method and plan_batches(shape, replace(options, method=meth)).fits
+        if meth != options.method
+        and plan_batches(shape, replace(options, method=meth), width=plan.width).fits
     ]
     fixes = []
     if cheaper:

@@ -23,6 +23,8 @@ def plan_json(result: PreflightResult) -> dict[str, Any]:
         "batch_size": o.batch_size,
         "micro_batch": p.micro_batch,
         "grad_accum": p.grad_accum,
+        "batch_width": p.width,
+        "tokens_per_micro_batch": p.tokens_per_micro_batch,
         "gradient_checkpointing": o.gradient_checkpointing,
         "fits": p.fits,
         "est_memory_gib": round(m.total_gib, 2),
@@ -96,7 +98,9 @@ def report_markdown(result: PreflightResult) -> str:
         "## Memory plan",
         "",
         (
-            f"micro-batch **{p.micro_batch}** x gradient accumulation **{p.grad_accum}** = batch {o.batch_size}; "
+            f"micro-batch **{p.micro_batch}** x gradient accumulation **{p.grad_accum}** = batch {o.batch_size}, "
+            f"planned by tokens: {p.tokens_per_micro_batch:,} per micro-batch ({p.micro_batch} rows of {p.width} "
+            f"tokens: {'packed to max_length' if o.packing else 'the longest sampled row, at most max_length'}); "
             f"estimated peak **{m.total_gib:.2f} GiB** of {m.capacity_gib:.1f} GiB "
             f"({'fits, headroom' if p.fits else 'does NOT fit; headroom'} {m.headroom_gib:.2f} GiB, "
             f"{MIN_HEADROOM:.0%} required)."

@@ -164,6 +164,7 @@ def test_in_process_stages_get_the_options_their_steps_get(travel_config):
     assert train.max_steps == 7 and train.lora_target_modules == list(cfg.model.lora.target_modules)
     assert (train.seed, train.learning_rate) == (cfg.train.seed, cfg.train.learning_rate)
     preflight = stage_options(PreflightOptions, "preflight", cfg)
-    assert preflight.sample_rows == cfg.preflight.sample_rows and preflight.gradient_checkpointing is True
+    assert preflight.sample_rows == cfg.preflight.sample_rows and preflight.gradient_checkpointing == "auto"
+    assert preflight.packing is cfg.train.packing is False
     with pytest.raises(TypeError, match="no input named learning_rte"):
         TrainOptions.from_inputs(learning_rte=1e-3)

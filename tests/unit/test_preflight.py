@@ -8,6 +8,7 @@ import itertools
 import json
 import shutil
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -18,6 +19,7 @@ from components.preflight.core import PreflightFailed, check_strict, preflight
 from components.preflight.memory import estimate_memory, lora_params, model_shape
 from components.preflight.options import PreflightOptions
 from components.preflight.plan import (
+    batch_width,
     check_machine,
     check_memory,
     estimate_cost,
@@ -102,6 +104,35 @@ def test_travel_data_passes_fast_with_a_consistent_plan(travel_result, travel_ro
     assert summary["est_memory_gib"] == round(plan.memory.total_gib, 2)
     md = report_markdown(result)
     assert md.startswith("# Preflight: PASSED") and "g2-standard-8" in md and "ASSUMED" in md
+    # planned by tokens: rows as wide as the longest sampled row (no travel row reaches max_length)
+    assert plan.width == result.data.max_tokens < result.options.max_length
+    assert summary["tokens_per_micro_batch"] == plan.micro_batch * plan.width
+    assert f"{plan.tokens_per_micro_batch:,} per micro-batch" in md
+
+
+def test_memory_is_planned_by_tokens_per_micro_batch(shape_7b):
+    from components.preflight.checks import DataStats
+
+    data = DataStats(
+        rows=100,
+        sampled=100,
+        mean_tokens=150.0,
+        p95_tokens=190,
+        max_tokens=200,
+        truncated=0,
+        zero_trainable=0,
+    )
+    padded = PreflightOptions(method="qlora", max_length=2048, batch_size=64)
+    assert batch_width(padded, data) == 200  # a padded batch is as wide as its longest row
+    assert batch_width(replace(padded, max_length=128), data) == 128  # longer rows are truncated
+    packed = replace(padded, packing=True)
+    assert batch_width(packed, data) == 2048  # packed sequences are full
+    short = plan_batches(shape_7b, padded, width=batch_width(padded, data))
+    full = plan_batches(shape_7b, packed, width=batch_width(packed, data))
+    assert short.fits and full.fits and short.micro_batch > full.micro_batch  # more rows when they are short
+    assert short.tokens_per_micro_batch == short.micro_batch * 200
+    assert full.tokens_per_micro_batch == full.micro_batch * 2048
+    assert short.micro_batch * short.grad_accum == full.micro_batch * full.grad_accum == 64
 
 
 def test_shape_and_lora_count_match_the_real_model(tiny_model):
