@@ -13,7 +13,7 @@ export OMP_NUM_THREADS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
 .DEFAULT_GOAL := help
-.PHONY: help setup demo demo-record test test-slow drift lint format compile bench clean
+.PHONY: help setup demo demo-record test test-slow drift lint format compile bench clean device-wheels
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -48,6 +48,9 @@ demo-record: demo ## run the demo, then record its summary (benchmarks/demo-summ
 
 test: setup tools ## the test suite (unit, components, compile, infra, kfp.local runs on shortened recipes)
 	$(BIN)/python -m pytest -m "not slow"
+
+device-wheels: ## the wheels a bare GPU machine lacks (cp312, from the lock) for benchmarks/device/check.sh (BNB=1: + bitsandbytes)
+	bash benchmarks/device/wheels.sh build/device-wheels
 
 test-slow: setup tools ## the full-recipe quality runs (minutes each): the shipped examples' configs unchanged
 	$(BIN)/python -m pytest -m slow

@@ -47,8 +47,9 @@ class EvalConfig(Section):
         json_schema_extra=kfp("eval_max_new_tokens", "decode.max_new_tokens", "preflight.max_new_tokens"),
     )
     batch_size: int = Field(
-        64,
-        description="prompts generated together",
+        0,
+        description="prompts generated together; 0 = planned: on a GPU the largest batch whose KV cache and "
+        "logits fit in half the free memory, on CPU 64",
         json_schema_extra=kfp("eval_batch_size", "decode.batch_size"),
     )
     max_examples: int = Field(
@@ -63,8 +64,8 @@ class EvalConfig(Section):
             raise rule_error(
                 "EVAL-002", f"eval.max_new_tokens={self.max_new_tokens} is outside 1..{MAX_NEW_TOKENS:,}"
             )
-        if self.batch_size < 1:
-            raise rule_error("EVAL-002", f"eval.batch_size={self.batch_size} is below 1")
+        if self.batch_size < 0:
+            raise rule_error("EVAL-002", f"eval.batch_size={self.batch_size} is below 0")
         if self.max_examples == 0 or self.max_examples < -1:
             raise rule_error(
                 "EVAL-002", f"eval.max_examples={self.max_examples}: use -1 (all) or a count >= 1"

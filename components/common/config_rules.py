@@ -92,7 +92,7 @@ RULES: dict[str, tuple[str, str]] = {
     "MODEL-004": ("LoRA setting out of range", "use r >= 1, alpha > 0 and 0 <= dropout < 1"),
     "EVAL-002": (
         "evaluation size out of range",
-        "use max_new_tokens in 1..65,536, batch_size >= 1, and max_examples -1 (all) or >= 1",
+        "use max_new_tokens in 1..65,536, batch_size >= 0 (0 = planned), and max_examples -1 (all) or >= 1",
     ),
     "DATA-006": ("max_row_bytes is not positive", "use a number of bytes >= 1 (default 1,000,000)"),
     "GATE-007": (

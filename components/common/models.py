@@ -113,9 +113,12 @@ def load_tokenizer(path: str):
     return tok
 
 
-def load_for_inference(source: str):
-    """Load (model, tokenizer) from a base locator or a trained Model artifact folder, in eval mode."""
+def load_for_inference(source: str, dtype=None):
+    """Load (model, tokenizer) from a base locator or a trained Model artifact folder, in eval mode;
+    ``dtype``: the weights' compute dtype (None = transformers' default, float32)."""
     from transformers import AutoModelForCausalLM
+
+    load = {**SAFE_WEIGHTS, **({"dtype": dtype} if dtype is not None else {})}
 
     local = Path(source)
     if local.is_dir() and (local / MODEL_INFO).is_file():
@@ -126,13 +129,13 @@ def load_for_inference(source: str):
 
             base_path = resolve_base(info["base_model"])
             check_loadable(base_path)
-            base = AutoModelForCausalLM.from_pretrained(base_path, **SAFE_WEIGHTS)
+            base = AutoModelForCausalLM.from_pretrained(base_path, **load)
             model = PeftModel.from_pretrained(base, str(local), use_safetensors=True)
         else:
-            model = AutoModelForCausalLM.from_pretrained(str(local), **SAFE_WEIGHTS)
+            model = AutoModelForCausalLM.from_pretrained(str(local), **load)
     else:
         path = resolve_base(source)
         tokenizer = load_tokenizer(path)  # checks the folder first
-        model = AutoModelForCausalLM.from_pretrained(path, **SAFE_WEIGHTS)
+        model = AutoModelForCausalLM.from_pretrained(path, **load)
     model.eval()
     return model, tokenizer

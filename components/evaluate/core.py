@@ -42,16 +42,23 @@ def generate(
     max_new_tokens: int,
     batch_size: int,
     logits_processor_factory=None,
+    cache_implementation: str | None = None,
 ) -> tuple[list[str], list[bool]]:
     """Greedy decoding of token-id prompts in left-padded batches; returns the decoded completions and,
     per row, whether it was cut off: ``max_new_tokens`` ran out before the model (or the constraint)
     ended the answer with eos. A cut-off constrained answer is an unfinished document, not valid JSON.
 
     ``logits_processor_factory``: called once per batch with the batch size, returns a list of
-    transformers LogitsProcessors for that batch (constrained decoding); None = free decoding."""
+    transformers LogitsProcessors for that batch (constrained decoding); None = free decoding.
+    ``cache_implementation``: transformers' KV cache (None = its default, dynamic; "static" preallocates
+    it, which lets transformers compile the decoding step on a GPU)."""
     import torch
 
     pad = tokenizer.pad_token_id
+    # Greedy, the same for every batch; given as overrides, so the model's own generation_config still
+    # supplies everything else (as generate(**kwargs) does).
+    settings = {"max_new_tokens": max_new_tokens, "do_sample": False, "pad_token_id": pad}
+    settings |= {"eos_token_id": tokenizer.eos_token_id, "cache_implementation": cache_implementation}
     # Longest prompts first keeps padding low within a batch; results are put back in input order.
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     texts: dict[int, str] = {}
@@ -66,21 +73,38 @@ def generate(
             mask[row, width - len(prompts[i]) :] = 1
         ids, mask = ids.to(model.device), mask.to(model.device)
         with torch.inference_mode():
-            out = model.generate(
-                input_ids=ids,
-                attention_mask=mask,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                pad_token_id=pad,
-                eos_token_id=tokenizer.eos_token_id,
-                logits_processor=logits_processor_factory(len(idx)) if logits_processor_factory else None,
-            )
+            processors = logits_processor_factory(len(idx)) if logits_processor_factory else None
+            out = model.generate(input_ids=ids, attention_mask=mask, logits_processor=processors, **settings)
         new = out[:, width:]
         ended = (new == tokenizer.eos_token_id).any(dim=1).tolist()
         for row, i in enumerate(idx):
             texts[i] = tokenizer.decode(new[row], skip_special_tokens=True)
             cut[i] = not ended[row] and new.shape[1] >= max_new_tokens
     return [texts[i] for i in range(len(prompts))], [cut[i] for i in range(len(prompts))]
+
+
+CPU_BATCH = 64  # eval.batch_size 0 on CPU
+
+
+def plan_batch_size(model, prompts: list[list[int]], max_new_tokens: int, configured: int) -> int:
+    """``configured`` when > 0. 0 = planned: on CPU ``CPU_BATCH``; on a GPU the largest batch (at most every
+    prompt) whose KV cache (2 x layers x KV heads x head size per token, prompt + answer) and fp32 logits
+    (twice: scores and the processed copy) fit in half of the GPU's free memory."""
+    import torch
+
+    if configured > 0:
+        return configured
+    if model.device.type != "cuda":
+        return CPU_BATCH
+    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    head = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    kv_heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+    width = max(len(p) for p in prompts) + max_new_tokens
+    per_row = (
+        2 * cfg.num_hidden_layers * kv_heads * head * model.dtype.itemsize * width + 2 * 4 * cfg.vocab_size
+    )
+    free, _ = torch.cuda.mem_get_info(model.device)
+    return max(1, min(len(prompts), int(free * 0.5 // per_row)))
 
 
 def task_settings(task: TaskSpec, eval_path) -> dict[str, Any]:
@@ -109,7 +133,7 @@ def evaluate(
     predictions_path: str | Path,
     *,
     max_new_tokens: int = 128,
-    batch_size: int = 64,
+    batch_size: int = 0,  # 0 = planned (plan_batch_size)
     max_examples: int = -1,  # -1 = every row
     decoding: str = "free",  # free | constrained | both (constrained is primary, free beside it)
 ) -> EvalResult:
@@ -125,11 +149,13 @@ def evaluate(
     rows = read_rows(eval_path)
     if max_examples >= 0:
         rows = rows[:max_examples]
-    model, tokenizer = load_for_inference(model_source)
+    gpu_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    model, tokenizer = load_for_inference(model_source, dtype=torch.bfloat16 if gpu_bf16 else None)
     if torch.cuda.is_available() and not getattr(model, "is_quantized", False):
         model.to("cuda")  # a bitsandbytes model is placed on the GPU when loaded and cannot be moved
     prompts = [prompt_token_ids(tokenizer, system_prompt, r["prompt"], r["history"]) for r in rows]
     targets = [r["completion"] for r in rows]
+    batch_size = plan_batch_size(model, prompts, max_new_tokens, batch_size) if prompts else 1
     runs: dict[str, tuple[list[str], Scored]] = {}
     start = time.perf_counter()
     for mode in ("free", "constrained") if decoding == "both" else (decoding,):

@@ -231,3 +231,27 @@ def test_constrained_output_keeps_the_schema_declared_key_order(model_tok, promp
     rows = generate_rows(model, tok, prompts[:4], 64, logits_processor_factory(tok, json_schema=schema)(4))
     finished = [json.loads(tok.decode(ids, skip_special_tokens=True)) for ids, ended in rows if ended]
     assert finished and all(list(v) == ["name", "type", "date"] for v in finished), finished
+
+
+@pytest.mark.parametrize("constrained", [False, True])
+def test_a_static_kv_cache_decodes_exactly_like_the_default(model_tok, prompts, json_factory, constrained):
+    """The evaluator's ``generate`` with the static cache (what a GPU can compile) gives the same answers
+    and cut-offs as with transformers' default dynamic cache, free and constrained, batch 8."""
+    from components.evaluate.core import generate
+
+    model, tok = model_tok
+    factory = json_factory if constrained else None
+    dynamic = generate(model, tok, prompts, 48, 8, logits_processor_factory=factory)
+    static = generate(
+        model, tok, prompts, 48, 8, logits_processor_factory=factory, cache_implementation="static"
+    )
+    assert static == dynamic
+    assert len(static[0]) == len(prompts) and any(t for t in static[0])  # answers, not empty strings
+
+
+def test_the_eval_batch_is_the_configured_one_or_planned(model_tok, prompts):
+    from components.evaluate.core import CPU_BATCH, plan_batch_size
+
+    model, _ = model_tok
+    assert plan_batch_size(model, prompts, 64, 8) == 8  # configured
+    assert plan_batch_size(model, prompts, 64, 0) == CPU_BATCH == 64  # planned on CPU: today's default
