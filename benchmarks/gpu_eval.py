@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from eval_decoding import Recorder
-from gpu_models import REPO, SYSTEM, build_model, gpu_name, scratch, versions
+from gpu_models import REPO, SYSTEM, build_model, gpu_name, scratch, versions, write_results
 from runinfo import code_version
 
 
@@ -99,11 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             if all("ms_per_token" in by.get(d, {}) for d in ("free", "constrained")):
                 ratio = by["constrained"]["ms_per_token"] / by["free"]["ms_per_token"]
                 print(f"cache {cache}, batch {batch}: constrained / free per token = {ratio:.2f}x")
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(
-            json.dumps({"device": gpu_name(), "versions": versions(), "runs": results}, indent=2)
-        )
+    write_results(args.out, results)
     shutil.rmtree(root, ignore_errors=True)
     return 0
 

@@ -22,43 +22,23 @@ if str(REPO) not in sys.path:  # run as a file: make `components` importable wit
     sys.path.insert(0, str(REPO))
 
 # Qwen2.5 0.5B / 1.5B / 7B (their config.json on the hub); "tiny": a CPU smoke-test shape.
+SHAPE_FIELDS = (
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "vocab_size",
+    "tie_word_embeddings",
+)
 SHAPES: dict[str, dict] = {
-    "0.5b": dict(
-        hidden_size=896,
-        intermediate_size=4864,
-        num_hidden_layers=24,
-        num_attention_heads=14,
-        num_key_value_heads=2,
-        vocab_size=151936,
-        tie_word_embeddings=True,
-    ),
-    "1.5b": dict(
-        hidden_size=1536,
-        intermediate_size=8960,
-        num_hidden_layers=28,
-        num_attention_heads=12,
-        num_key_value_heads=2,
-        vocab_size=151936,
-        tie_word_embeddings=True,
-    ),
-    "7b": dict(
-        hidden_size=3584,
-        intermediate_size=18944,
-        num_hidden_layers=28,
-        num_attention_heads=28,
-        num_key_value_heads=4,
-        vocab_size=152064,
-        tie_word_embeddings=False,
-    ),
-    "tiny": dict(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=4096,
-        tie_word_embeddings=True,
-    ),
+    name: dict(zip(SHAPE_FIELDS, values, strict=True))
+    for name, values in {
+        "0.5b": (896, 4864, 24, 14, 2, 151936, True),
+        "1.5b": (1536, 8960, 28, 12, 2, 151936, True),
+        "7b": (3584, 18944, 28, 28, 4, 152064, False),
+        "tiny": (64, 128, 2, 4, 2, 4096, True),
+    }.items()
 }
 # Dense bf16 peak of the GPU, for MFU (vendor data sheets, SXM parts without sparsity).
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L4": 121.0}
@@ -223,6 +203,15 @@ def versions() -> str:
         except md.PackageNotFoundError:
             out.append(f"{name} -")
     return ", ".join(out)
+
+
+def write_results(out: Path | None, runs: list[dict]) -> None:
+    """The runs as JSON at ``out`` (when given), with the device and the versions."""
+    import json
+
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"device": gpu_name(), "versions": versions(), "runs": runs}, indent=2))
 
 
 def scratch(root: str | None = None) -> Path:

@@ -26,7 +26,6 @@ import argparse
 import contextlib
 import gc
 import io
-import json
 import platform
 import shutil
 import time
@@ -44,6 +43,7 @@ from gpu_models import (
     scratch,
     travel_table,
     versions,
+    write_results,
 )
 from runinfo import code_version
 
@@ -192,11 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         best = max((by[k].get("tokens_per_s", 0) for k in by if k.startswith("train()")), default=0)
         if bare:
             print(f"{shape}: best train() / bare TRL = {best / bare:.2f}x")
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(
-            json.dumps({"device": gpu_name(), "versions": versions(), "runs": results}, indent=2)
-        )
+    write_results(args.out, results)
     shutil.rmtree(root, ignore_errors=True)
     return 0
 
@@ -211,9 +207,9 @@ def _print(r: dict) -> None:
         f"peak {r['peak_gib']:6.1f} GiB"
     )
     if "predicted_peak_gib" in r:
-        err = (r["predicted_peak_gib"] - r["peak_gib"]) / r["peak_gib"] if r["peak_gib"] else float("nan")
+        err = f"{(r['predicted_peak_gib'] - r['peak_gib']) / r['peak_gib']:+.0%}" if r["peak_gib"] else "-"
         line += (
-            f"  predicted {r['predicted_peak_gib']:6.1f} GiB ({err:+.0%})  micro {r['micro_batch']} x "
+            f"  predicted {r['predicted_peak_gib']:6.1f} GiB ({err})  micro {r['micro_batch']} x "
             f"accum {r['grad_accum']}, checkpointing {'on' if r['gradient_checkpointing'] else 'off'}"
         )
     if r.get("attention"):
