@@ -50,7 +50,6 @@ import statistics
 import sys
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -59,7 +58,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a file: make `components` importable without an install
     sys.path.insert(0, str(REPO))
 
-from runinfo import code_version, machine  # noqa: E402  (benchmarks/runinfo.py, next to this file)
+from runinfo import code_version, load_average, machine, package_version  # noqa: E402  (benchmarks/runinfo.py, next to this file)
 
 
 class Recorder:
@@ -199,20 +198,6 @@ def _batch(variant: str, batch_size: int) -> int:
     return 1 if variant.split(",")[0].endswith(" b1") else batch_size
 
 
-def _load() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "?"
-
-
-def _version(pkg: str) -> str:
-    try:
-        return metadata.version(pkg)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
 def report(args, ctx: dict, results: dict[str, list[dict]], load: tuple[str, str]) -> None:
     when = time.strftime("%Y-%m-%d")
     threads = os.environ.get("OMP_NUM_THREADS", "")
@@ -231,8 +216,8 @@ def report(args, ctx: dict, results: dict[str, list[dict]], load: tuple[str, str
     print()
     print(f"machine: {machine()}, OMP_NUM_THREADS={threads}, python {platform.python_version()}, {when}")
     print(
-        f"code: {code}; torch {_version('torch')}, transformers {_version('transformers')}, "
-        f"xgrammar {_version('xgrammar')}"
+        f"code: {code}; torch {package_version('torch')}, transformers {package_version('transformers')}, "
+        f"xgrammar {package_version('xgrammar')}"
     )
     print(f"load average (1/5/15 min) at start: {load[0]}; at end: {load[1]}")
     print(
@@ -323,7 +308,7 @@ def main() -> None:
     picked = set(range(0, len(rows), max(len(rows) // args.n, 1))[: args.n])
     train_rows = [r for i, r in enumerate(rows) if i not in picked]
     rows = [rows[i] for i in sorted(picked)]
-    load_start = _load()
+    load_start = load_average()
 
     with tempfile.TemporaryDirectory(prefix="slmforge-eval-decoding-") as tmp:
         os.environ["SLMFORGE_HOME"] = str(Path(tmp) / "home")
@@ -383,7 +368,7 @@ def main() -> None:
                     f"{1e3 * r['seconds'] / max(r['tokens'], 1):.3f} ms/token",
                     flush=True,
                 )
-    report(args, ctx, results, (load_start, _load()))
+    report(args, ctx, results, (load_start, load_average()))
 
 
 if __name__ == "__main__":

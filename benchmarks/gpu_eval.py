@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from eval_decoding import Recorder
-from gpu_models import REPO, SYSTEM, build_model, gpu_name, scratch, versions, write_results
+from gpu_models import REPO, SYSTEM, build_model, gpu_name, scratch, stack, write_results
 from runinfo import code_version
 
 
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     compile_s = time.perf_counter() - start
     recorder = Recorder(model, tokenizer.eos_token_id, tokenizer.pad_token_id)
     cuda = torch.cuda.is_available()
-    print(f"device: {gpu_name()}; {versions()}; python {platform.python_version()}")
+    print(f"device: {gpu_name()}; {stack()}; python {platform.python_version()}")
     print(f"code: {code_version('components', 'benchmarks')}; {time.strftime('%Y-%m-%d')}")
     print(
         f"{args.shape}, {len(prompts)} prompts, max_new_tokens {args.max_new_tokens}; grammar {compile_s:.2f} s"

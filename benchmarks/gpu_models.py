@@ -21,6 +21,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a file: make `components` importable without an install
     sys.path.insert(0, str(REPO))
 
+from runinfo import versions  # noqa: E402  (benchmarks/runinfo.py, next to this file)
+
 # Qwen2.5 0.5B / 1.5B / 7B (their config.json on the hub); "tiny": a CPU smoke-test shape.
 SHAPE_FIELDS = (
     "hidden_size",
@@ -193,16 +195,9 @@ def mfu(tokens_per_s: float, n_params: int, method: str) -> float | None:
     return tokens_per_s * (6 if method == "full" else 4) * n_params / (peak * 1e12)
 
 
-def versions() -> str:
-    import importlib.metadata as md
-
-    out = []
-    for name in ("torch", "transformers", "trl", "peft", "liger-kernel", "flash-attn", "xgrammar"):
-        try:
-            out.append(f"{name} {md.version(name)}")
-        except md.PackageNotFoundError:
-            out.append(f"{name} -")
-    return ", ".join(out)
+def stack() -> str:
+    """The versions the GPU figures depend on."""
+    return versions("torch", "transformers", "trl", "peft", "liger-kernel", "flash-attn", "xgrammar")
 
 
 def write_results(out: Path | None, runs: list[dict]) -> None:
@@ -211,7 +206,7 @@ def write_results(out: Path | None, runs: list[dict]) -> None:
 
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"device": gpu_name(), "versions": versions(), "runs": runs}, indent=2))
+        out.write_text(json.dumps({"device": gpu_name(), "versions": stack(), "runs": runs}, indent=2))
 
 
 def scratch(root: str | None = None) -> Path:

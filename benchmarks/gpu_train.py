@@ -41,8 +41,8 @@ from gpu_models import (
     mfu,
     params,
     scratch,
+    stack,
     travel_table,
-    versions,
     write_results,
 )
 from runinfo import code_version
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     root = scratch()
     table = travel_table(root)
     results = []
-    print(f"device: {gpu_name()}; {versions()}; python {platform.python_version()}")
+    print(f"device: {gpu_name()}; {stack()}; python {platform.python_version()}")
     print(f"code: {code_version('components', 'benchmarks')}; {time.strftime('%Y-%m-%d')}")
     for shape in args.shapes.split(","):
         model = build_model(shape, root / f"model-{shape}")

@@ -25,6 +25,29 @@ def machine() -> str:
     return f"{cpu}{f' ({model})' if model else ''}, {nproc} cores"
 
 
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages ("?" where the system has none)."""
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "?"
+
+
+def package_version(name: str) -> str:
+    """The installed version of distribution ``name``, or "not installed"."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def versions(*names: str) -> str:
+    """``name version`` for each distribution, comma-separated."""
+    return ", ".join(f"{name} {package_version(name)}" for name in names)
+
+
 def code_version(*paths: str) -> str:
     """HEAD, and whether ``paths`` (relative to the repository) had uncommitted changes when this ran."""
     try:

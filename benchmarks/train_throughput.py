@@ -54,7 +54,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a file: make `components` importable without an install
     sys.path.insert(0, str(REPO))
 
-from runinfo import code_version, machine  # noqa: E402  (benchmarks/runinfo.py, next to this file)
+from runinfo import code_version, load_average, machine, versions  # noqa: E402  (benchmarks/runinfo.py, next to this file)
 
 VARIANTS = ("component", "bare", "untracked", "group_by_length", "packing")
 LABELS = {
@@ -248,21 +248,6 @@ def run_variant(variant: str, recipe: dict, data: dict, tmp: Path) -> dict:
 # ---- reporting ----------------------------------------------------------------------------------------
 
 
-def _versions() -> str:
-    import torch
-    import transformers
-    import trl
-
-    return f"torch {torch.__version__}, transformers {transformers.__version__}, trl {trl.__version__}"
-
-
-def _load() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "?"
-
-
 def _tps(r: dict) -> float:
     return r["non_pad"] / r["seconds"] if r["seconds"] > 0 else 0.0
 
@@ -283,7 +268,7 @@ def report(
     )
     print()
     print(f"machine: {machine()}, OMP_NUM_THREADS={threads}, python {platform.python_version()}, {when}")
-    print(f"code: {code}; {_versions()}")
+    print(f"code: {code}; {versions('torch', 'transformers', 'trl')}")
     print(f"load average (1/5/15 min) at start: {load[0]}; at end: {load[1]}")
     print(
         f"recipe: full, {recipe['max_steps']} steps x batch {recipe['batch_size']}, "
@@ -447,7 +432,7 @@ def main() -> None:
     _time_tracking_calls()
     cfg = load_config(args.config)
     recipe = _recipe(cfg, args.steps, args.batch_size)
-    load_start = _load()
+    load_start = load_average()
     with tempfile.TemporaryDirectory(prefix="slmforge-train-throughput-") as tmp:
         tmp = Path(tmp)
         os.environ["SLMFORGE_HOME"] = str(tmp / "home")
@@ -474,7 +459,7 @@ def main() -> None:
                     f"loss {r['final_loss']:.4f}",
                     flush=True,
                 )
-    report(args, recipe, data["rows"], results, warmup, (load_start, _load()))
+    report(args, recipe, data["rows"], results, warmup, (load_start, load_average()))
 
 
 if __name__ == "__main__":

@@ -37,6 +37,11 @@ def artifact(cls, tmp_path, name, metadata=None):
     return a
 
 
+def artifacts(tmp_path, **kinds) -> tuple:
+    """One empty artifact per keyword, ``name=Class``, in order (outputs for a component call)."""
+    return tuple(artifact(cls, tmp_path, name) for name, cls in kinds.items())
+
+
 @pytest.fixture(scope="module")
 def params(travel_config) -> dict:
     return pipeline_parameters(travel_config)
@@ -52,13 +57,9 @@ def step_args(params: dict, step: str, **overrides) -> dict:
 @pytest.fixture()
 def split_outputs(tmp_path, params):
     """ingest -> clean -> split on the travel data, as the pipeline wires them."""
-    data, rejects, events = (
-        artifact(c, tmp_path, n) for c, n in ((Dataset, "data"), (Dataset, "rej"), (Artifact, "ev"))
-    )
+    data, rejects, events = artifacts(tmp_path, data=Dataset, rej=Dataset, ev=Artifact)
     ingest_op.python_func(**step_args(params, "ingest"), dataset=data, rejects=rejects, events=events)
-    cleaned, rejects2, events2 = (
-        artifact(c, tmp_path, n) for c, n in ((Dataset, "cl"), (Dataset, "rej2"), (Artifact, "ev2"))
-    )
+    cleaned, rejects2, events2 = artifacts(tmp_path, cl=Dataset, rej2=Dataset, ev2=Artifact)
     report = artifact(Markdown, tmp_path, "clean.md")
     clean_op.python_func(
         **step_args(params, "clean", dataset=data, upstream_events=events),
@@ -68,11 +69,7 @@ def split_outputs(tmp_path, params):
         report=report,
     )
     train, held = artifact(Dataset, tmp_path, "train"), artifact(Dataset, tmp_path, "eval")
-    card, summary, events3 = (
-        artifact(Artifact, tmp_path, "card"),
-        artifact(Markdown, tmp_path, "summary.md"),
-        artifact(Artifact, tmp_path, "ev3"),
-    )
+    card, summary, events3 = artifacts(tmp_path, card=Artifact, summary_md=Markdown, ev3=Artifact)
     split_op.python_func(
         **step_args(params, "split", dataset=cleaned, upstream_events=events2, eval_fraction=0.1, seed=13),
         train_data=train,
@@ -102,7 +99,7 @@ def test_data_stages_write_counts_provenance_card_and_events(split_outputs, tmp_
     assert manifest["rows"]["in"] == 3000 and manifest["rows"]["accounted"]
     assert sum(manifest["rejected_by_reason"].values()) == removed
     assert manifest["sources"][0]["sha256"] and manifest["sha256"]["train"] == train.metadata["sha256"]
-    assert (tmp_path / "summary.md").read_text() == (tmp_path / "card" / "dataset_summary.md").read_text()
+    assert (tmp_path / "summary_md").read_text() == (tmp_path / "card" / "dataset_summary.md").read_text()
     stages = [e["stage"] for e in read_events(events.path)]
     assert stages[0] == "ingest" and "clean" in stages and stages[-1] == "split"
 
@@ -180,11 +177,7 @@ def test_train_then_evaluate_candidate_and_base(split_outputs, tmp_path, params)
             {"metric": "schema_validity", "min": 0.0},
         ]
     )
-    report, html, div = (
-        artifact(Markdown, tmp_path, "report"),
-        artifact(HTML, tmp_path, "html"),
-        artifact(Dataset, tmp_path, "div"),
-    )
+    report, html, div = artifacts(tmp_path, report=Markdown, html=HTML, div=Dataset)
     reasons = tmp_path / "reasons"
     passed = gate_op.python_func(
         candidate=outs["candidate"][0],
@@ -234,11 +227,8 @@ def test_train_then_evaluate_candidate_and_base(split_outputs, tmp_path, params)
             }
         )
     )
-    exported, ex_metrics, ex_pred, card = (
-        artifact(Model, tmp_path, "exported"),
-        artifact(Metrics, tmp_path, "exm"),
-        artifact(Dataset, tmp_path, "exp"),
-        artifact(Markdown, tmp_path, "mc"),
+    exported, ex_metrics, ex_pred, card = artifacts(
+        tmp_path, exported=Model, exm=Metrics, exp=Dataset, mc=Markdown
     )
     export_op.python_func(
         model=model,
