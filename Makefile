@@ -46,8 +46,9 @@ demo: setup ## run the travel demo end to end, offline, on the tiny model (write
 demo-record: demo ## run the demo, then record its summary (benchmarks/demo-summary.json) and the README block
 	$(BIN)/python benchmarks/demo_summary.py --record
 
+# One worker per core (pytest-xdist), each test file on one worker (its module fixtures built once).
 test: setup tools ## the test suite (unit, components, compile, infra, kfp.local runs on shortened recipes)
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -m "not slow" -n auto --dist loadfile
 
 device-wheels: ## the wheels a bare GPU machine lacks (cp312, from the lock) for benchmarks/device/check.sh (BNB=1: + bitsandbytes)
 	bash benchmarks/device/wheels.sh build/device-wheels

@@ -396,7 +396,13 @@ def test_component_writes_plan_and_report_then_fails_when_strict(tiny_model, tmp
             Artifact(uri=str(tmp_path / out / "plan")),
         )
         args = dict(
-            base_model=base, system_prompt=SYSTEM, method="lora", max_length=192, batch_size=24, max_steps=50
+            base_model=base,
+            system_prompt=SYSTEM,
+            method="lora",
+            max_length=192,
+            packing=False,
+            batch_size=24,
+            max_steps=50,
         )
         outputs = preflight_op.python_func(
             train_data=data,
