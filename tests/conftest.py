@@ -15,6 +15,10 @@ from pathlib import Path
 # Before torch is imported anywhere: 1 intra-op thread (2 threads ran 14-20x slower under load here).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# pytest-xdist workers start with COLUMNS=80 in their environment; rich's Console fixes its width from it
+# when the CLI module is imported, so the CLI tests' own COLUMNS (CliRunner env) would be ignored.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.pop("COLUMNS", None)
 
 import pytest
 
