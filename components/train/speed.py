@@ -32,7 +32,6 @@ from dataclasses import dataclass
 
 ATTENTION = ("auto", "sdpa", "flex_attention", "flash_attention_2", "eager")
 KERNELS = ("auto", "liger", "none")
-PACKED_KERNELS = ("flash_attention_2", "flex_attention")
 
 
 class SpeedError(ValueError):
