@@ -48,7 +48,7 @@ demo-record: demo ## run the demo, then record its summary (benchmarks/demo-summ
 
 # One worker per core (pytest-xdist), each test file on one worker (its module fixtures built once).
 test: setup tools ## the test suite (unit, components, compile, infra, kfp.local runs on shortened recipes)
-	$(BIN)/python -m pytest -m "not slow" -n auto --dist loadfile
+	$(BIN)/python -m pytest -m "not slow and not docker" -n auto --dist loadfile
 
 device-wheels: ## the wheels a bare GPU machine lacks (cp312, from the lock) for benchmarks/device/check.sh (BNB=1: + bitsandbytes)
 	bash benchmarks/device/wheels.sh build/device-wheels
@@ -101,7 +101,7 @@ IMAGE_TAG ?= $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' components/version.
 GIT_SHA ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 DOCKER ?= docker
 DOCKER_BUILD_FLAGS ?=
-.PHONY: tools lint-infra lock lock-check images
+.PHONY: tools lint-infra lock lock-check images base-image test-docker
 
 $(TOOLS)/%/.installed: tests/infra/requirements-%.txt
 	rm -rf $(TOOLS)/$*
@@ -145,8 +145,40 @@ lock-check: $(TOOLS)/uv/.installed ## fail when requirements.lock and pyproject.
 	  || { echo "lock-check: $(LOCK) disagrees with pyproject.toml ('<' in the lock, '>' what pyproject resolves to):"; \
 	       cat build/lock-diff.txt; echo "Fix: make lock, then commit $(LOCK)"; exit 1; }
 
-# Exits 2, saying why, when no Docker engine answers: a build target that built nothing has not succeeded.
-images: ## docker-build slmforge/cpu and slmforge/trainer:VERSION (override IMAGE_REPO, IMAGE_TAG)
-	@$(DOCKER) info >/dev/null 2>&1 || { echo "make images: no Docker engine answers ('$(DOCKER) info' failed), nothing built; build where one runs (CI: .github/workflows/images.yml)"; exit 2; }
-	$(DOCKER) build $(DOCKER_BUILD_FLAGS) -f images/cpu/Dockerfile --build-arg SLMFORGE_GIT_SHA=$(GIT_SHA) -t $(IMAGE_REPO)/cpu:$(IMAGE_TAG) .
-	$(DOCKER) build $(DOCKER_BUILD_FLAGS) -f images/trainer/Dockerfile --build-arg SLMFORGE_GIT_SHA=$(GIT_SHA) -t $(IMAGE_REPO)/trainer:$(IMAGE_TAG) .
+# BuildKit builds both images (Dockerfile.dockerignore, cache and secret mounts): a client with buildx, or
+# the 20.10 client of Debian's docker.io (built-in BuildKit). Exits 2, saying why, when no engine answers:
+# a build target that built nothing has not succeeded.
+# BASE_IMAGE: a base for both images instead of the Dockerfiles' pinned ones (e.g. the one `make
+# base-image` built). TRAINER_TORCH=cpu: the trainer image with CPU torch on a Python base (local runs
+# without a GPU). CA_BUNDLE: a CA bundle for the builds' downloads (a corporate proxy's CA), passed as a
+# build secret, never written into an image; empty: none.
+export DOCKER_BUILDKIT = 1
+BASE_IMAGE ?=
+TRAINER_TORCH ?= cuda
+CA_BUNDLE ?= $(wildcard /etc/ssl/certs/ca-certificates.crt)
+PYTHON_BASE = $(or $(BASE_IMAGE),$(shell sed -n 's/^ARG BASE_IMAGE=//p' images/cpu/Dockerfile))
+IMAGE_BUILD = $(DOCKER) build $(DOCKER_BUILD_FLAGS) --build-arg SLMFORGE_GIT_SHA=$(GIT_SHA) \
+  $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) $(if $(CA_BUNDLE),--secret id=ca_bundle$(,)src=$(CA_BUNDLE))
+TRAINER_BUILD_ARGS_cpu = --build-arg BASE_IMAGE=$(PYTHON_BASE) --build-arg TORCH=cpu --build-arg PYTHON=python3 --build-arg APT_PACKAGES=
+, := ,
+images: ## docker-build slmforge/cpu and slmforge/trainer:VERSION (BASE_IMAGE=, TRAINER_TORCH=cpu, CA_BUNDLE=, IMAGE_REPO=, IMAGE_TAG=)
+	@$(DOCKER) info >/dev/null 2>&1 || { echo "make images: no Docker engine answers ('$(DOCKER) info' failed), nothing built; start one (make test-docker starts dockerd where it can) or build where one runs (CI: .github/workflows/images.yml)"; exit 2; }
+	@rm -rf build/docker/wheels && mkdir -p build/docker/wheels
+	@# this machine's CPU torch wheel (pip's find-links folder), so the build need not reach PyTorch's index
+	@for w in $(TORCH_WHEELS)/torch-$(TORCH_VERSION)+cpu-*.whl; do [ -f "$$w" ] && ln -f "$$w" build/docker/wheels/ 2>/dev/null || { [ -f "$$w" ] && cp "$$w" build/docker/wheels/; } || true; done
+	$(IMAGE_BUILD) -f images/cpu/Dockerfile --build-arg SLMFORGE_IMAGE=$(IMAGE_REPO)/cpu:$(IMAGE_TAG) -t $(IMAGE_REPO)/cpu:$(IMAGE_TAG) .
+	$(IMAGE_BUILD) -f images/trainer/Dockerfile $(TRAINER_BUILD_ARGS_$(TRAINER_TORCH)) --build-arg SLMFORGE_IMAGE=$(IMAGE_REPO)/trainer:$(IMAGE_TAG) -t $(IMAGE_REPO)/trainer:$(IMAGE_TAG) .
+	@$(DOCKER) images --format '  {{.Repository}}:{{.Tag}}  {{.Size}}' $(IMAGE_REPO)/*
+
+base-image: ## the Python base where the pinned one cannot be pulled: debootstrap a Debian bookworm image (images/base/build.sh)
+	DOCKER=$(DOCKER) bash images/base/build.sh
+
+# The Docker test tier: an engine (started, and stopped again, where none answers), the local base where
+# the pinned one cannot be pulled, both images (trainer with CPU torch), then the finetune pipeline through
+# kfp.local's DockerRunner on a shortened recipe (tests/docker). Layers and the pip cache stay between runs.
+test-docker: setup ## start dockerd if needed, build the base and the images (CPU trainer), run the pipeline in containers
+	@bash images/engine.sh start
+	@trap 'bash images/engine.sh stop' EXIT; set -e; client=$$(cat build/docker/client); \
+	  $(MAKE) --no-print-directory base-image DOCKER=$$client; \
+	  $(MAKE) --no-print-directory images DOCKER=$$client BASE_IMAGE=$$(cat build/docker/base-image) TRAINER_TORCH=cpu; \
+	  $(BIN)/python -m pytest -m docker tests/docker

@@ -86,7 +86,7 @@ def run(
     Exits 0 when the gate passed, 1 when a step failed, 2 on a bad config, 3 when the gate failed."""
     from components.common.home import slmforge_home
     from components.register.core import default_tracking_uri
-    from pipelines.local import run_pipeline_local
+    from pipelines.local import DockerUnavailable, run_pipeline_local
     from pipelines.parameters import pipeline_parameters
 
     if not local:
@@ -116,6 +116,9 @@ def run(
 
         try:
             result = run_pipeline_local(params, root, runner=runner, on_event=on_event, echo=verbose)
+        except DockerUnavailable as e:  # nothing ran: say how to get an engine or the images, no log
+            term.print(str(e), style="red", markup=False, highlight=False)
+            raise typer.Exit(2) from None
         except Exception as e:  # a task failed (or the run could not start): show where to look
             from pipelines.local import failure_lines
 

@@ -102,13 +102,51 @@ class _LogSink(io.TextIOBase):
         self._log.flush()
 
 
-def docker_run_args(home: Path | None = None, cwd: Path | None = None) -> dict[str, Any]:
+# The images' own user (images/*/Dockerfile): a step runs as it when the caller is root.
+IMAGE_UID = 1000
+
+
+class DockerUnavailable(RuntimeError):
+    """The Docker runner cannot start: no engine answers, or an image the pipeline needs is not built."""
+
+
+def check_docker(images: tuple[str, ...] | None = None) -> None:
+    """Raise DockerUnavailable, saying what to do, unless an engine answers and every image is present."""
+    import docker
+
+    from components.images import CPU_IMAGE, TRAINER_IMAGE
+
+    try:
+        client = docker.from_env()
+        client.ping()
+    except Exception as e:  # docker raises its own errors, requests' or a plain OSError, by version
+        raise DockerUnavailable(
+            f"--runner docker: no Docker engine answers ({type(e).__name__}); start one (make test-docker "
+            "starts dockerd where it can) or run with --runner subprocess"
+        ) from None
+    try:
+        tags = {t for image in client.images.list() for t in image.tags}
+    finally:
+        client.close()
+    missing = [i for i in images or (CPU_IMAGE, TRAINER_IMAGE) if i not in tags]
+    if missing:
+        raise DockerUnavailable(
+            f"--runner docker: image {', '.join(missing)} is not built here; build the images with "
+            "`make images` (on a machine without a GPU or registry access: `make base-image` then "
+            "`make images BASE_IMAGE=$(cat build/docker/base-image) TRAINER_TORCH=cpu`)"
+        )
+
+
+def docker_run_args(
+    home: Path | None = None, cwd: Path | None = None, writable: tuple[Path, ...] = ()
+) -> dict[str, Any]:
     """How each task's container runs under DockerRunner (kfp mounts only the pipeline root itself).
 
-    As the calling user, so what tasks write in the mounted folders stays the user's (the images' own user
-    is uid 1000); with $SLMFORGE_HOME (model cache, MLflow store) mounted read-write and the working folder
-    (where relative data paths in a config point) read-only, each at its own path, so the absolute paths
-    in the pipeline parameters mean the same inside and out.
+    As the calling user, so what tasks write in the mounted folders stays the user's; a root caller's
+    tasks run as the images' own non-root user (uid 1000), which is then given $SLMFORGE_HOME and the
+    ``writable`` folders (the run's pipeline root). $SLMFORGE_HOME (model cache, MLflow store) is mounted
+    read-write and the working folder (where relative data paths in a config point) read-only, each at its
+    own path, so the absolute paths in the pipeline parameters mean the same inside and out.
     """
     from docker.types import Mount
 
@@ -120,21 +158,31 @@ def docker_run_args(home: Path | None = None, cwd: Path | None = None) -> dict[s
     mounts = [Mount(str(home), str(home), type="bind")]
     if cwd != home and home not in cwd.parents:  # the home may sit inside cwd: both mount, nested
         mounts.insert(0, Mount(str(cwd), str(cwd), type="bind", read_only=True))
+    uid, gid = os.getuid(), os.getgid()
+    if uid == 0:
+        uid = gid = IMAGE_UID
+        for folder in (home, *writable):
+            _chown_tree(folder, uid, gid)
     return {
-        "user": f"{os.getuid()}:{os.getgid()}",
+        "user": f"{uid}:{gid}",
         # HOME: the calling uid has no home in the image; caches (Hugging Face, matplotlib) go to /tmp.
         "environment": {"SLMFORGE_HOME": str(home), "HOME": "/tmp", "OMP_NUM_THREADS": "1"},
         "mounts": mounts,
     }
 
 
-def _runner(kind: str):
+def _chown_tree(folder: Path, uid: int, gid: int) -> None:
+    for path in (folder, *folder.rglob("*")):
+        os.chown(path, uid, gid, follow_symlinks=False)
+
+
+def _runner(kind: str, writable: tuple[Path, ...] = ()):
     from kfp import local
 
     if kind == "subprocess":
         return local.SubprocessRunner(use_venv=False)
     if kind == "docker":
-        return local.DockerRunner(**docker_run_args())
+        return local.DockerRunner(**docker_run_args(writable=writable))
     raise ValueError(f"runner {kind!r}: use subprocess or docker")
 
 
@@ -178,9 +226,11 @@ def run_pipeline_local(
     os.environ.setdefault(
         "OMP_NUM_THREADS", "1"
     )  # tasks inherit it: 1 thread is the fast, stable choice on CPU
+    if runner == "docker":
+        check_docker()
     root = Path(runs_root).resolve() / time.strftime("%Y%m%d-%H%M%S")
     root.mkdir(parents=True, exist_ok=True)
-    local.init(runner=_runner(runner), pipeline_root=str(root), raise_on_error=True)
+    local.init(runner=_runner(runner, writable=(root,)), pipeline_root=str(root), raise_on_error=True)
     log_path = root / "pipeline.log"
     start = time.perf_counter()
     with open(log_path, "w", encoding="utf-8", buffering=1) as log:  # line-buffered: `tail -f` works

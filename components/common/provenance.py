@@ -1,10 +1,12 @@
 """Provenance stamped on every artifact's metadata: what it is (content hash), how it was made (config
-hash, package version, git SHA) and from what (the upstream artifacts' hashes)."""
+hash, package version, git SHA), from what (the upstream artifacts' hashes) and where (host, container,
+image)."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -59,6 +61,27 @@ def git_sha() -> str:
         return "unknown"
 
 
+_CONTAINER_ID = re.compile(r"/containers/([0-9a-f]{64})/")
+
+
+def runtime() -> dict[str, Any]:
+    """Where this step ran: the host name, the container (its id, read from the container's own mounts
+    under /proc/self/mountinfo; "" outside a container), the project image it was built as
+    ($SLMFORGE_IMAGE, set by images/*/Dockerfile; "" elsewhere) and the uid it ran as."""
+    import socket
+
+    try:
+        found = _CONTAINER_ID.search(Path("/proc/self/mountinfo").read_text(encoding="utf-8"))
+    except OSError:
+        found = None
+    return {
+        "hostname": socket.gethostname(),
+        "container_id": found.group(1) if found else "",
+        "image": os.environ.get("SLMFORGE_IMAGE", ""),
+        "uid": os.getuid(),
+    }
+
+
 def stamp(metadata: dict[str, Any], path: str | Path, *, config_hash: str, upstream: dict[str, str]) -> str:
     """Write provenance into an artifact's metadata dict; return the artifact's content hash.
 
@@ -71,6 +94,7 @@ def stamp(metadata: dict[str, Any], path: str | Path, *, config_hash: str, upstr
             "slmforge_version": package_version(),
             "git_sha": git_sha(),
             "upstream": dict(upstream),
+            "runtime": runtime(),
         }
     )
     return digest
