@@ -196,6 +196,74 @@ REASONS: dict[str, Reason] = {
         "no sourced price for the machine type",
         "add a sourced price to components/preflight/prices.py",
     ),
+    # augment: teacher paraphrases of training rows (components/augment/core.py); a rejected candidate is
+    # never written, and no original row is ever dropped
+    "AUGMENT_LABEL_MISMATCH": Reason(
+        "augment",
+        "error",
+        "the label of a paraphrase (by the oracle or the teacher) differs from the original row's",
+        "nothing: the paraphrase changed the meaning; a clearer prompt template keeps more",
+    ),
+    "AUGMENT_INVALID": Reason(
+        "augment",
+        "error",
+        "the label of a paraphrase fails the task's checks (not JSON, not valid against task.schema, not "
+        "one of task.labels), the paraphrase is empty, or the oracle raised on it",
+        "nothing for the row; many of these point at the oracle or at the teacher labeller's prompt",
+    ),
+    "AUGMENT_DUPLICATE": Reason(
+        "augment",
+        "error",
+        "a paraphrase repeats (exactly or nearly, as clean measures it) an existing user message or an "
+        "earlier paraphrase",
+        "nothing: the first is kept; ask for more varied rewrites in the prompt template",
+    ),
+    "AUGMENT_PII": Reason(
+        "augment",
+        "error",
+        "a paraphrase holds PII that its original does not (the teacher invented it)",
+        "nothing: the paraphrase is dropped",
+    ),
+    "AUGMENT_MALFORMED": Reason(
+        "augment",
+        "warning",
+        "teacher calls whose reply could not be read (no JSON list of paraphrases, no lines, no text)",
+        "nothing for the rows; many point at the teacher or at a template without a format",
+    ),
+    "AUGMENT_TIMEOUT": Reason(
+        "augment",
+        "warning",
+        "teacher calls that timed out on every retry; their rows keep no paraphrases",
+        "rerun: answered calls are cached; or raise the teacher's timeout",
+    ),
+    "AUGMENT_REFUSED": Reason(
+        "augment",
+        "warning",
+        "teacher calls the teacher refused (a safety filter or an explicit refusal)",
+        "nothing: the rows are kept without paraphrases",
+    ),
+    "AUGMENT_TEACHER_ERROR": Reason(
+        "augment",
+        "warning",
+        "teacher calls that failed with an HTTP or connection error on every retry",
+        "check the endpoint, the model name and the credentials; rerun (answered calls are cached)",
+    ),
+    "AUGMENT_BUDGET_STOP": Reason(
+        "augment",
+        "warning",
+        "teacher calls not made because their estimated cost would exceed the budget; the stage kept what "
+        "it had",
+        "raise the budget, or lower n; a rerun reuses the cached answers",
+    ),
+    "AUGMENT_PRICE_UNKNOWN": Reason(
+        "augment",
+        "warning",
+        "no sourced price for the teacher model: the cost is reported as unknown",
+        "add a sourced price to components/augment/cost.py PRICES",
+    ),
+    "AUGMENT_DONE": Reason(
+        "augment", "info", "paraphrases accepted and rows added by teacher augmentation", "none"
+    ),
     # stage-level events (no row is rejected by these)
     "SHAPE_DETECTED": Reason("ingest", "info", "the data shape was detected from sample rows", "none"),
     "ROWS_READ": Reason("ingest", "info", "rows read from a locator: accepted + rejected", "none"),
