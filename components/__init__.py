@@ -10,6 +10,7 @@ _COMPONENTS = {
     "ingest_op": "components.ingest.component",
     "clean_op": "components.clean.component",
     "split_op": "components.split.component",
+    "augment_op": "components.augment.component",
     "preflight_op": "components.preflight.component",
     "train_op": "components.train.component",
     "train_custom_job_op": "components.train.component",

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pipelines.cli_common import _load, _refuse, console
+from pipelines.cli_common import SET_OPTION, _load, _refuse, console
 from pipelines.cli_data import data_app, data_options
 from pipelines.cli_eval import eval_cmd
 from pipelines.cli_registry import lineage_cmd, promote_cmd, rollback_cmd
@@ -29,12 +29,6 @@ app.command(name="lineage")(lineage_cmd)
 # `slmforge run` exit codes: 0 gate passed, 1 a step failed, 2 bad usage or config, 3 the gate failed.
 GATE_FAILED_EXIT = 3
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "examples" / "travel" / "config.yaml"
-
-
-# One option for every command that reads a config: `--set train.max_steps=300` (repeatable).
-SET_OPTION = typer.Option(
-    None, "--set", help="override a config field, SECTION.FIELD=VALUE (YAML value); repeatable"
-)
 
 
 def _metrics_table(candidate: dict, baselines: dict[str, dict]) -> Table:

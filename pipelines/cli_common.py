@@ -13,6 +13,11 @@ from rich.console import Console
 
 console = Console()
 
+# One option for every command that reads a config: `--set train.max_steps=300` (repeatable).
+SET_OPTION = typer.Option(
+    None, "--set", help="override a config field, SECTION.FIELD=VALUE (YAML value); repeatable"
+)
+
 
 def _refuse(message: str, out: Console = console) -> typer.Exit:
     """Print a refusal as is (rule messages hold brackets and patterns, not rich markup); raise the exit 2

@@ -12,6 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from pipelines.cli_common import SET_OPTION
+
 data_app = typer.Typer(no_args_is_help=True, help="Inspect and map datasets (shape, rejects, cleaning).")
 console = Console()
 
@@ -202,3 +204,61 @@ def _print_rejects(rejected: Counter, samples: dict, reasons: dict) -> None:
         r = reasons[code]
         table.add_row(code, str(n), r.stage, r.meaning, ", ".join(samples.get(code, [])))
     console.print(table)
+
+
+@data_app.command(name="augment")
+def augment_cmd(
+    config: Path = typer.Argument(..., help="config YAML (data.augment: the teacher, n, oracle, budget)"),
+    overrides: list[str] = SET_OPTION,
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="print the teacher calls and their estimated cost; call nothing"
+    ),
+    out: Path = typer.Option(
+        None, help="where the rows, report and events go (default: $SLMFORGE_HOME/data/<config name>/augment)"
+    ),
+) -> None:
+    """Paraphrase the training rows with the config's teacher, keep what the validator confirms.
+
+    Runs ingest, clean and split as a pipeline run would (the same options), then the augment stage on the
+    training rows; writes train.parquet (every original row, then the added ones), eval.parquet,
+    augmentation.md and events.jsonl."""
+    from components.augment.core import report_markdown
+    from components.augment.stage import AugmentOptions, plan, run_stage
+    from components.common.events import write_events
+    from components.common.home import slmforge_home
+    from pipelines.cli_common import _load, _refuse
+    from pipelines.parameters import stage_options
+
+    cfg = _load(config, overrides)
+    opts = stage_options(AugmentOptions, "augment", cfg, enabled=True)
+    dest = out or slmforge_home() / "data" / cfg.name / "augment"
+    work = Path(tempfile.mkdtemp(prefix="slmforge-augment-"))
+    try:
+        train, evals = prepare_splits(cfg, work)
+        try:
+            if dry_run:
+                est = plan(train, opts)
+                cost = (
+                    "unknown (no sourced price)" if est.estimated_usd is None else f"${est.estimated_usd:.4f}"
+                )
+                console.print(
+                    f"{est.calls} teacher calls ({est.cached} answered in the cache {opts.cache_path}); "
+                    f"estimated cost at most {cost}",
+                    highlight=False,
+                )
+                return
+            dest.mkdir(parents=True, exist_ok=True)
+            result = run_stage(train, evals, dest / "train.parquet", opts)
+        except ValueError as e:  # a teacher the options cannot build, an oracle that does not import
+            raise _refuse(str(e)) from None
+        shutil.copyfile(evals, dest / "eval.parquet")
+        (dest / "augmentation.md").write_text(report_markdown(result), encoding="utf-8")
+        write_events(dest / "events.jsonl", None, result.events)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    console.print(report_markdown(result), markup=False, highlight=False)
+    console.print(
+        f"written to {dest} (canonical tables: id, group, source, history, prompt, completion); a run "
+        "augments by itself with data.augment.enabled: true",
+        highlight=False,
+    )

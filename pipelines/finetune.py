@@ -1,4 +1,4 @@
-"""The main DAG: ingest -> clean -> split -> preflight -> train -> evaluate (candidate and base) -> gate -> register.
+"""The main DAG: ingest -> clean -> split -> augment (off by default) -> preflight -> train -> evaluate (candidate and base) -> gate -> register.
 
 Only wiring lives here: which output feeds which input, resources, retries, caching and the gate
 condition. The pipeline's parameters (explicit and typed, so the Vertex console compares runs parameter by
@@ -12,6 +12,7 @@ from kfp import dsl
 from kfp.dsl import Metrics
 
 from components import (
+    augment_op,
     clean_op,
     evaluate_base_op,
     evaluate_champion_op,
@@ -124,10 +125,19 @@ def baselines_and_gate(p: dict, split, candidate, task_args: dict, eval_args: di
 def train_and_register(p: dict, multi_node: bool) -> FinetuneOutputs:
     """The finetune pipeline's body: prepare data, plan, train, evaluate, gate, export and register."""
     split = prepare_data(p)
+    # teacher paraphrases of the training rows only (data.augment; off: the rows pass through unchanged)
+    augment = augment_op(
+        train_data=split.outputs["train_data"],
+        eval_data=split.outputs["eval_data"],
+        split_card=split.outputs["card"],
+        upstream_events=split.outputs["events"],
+        **step_inputs("augment", p),
+    ).set_retry(**RETRIES)  # a retry asks nothing already answered: replies are cached
+    train_rows = augment.outputs["augmented"]
     # no retries: its verdicts are deterministic
-    preflight = preflight_op(train_data=split.outputs["train_data"], **step_inputs("preflight", p))
+    preflight = preflight_op(train_data=train_rows, **step_inputs("preflight", p))
     train_args = {
-        "train_data": split.outputs["train_data"],
+        "train_data": train_rows,
         "grad_accum": preflight.outputs["grad_accum"],
         "gradient_checkpointing": preflight.outputs["gradient_checkpointing"],
         **step_inputs("train", p),
@@ -147,8 +157,8 @@ def train_and_register(p: dict, multi_node: bool) -> FinetuneOutputs:
         export = on_gpu(
             export_op(
                 model=trained,
-                train_data=split.outputs["train_data"],
-                split_card=split.outputs["card"],
+                train_data=train_rows,
+                split_card=augment.outputs["card"],
                 candidate_metrics=candidate.outputs["metrics"],
                 candidate_predictions=candidate.outputs["predictions"],
                 gate_report=gate.outputs["report"],
@@ -161,7 +171,7 @@ def train_and_register(p: dict, multi_node: bool) -> FinetuneOutputs:
         register_op(
             model=export.outputs["exported"],
             metrics=export.outputs["metrics"],
-            train_data=split.outputs["train_data"],
+            train_data=train_rows,
             gate_passed=gate.outputs["Output"],
             gate_reasons=gate.outputs["reasons"],
             pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,

@@ -40,7 +40,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
 # The steps each compiled pipeline runs. Two routes are not components: ``gpu`` (the accelerators of the
 # steps that run a model, set on the tasks) and ``train_job`` (the launcher inputs of the multi-node job).
 _SCORING = ("gpu", "evaluate", "evaluate_base", "evaluate_champion", "retrieval_baseline", "gate")
-_FINETUNE = ("ingest", "clean", "split", "preflight", "train", *_SCORING, "export", "register")
+_FINETUNE = ("ingest", "clean", "split", "augment", "preflight", "train", *_SCORING, "export", "register")
 PIPELINE_STEPS: dict[str, tuple[str, ...]] = {
     "finetune": _FINETUNE,
     "finetune-multinode": (*_FINETUNE, "train_job"),
@@ -162,7 +162,7 @@ DERIVED = (
         inspect.Parameter.empty,
         "sha256 of the validated config; every artifact records it.",
         _routes(
-            ["ingest", "clean", "split", "preflight", "train", "task", "register", "fetch_model"],
+            ["ingest", "clean", "split", "augment", "preflight", "train", "task", "register", "fetch_model"],
             "config_hash",
         ),
         (),
@@ -173,7 +173,7 @@ DERIVED = (
         str,
         inspect.Parameter.empty,
         "the task's JSON Schema, as JSON text.",
-        _routes(["ingest", "split", "task"], "output_schema"),
+        _routes(["ingest", "split", "augment", "task"], "output_schema"),
         ("task.schema", "task.output_schema"),
         # declared key order kept: constrained decoding emits properties in this order (not sorted)
         lambda c: json.dumps(c.task.output_schema),
@@ -206,6 +206,24 @@ DERIVED = (
         _routes(["split.cover"], ""),
         ("data.split.cover",),
         _split_cover,
+    ),
+    Parameter(
+        "augment_project",
+        str,
+        "",
+        "the GCP project of a Gemini teacher (vertex.project).",
+        _routes(["augment.project"], ""),
+        ("vertex.project",),
+        lambda c: c.vertex.project,
+    ),
+    Parameter(
+        "augment_location",
+        str,
+        "us-central1",
+        "the Vertex AI location of a Gemini teacher (data.augment.teacher.location, else vertex.region).",
+        _routes(["augment.location"], ""),
+        ("data.augment.teacher.location", "vertex.region"),
+        lambda c: c.data.augment.teacher.location or c.vertex.region,
     ),
     Parameter(
         "experiment",

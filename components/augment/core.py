@@ -10,7 +10,7 @@ this order:
    the task's checks (AUGMENT_INVALID) and equals the original's label (AUGMENT_LABEL_MISMATCH). The
    original's label is the row's own target, the one an added row is trained on;
 3. it is neither an exact nor a near duplicate (clean's normalisation, MinHash index and Jaccard
-   threshold) of a user turn of the rows given, of ``existing_prompts``, or of an earlier candidate
+   threshold) of a user turn of the eval set (AUGMENT_EVAL_LEAK), of a user turn of the rows given, of ``existing_prompts``, or of an earlier candidate
    (AUGMENT_DUPLICATE). User turns are compared, not whole rows: an added row shares its original's
    target by construction, and a long target would make every paraphrase a near duplicate.
 
@@ -62,7 +62,13 @@ PARAPHRASE_SCHEMA = {
     "required": ["paraphrases"],
     "additionalProperties": False,
 }
-CANDIDATE_CODES = ("AUGMENT_LABEL_MISMATCH", "AUGMENT_INVALID", "AUGMENT_DUPLICATE", "AUGMENT_PII")
+CANDIDATE_CODES = (
+    "AUGMENT_LABEL_MISMATCH",
+    "AUGMENT_INVALID",
+    "AUGMENT_DUPLICATE",
+    "AUGMENT_PII",
+    "AUGMENT_EVAL_LEAK",
+)
 
 Labeler = Callable[[dict], Any]  # a canonical row -> its label: text, or a JSON value for a structured task
 
@@ -335,6 +341,7 @@ def augment(
     cache: TeacherCache | None = None,
     near_dup_threshold: float = 0.9,
     existing_prompts: Iterable[str] = (),
+    eval_prompts: Iterable[str] = (),
     label_key: Callable[[str], str] = str.strip,
     max_workers: int = 4,
 ) -> AugmentResult:
@@ -342,7 +349,9 @@ def augment(
 
     ``labeler``: a function row -> label, its ``module:function`` path, or a ``TeacherLabeler``.
     ``near_dup_threshold``: Jaccard of character 5-grams, as data.clean.near_dup_threshold; -1 = exact
-    duplicates only. ``existing_prompts``: user turns no paraphrase may repeat (e.g. the eval set's).
+    duplicates only. ``existing_prompts``: user turns no paraphrase may repeat. ``eval_prompts``: the eval
+    set's user turns: a paraphrase that repeats one, exactly or nearly, is AUGMENT_EVAL_LEAK (the leak
+    check of clean, applied to added rows).
     ``label_key``: a label text -> the name the report counts it under (e.g. the command of a structured
     target). ``max_workers``: steps in flight at once (teacher calls run concurrently up to this)."""
     if n < 1:
@@ -384,6 +393,9 @@ def augment(
                 result.rejected[verdict] += 1
             else:
                 result.unverified[verdict] += 1
+    clear = _not_duplicates(list(eval_prompts), [t for _, t in passed], near_dup_threshold)
+    result.rejected["AUGMENT_EVAL_LEAK"] += len(passed) - sum(clear)
+    passed = [p for p, ok in zip(passed, clear, strict=True) if ok]
     kept = _not_duplicates(
         [s.user for s in steps] + list(existing_prompts), [t for _, t in passed], near_dup_threshold
     )

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
@@ -16,17 +17,17 @@ class TaskConfig(Section):
         "structured",
         description="structured: JSON output checked by a schema; classification: one label of task.labels; "
         "generation: free text",
-        json_schema_extra=kfp("task_type", "task", "gate"),
+        json_schema_extra=kfp("task_type", "task", "gate", "augment"),
     )
     labels: list[str] = Field(
         default_factory=list,
         description="the label set of a classification task",
-        json_schema_extra=kfp("labels", "ingest", "task", encode="json"),
+        json_schema_extra=kfp("labels", "ingest", "task", "augment", encode="json"),
     )
     system_prompt: str = Field(
         "",
         description="system message put before every prompt, in training and eval",
-        json_schema_extra=kfp("system_prompt", "clean", "preflight", "train", "task"),
+        json_schema_extra=kfp("system_prompt", "clean", "preflight", "train", "task", "augment"),
     )
     schema_path: str | None = Field(None, alias="schema", description="JSON Schema file of the output")
     output_schema: dict[str, Any] | None = Field(
@@ -115,7 +116,7 @@ class CleanConfig(Section):
     near_dup_threshold: float = Field(
         0.9,
         description="Jaccard (character 5-grams) at which a row is a near-duplicate; -1 = exact only",
-        json_schema_extra=kfp("near_dup_threshold", "clean"),
+        json_schema_extra=kfp("near_dup_threshold", "clean", "augment"),
     )
     max_tokens: int | None = Field(
         None,
@@ -151,6 +152,152 @@ class ChatConfig(Section):
     )
 
 
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_ORACLE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
+
+
+class TeacherConfig(Section):
+    backend: Literal["gemini", "openai", "hf"] = Field(
+        "gemini",
+        description="gemini: Gemini on Vertex AI (credentials from the environment / Workload Identity); "
+        "openai: any OpenAI-compatible /v1/chat/completions server (OpenAI, vLLM); hf: a local Hugging Face "
+        "model",
+        json_schema_extra=kfp("augment_teacher", "augment.teacher"),
+    )
+    model: str = Field(
+        "gemini-2.5-flash",
+        description="the teacher model: a Gemini model name, the served model's name, or (hf) a model "
+        "locator as model.base takes it",
+        json_schema_extra=kfp("augment_model", "augment.model"),
+    )
+    endpoint: str = Field(
+        "",
+        description="openai: the server's base URL without /v1 (e.g. http://vllm:8000); gemini: an API "
+        "endpoint instead of Google's regional one; hf: unused",
+        json_schema_extra=kfp("augment_endpoint", "augment.endpoint"),
+    )
+    key_env: str = Field(
+        "",
+        description="openai: the name of the environment variable that holds the API key (never the key "
+        "itself); empty = no key",
+        json_schema_extra=kfp("augment_key_env", "augment.key_env"),
+    )
+    location: str = Field(
+        "", description="gemini: the Vertex AI location of the model (e.g. global); empty = vertex.region"
+    )
+    temperature: float = Field(
+        0.7,
+        description="sampling temperature of the paraphrases (a teacher that re-labels uses 0)",
+        json_schema_extra=kfp("augment_temperature", "augment.temperature"),
+    )
+    max_output_tokens: int = Field(
+        1024,
+        description="the most tokens one reply may hold; a budget reserves this much output per call",
+        json_schema_extra=kfp("augment_max_output_tokens", "augment.max_output_tokens"),
+    )
+    timeout_s: float = Field(
+        60.0,
+        description="seconds one teacher call may take before it is retried",
+        json_schema_extra=kfp("augment_timeout_s", "augment.timeout_s"),
+    )
+    retries: int = Field(
+        4,
+        description="retries of a call that timed out or got 408/429/5xx, with exponential backoff",
+        json_schema_extra=kfp("augment_retries", "augment.retries"),
+    )
+
+    @field_validator("key_env")
+    @classmethod
+    def _env_name(cls, v: str) -> str:
+        if v and not _ENV_NAME.fullmatch(v):
+            raise rule_error("AUG-002", f"key_env={v[:4]}... is not an environment variable name")
+        return v
+
+    @field_validator("max_output_tokens", "retries", "timeout_s", "temperature")
+    @classmethod
+    def _non_negative(cls, v: float, info) -> float:
+        if v < 0 or (v == 0 and info.field_name in ("max_output_tokens", "timeout_s")):
+            raise rule_error("AUG-001", f"{info.field_name}={v}")
+        return v
+
+
+class AugmentConfig(Section):
+    enabled: bool = Field(
+        False,
+        description="add teacher paraphrases of the training rows (after the split: eval rows are never "
+        "paraphrased, and paraphrases near eval prompts are dropped)",
+        json_schema_extra=kfp("augment", "augment.enabled"),
+    )
+    n: int = Field(
+        10,
+        description="paraphrases asked for per user turn",
+        json_schema_extra=kfp("augment_n", "augment.n"),
+    )
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    oracle: str = Field(
+        "",
+        description="module:function that labels a row (row dict -> its label); a paraphrase is kept only "
+        "when its label equals the original's. Empty = the teacher re-labels each paraphrase",
+        json_schema_extra=kfp("augment_oracle", "augment.oracle"),
+    )
+    prompt_template: str = Field(
+        "",
+        description="the request for paraphrases, with {n}, {message} and {format}; empty = the default "
+        "(components/augment/core.py DEFAULT_TEMPLATE)",
+        json_schema_extra=kfp("augment_prompt_template", "augment.prompt_template"),
+    )
+    max_usd: float = Field(
+        -1.0,
+        description="stop asking before the teacher's cost would pass this many dollars; -1 = no cap",
+        json_schema_extra=kfp("augment_max_usd", "augment.max_usd"),
+    )
+    max_workers: int = Field(
+        4,
+        description="teacher calls in flight at once",
+        json_schema_extra=kfp("augment_max_workers", "augment.max_workers"),
+    )
+    cache: str = Field(
+        "",
+        description="sqlite file of answered teacher calls, so a rerun asks nothing twice; empty = "
+        "$SLMFORGE_HOME/augment/cache.sqlite",
+        json_schema_extra=kfp("augment_cache", "augment.cache"),
+    )
+
+    @field_validator("n", "max_workers")
+    @classmethod
+    def _count(cls, v: int, info) -> int:
+        if not 1 <= v <= (100 if info.field_name == "n" else 64):
+            raise rule_error("AUG-001", f"{info.field_name}={v}")
+        return v
+
+    @field_validator("max_usd")
+    @classmethod
+    def _budget(cls, v: float) -> float:
+        if v != -1 and v < 0:
+            raise rule_error("AUG-001", f"max_usd={v}")
+        return v
+
+    @field_validator("oracle")
+    @classmethod
+    def _oracle(cls, v: str) -> str:
+        if v and not _ORACLE.fullmatch(v):
+            raise rule_error("AUG-003", f"oracle={v!r} is not module:function")
+        return v
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _template(cls, v: str) -> str:
+        if v and "{message}" not in v:
+            raise rule_error("AUG-004", "prompt_template has no {message} placeholder")
+        return v
+
+    @model_validator(mode="after")
+    def _endpoint(self) -> AugmentConfig:
+        if self.enabled and self.teacher.backend == "openai" and not self.teacher.endpoint:
+            raise rule_error("AUG-005", "teacher.backend is openai but teacher.endpoint is empty")
+        return self
+
+
 class DataConfig(Section):
     train: str = Field(
         ...,
@@ -180,6 +327,7 @@ class DataConfig(Section):
     chat: ChatConfig = Field(default_factory=ChatConfig)
     clean: CleanConfig = Field(default_factory=CleanConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
 
     @field_validator("train", "eval")
     @classmethod

@@ -119,6 +119,29 @@ RULES: dict[str, tuple[str, str]] = {
         "invalid Vertex label",
         "keys: 1-63 of a-z 0-9 _ - from a letter; values: 0-63 of a-z 0-9 _ -; at most 62 (submit adds 2)",
     ),
+    "AUG-001": (
+        "augment setting out of range",
+        (
+            "n in 1..100, max_workers in 1..64, max_usd -1 (no cap) or >= 0, max_output_tokens and timeout_s > 0, "
+            "retries and temperature >= 0"
+        ),
+    ),
+    "AUG-002": (
+        "key_env is not an environment variable name",
+        (
+            "name the variable that holds the key (e.g. OPENAI_API_KEY) and set it in the environment; never put "
+            "the key in the config"
+        ),
+    ),
+    "AUG-003": ("malformed oracle", "write it as module:function, e.g. mypackage.labels:label_row"),
+    "AUG-004": (
+        "prompt_template without {message}",
+        "put {message} where the user message goes ({n}: how many; {format}: the answer format)",
+    ),
+    "AUG-005": (
+        "an OpenAI-compatible teacher needs its endpoint",
+        "set data.augment.teacher.endpoint to the server's base URL, e.g. http://localhost:8000",
+    ),
 }
 
 

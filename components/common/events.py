@@ -218,6 +218,12 @@ REASONS: dict[str, Reason] = {
         "earlier paraphrase",
         "nothing: the first is kept; ask for more varied rewrites in the prompt template",
     ),
+    "AUGMENT_EVAL_LEAK": Reason(
+        "augment",
+        "error",
+        "a paraphrase repeats (exactly or nearly, as clean measures it) a user message of the eval set",
+        "nothing: it is dropped, so no paraphrase of an eval row reaches training",
+    ),
     "AUGMENT_PII": Reason(
         "augment",
         "error",

@@ -402,6 +402,23 @@ def render_prompt(message: str, state: dict | None) -> str:
     return "[state] " + "; ".join(fields) + "\n" + message
 
 
+def parse_prompt(prompt: str) -> tuple[str, dict | None]:
+    """``render_prompt``'s inverse: (message, state), state None when the prompt has no state line."""
+    if not prompt.startswith("[state] "):
+        return prompt, None
+    head, _, message = prompt.partition("\n")
+    fields = dict(part.split("=", 1) for part in head.removeprefix("[state] ").split("; ") if "=" in part)
+    flow = fields.pop("flow", "none")
+    return message, {"flow": None if flow == "none" else flow, "slots": fields}
+
+
+def label_row(row: dict) -> list[dict]:
+    """The oracle as a labeller of canonical rows, for teacher augmentation
+    (``data.augment.oracle: examples.travel.travel:label_row``)."""
+    message, state = parse_prompt(row["prompt"])
+    return oracle(message, state)
+
+
 # --------------------------------------------------------------------------------------------------------
 # Generator: sampling values
 # --------------------------------------------------------------------------------------------------------

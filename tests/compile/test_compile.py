@@ -70,6 +70,7 @@ def test_every_stage_is_a_task(spec):
     assert set(_tasks(spec)) == {
         "ingest-op",
         "clean-op",
+        "augment-op",
         "split-op",
         "preflight-op",
         "train-op",
@@ -94,6 +95,7 @@ TASKS = {
     "ingest-op": ("cpu", False, 2, True),
     "clean-op": ("cpu", False, 2, True),
     "split-op": ("cpu", False, 2, True),
+    "augment-op": ("cpu", False, 2, True),
     "preflight-op": ("cpu", False, 0, True),
     "train-op": ("trainer", True, 3, True),
     "train-op-custom-job": ("cpu", False, 3, True),  # the launcher waits; the job's replicas hold the GPUs

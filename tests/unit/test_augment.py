@@ -5,6 +5,7 @@ tiny model, and the stage's validators, budget, cache, recombination and events.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections import deque
@@ -603,3 +604,192 @@ def test_local_teacher_through_the_stage(tiny_model, oracle):
     assert (
         result.accepted + sum(result.rejected.values()) + sum(result.unverified.values()) == result.received
     )
+
+
+# -- the stage: config, options, tables, card, CLI --------------------------------------------------------
+REPO = __import__("pathlib").Path(__file__).resolve().parents[2]
+DEMO = REPO / "examples" / "travel" / "config.yaml"
+
+
+def test_data_augment_config_routes_every_field_to_the_step():
+    """data.augment is declared once: the pipeline parameters carry it and the step's options decode it
+    back, with the Gemini location falling back to vertex.region."""
+    from components.augment.stage import AugmentOptions
+    from components.common.config_load import load_config
+    from pipelines.parameters import pipeline_parameters, stage_options
+
+    cfg = load_config(
+        DEMO,
+        [
+            "data.augment.enabled=true",
+            "data.augment.n=3",
+            "data.augment.teacher.backend=openai",
+            "data.augment.teacher.endpoint=http://127.0.0.1:9",
+            "data.augment.teacher.key_env=TEACHER_KEY",
+            "data.augment.max_usd=0.5",
+            "vertex.region=europe-west4",
+        ],
+    )
+    params = pipeline_parameters(cfg)
+    assert params["augment"] is True and params["augment_n"] == 3 and params["augment_max_usd"] == 0.5
+    assert params["augment_location"] == "europe-west4"
+    opts = stage_options(AugmentOptions, "augment", cfg)
+    assert (opts.enabled, opts.n, opts.teacher, opts.key_env) == (True, 3, "openai", "TEACHER_KEY")
+    assert opts.task.type == "structured" and opts.output_schema == cfg.task.output_schema
+    assert opts.near_dup_threshold == cfg.data.clean.near_dup_threshold
+    assert opts.system_prompt == cfg.task.system_prompt
+
+
+@pytest.mark.parametrize(
+    ("override", "rule"),
+    [
+        ("data.augment.n=0", "AUG-001"),
+        ("data.augment.max_usd=-2", "AUG-001"),
+        ("data.augment.teacher.key_env='my key'", "AUG-002"),
+        ("data.augment.oracle=labels.py", "AUG-003"),
+        ("data.augment.prompt_template='Rewrite it {n} times'", "AUG-004"),
+        ("data.augment.enabled=true", "AUG-005"),  # with the openai backend below and no endpoint
+    ],
+)
+def test_bad_augment_settings_name_their_rule(override, rule):
+    from components.common.config_load import load_config
+    from components.common.config_rules import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        load_config(DEMO, [override, "data.augment.teacher.backend=openai"])
+    assert f"[{rule}]" in str(e.value), str(e.value)
+
+
+def _tables(tmp_path, eval_prompts):
+    from components.common.tables import write_rows
+
+    train, evals = tmp_path / "train.parquet", tmp_path / "eval.parquet"
+    write_rows(ROWS, train)
+    write_rows(
+        [
+            {**row(10 + i, p, keyword_label(p)), "source": "eval", "group": f"e{i}"}
+            for i, p in enumerate(eval_prompts)
+        ],
+        evals,
+    )
+    return train, evals
+
+
+def _options(server: Loopback, tmp_path, **kw):
+    from components.augment.stage import AugmentOptions
+
+    return AugmentOptions(
+        enabled=True,
+        n=7,
+        teacher="openai",
+        model="gpt-4o-mini",
+        endpoint=server.url,
+        retries=1,
+        task_type="classification",
+        labels=LABELS,
+        cache=str(tmp_path / "cache.sqlite"),
+        **kw,
+    )
+
+
+def test_stage_writes_originals_then_added_rows_and_never_a_paraphrase_of_an_eval_row(
+    chat_api, oracle, tmp_path
+):
+    from components.augment.stage import extend_card, run_stage
+    from components.common.tables import read_rows
+
+    # the teacher's first rewrite of row 1 is word for word an eval prompt: it must not reach training
+    train, evals = _tables(tmp_path, ["please book a hotel in Paris for two nights", "cancel my trip"])
+    out = tmp_path / "augmented.parquet"
+    result = run_stage(train, evals, out, _options(chat_api, tmp_path, oracle=oracle))
+    written = read_rows(out)
+    assert written[: len(ROWS)] == [{**r} for r in read_rows(train)]  # every original, first, unchanged
+    added = written[len(ROWS) :]
+    assert len(added) == result.added > 0
+    assert result.rejected["AUGMENT_EVAL_LEAK"] == 1
+    assert "please book a hotel in Paris for two nights" not in {r["prompt"] for r in added}
+    assert {r["group"] for r in added} <= {r["group"] for r in ROWS}
+    assert result.accepted + sum(result.rejected.values()) == result.received == 7 * len(ROWS)
+    assert any(e["code"] == "AUGMENT_EVAL_LEAK" for e in result.events)
+
+    # the dataset card gains the report; the manifest records the augmented table's hash
+    split_card = tmp_path / "card"
+    split_card.mkdir()
+    (split_card / "manifest.json").write_text(json.dumps({"rows": {"train": 3}}))
+    (split_card / "dataset_summary.md").write_text("# Dataset summary\n")
+    man = extend_card(split_card, tmp_path / "card2", result, "abc")
+    assert man["augment"]["accepted"] == result.accepted and man["augment"]["sha256"] == "abc"
+    assert man["augment"]["train_rows_after"] == len(written)
+    summary = (tmp_path / "card2" / "dataset_summary.md").read_text()
+    assert "## Augmentation report" in summary and "AUGMENT_EVAL_LEAK" in summary
+
+
+def test_stage_off_passes_the_rows_through(tmp_path):
+    from components.augment.stage import AugmentOptions, run_stage
+
+    train, evals = _tables(tmp_path, ["cancel my trip"])
+    out = tmp_path / "out.parquet"
+    assert run_stage(train, evals, out, AugmentOptions(enabled=False)) is None
+    assert out.read_bytes() == train.read_bytes()
+
+
+def test_stage_relabels_with_the_teacher_when_no_oracle_is_given(chat_api, tmp_path):
+    """Without an oracle the teacher re-labels each paraphrase at temperature 0 with the task's system
+    prompt; the label must still equal the original's."""
+    from components.augment.stage import run_stage
+
+    train, evals = _tables(tmp_path, ["cancel my trip"])
+    opts = _options(chat_api, tmp_path, system_prompt=LABEL_SYSTEM)
+    result = run_stage(train, evals, tmp_path / "out.parquet", opts)
+    label_calls = [b for _, b, _ in chat_api.requests if b["messages"][0]["content"] == LABEL_SYSTEM]
+    assert label_calls and all(b["temperature"] == 0.0 for b in label_calls)
+    assert result.accepted > 0 and result.rejected["AUGMENT_LABEL_MISMATCH"] > 0
+
+
+def test_cli_data_augment_dry_run_then_run(chat_api, tmp_path, monkeypatch):
+    """`slmforge data augment CONFIG`: the dry run prints calls and an estimate and calls nothing; the run
+    writes the tables, the report and the events; a second run is answered from the cache."""
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    rows = [json.loads(x) for x in (REPO / "examples/travel/data/travel.jsonl").read_text().splitlines()]
+    data = tmp_path / "travel.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows[:80]))
+    monkeypatch.setenv("SLMFORGE_HOME", str(tmp_path / "home"))
+    monkeypatch.syspath_prepend(str(REPO))
+    args = [
+        "data",
+        "augment",
+        str(DEMO),
+        "--set",
+        f"data.train={data}",
+        "--set",
+        "data.augment.n=4",
+        "--set",
+        "data.augment.teacher.backend=openai",
+        "--set",
+        "data.augment.teacher.model=gpt-4o-mini",
+        "--set",
+        f"data.augment.teacher.endpoint={chat_api.url}",
+        "--set",
+        "data.augment.oracle=examples.travel.travel:label_row",
+    ]
+    runner = CliRunner()
+    dry = runner.invoke(app, [*args, "--dry-run"], env={"COLUMNS": "200"})
+    assert dry.exit_code == 0, dry.output
+    assert "teacher calls (0 answered in the cache" in dry.output and "estimated cost at most $" in dry.output
+    assert chat_api.requests == []
+    out = tmp_path / "out"
+    done = runner.invoke(app, [*args, "--out", str(out)], env={"COLUMNS": "200"})
+    assert done.exit_code == 0, done.output
+    assert {"train.parquet", "eval.parquet", "augmentation.md", "events.jsonl"} <= {
+        p.name for p in out.iterdir()
+    }
+    calls = len(chat_api.requests)
+    assert calls == int(re.search(r"(\d+) teacher calls \(", dry.output).group(1))
+    report = (out / "augmentation.md").read_text()
+    assert "Paraphrases asked:" in report and "cost $" in report
+    again = runner.invoke(app, [*args, "--out", str(tmp_path / "out2")], env={"COLUMNS": "200"})
+    assert again.exit_code == 0 and len(chat_api.requests) == calls  # all from the cache
+    assert f"{calls} from the cache" in again.output
