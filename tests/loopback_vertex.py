@@ -13,6 +13,9 @@ evaluations) is served by ``LoopbackModels`` (``vertex.models``), with versions 
 Pipeline jobs (``projects.locations.pipelineJobs`` create / get / cancel) and the part of the Metadata API
 that Vertex AI Experiments use (metadata store, contexts, executions, artifacts) are served by
 ``LoopbackPipelines`` (``vertex.pipelines``).
+
+``LoopbackJSON`` serves any JSON-over-HTTP route a test writes (Gemini's ``generateContent``, an
+OpenAI-compatible ``/v1/chat/completions``) with injectable faults: the teachers of components/augment.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import signal
 import subprocess
 import sys
 import threading
+import time
+from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -535,3 +540,46 @@ class LoopbackPipelines:
             else:
                 return _error(400, "INVALID_ARGUMENT", f"unsupported filter {clause!r}")
         return 200, {collection: [{k: v for k, v in r.items() if not k.startswith("_")} for r in found]}
+
+
+# -- teachers' APIs (components/augment/teachers.py): any JSON-over-HTTP route ---------------------------
+class LoopbackJSON:
+    """A JSON-over-HTTP stand-in on 127.0.0.1: ``answer(path, body)`` gives (status, reply); ``faults``
+    is consumed one per request first: an int answers that HTTP status, a float sleeps that many seconds
+    (a timeout for a client with a shorter one), a dict is sent as the reply as it is."""
+
+    def __init__(self, answer):
+        self.answer, self.faults = answer, deque()
+        self.requests: list[tuple[str, dict, dict]] = []  # (path, body, headers)
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+                outer.requests.append((self.path, body, dict(self.headers)))
+                fault = outer.faults.popleft() if outer.faults else None
+                if isinstance(fault, float):
+                    time.sleep(fault)
+                status, reply = (fault, {"error": "fault"}) if isinstance(fault, int) else (200, fault)
+                if fault is None or isinstance(fault, float):
+                    status, reply = outer.answer(self.path, body)
+                data = json.dumps(reply).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout)
+                    pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", _free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

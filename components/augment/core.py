@@ -469,6 +469,12 @@ def _events(result: AugmentResult, unpriced: list[str]) -> list[dict[str, Any]]:
     return events
 
 
+def _table(header: tuple[str, str], rows: list[tuple[str, int]]) -> list[str]:
+    """A two-column Markdown table and a blank line; "none" under the header when there are no rows."""
+    body = [f"| {name} | {count} |" for name, count in rows] or ["| none | 0 |"]
+    return [f"| {header[0]} | {header[1]} |", "|---|---:|", *body, ""]
+
+
 def report_markdown(result: AugmentResult) -> str:
     rate = f"{result.accepted / result.asked:.1%}" if result.asked else "n/a"
     cost = "unknown (no sourced price)" if result.cost_usd is None else f"${result.cost_usd:.4f}"
@@ -486,18 +492,15 @@ def report_markdown(result: AugmentResult) -> str:
             f"{result.input_tokens} in / {result.output_tokens} out; cost {cost}."
         ),
         "",
-        "| rejected because | paraphrases |",
-        "|---|---:|",
-        *[f"| `{code}` | {count} |" for code, count in result.rejected.most_common()],
-        *[
-            f"| `{code}` (labelling call failed) | {count} |"
-            for code, count in result.unverified.most_common()
-        ],
-        "",
-        "| failed teacher calls | calls |",
-        "|---|---:|",
-        *[f"| `{code}` | {count} |" for code, count in result.failed_calls.most_common()],
-        "",
+        *_table(
+            ("rejected because", "paraphrases"),
+            [(f"`{code}`", count) for code, count in result.rejected.most_common()]
+            + [(f"`{code}` (labelling call failed)", n) for code, n in result.unverified.most_common()],
+        ),
+        *_table(
+            ("failed teacher calls", "calls"),
+            [(f"`{code}`", count) for code, count in result.failed_calls.most_common()],
+        ),
         "| label | turns | asked | accepted | acceptance | rows before | rows after |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]

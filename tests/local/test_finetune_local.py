@@ -35,6 +35,17 @@ SHORT = (
 )
 
 
+def travel_teacher(path: str, body: dict) -> tuple[int, dict]:
+    """An OpenAI-compatible teacher for the demo's rows: three rewrites of the message, the state line
+    (if any) kept as it is. The travel oracle decides which keep their label."""
+    text = body["messages"][-1]["content"].split("User message:\n", 1)[-1]
+    head, sep, message = text.partition("\n") if text.startswith("[state] ") else ("", "", text)
+    rewrites = [f"{head}{sep}{m}" for m in (f"please, {message}", f"{message}, thank you", f"hi! {message}")]
+    reply = {"role": "assistant", "content": json.dumps({"paraphrases": rewrites})}
+    usage = {"prompt_tokens": 60, "completion_tokens": 40}
+    return 200, {"choices": [{"message": reply, "finish_reason": "stop"}], "usage": usage}
+
+
 def _client(home: Path):
     from mlflow import MlflowClient
 
@@ -71,9 +82,12 @@ def test_demo_recipe_passes_its_gate_with_margin(tmp_path, monkeypatch, travel_c
 
 
 def test_demo_config_end_to_end(tmp_path, monkeypatch):
-    """The demo config on a shortened recipe: every stage runs; the gate decides; export re-evaluates the
-    merged weights; an MLflow model version with alias candidate, lineage tags and a model card; and a
-    summary.json with the run's metrics, versions and lock hash."""
+    """The demo config on a shortened recipe, with teacher augmentation on (an OpenAI-compatible teacher on
+    loopback, the travel oracle as validator): every stage runs; only training rows are paraphrased; the
+    gate decides; export re-evaluates the merged weights; an MLflow model version with alias candidate,
+    lineage tags and a model card; and a summary.json with the run's metrics, versions and lock hash."""
+    from loopback_vertex import LoopbackJSON
+
     from components.common.config_load import load_config
     from components.common.provenance import lock_sha256
     from pipelines.local import run_pipeline_local
@@ -81,9 +95,22 @@ def test_demo_config_end_to_end(tmp_path, monkeypatch):
 
     home = tmp_path / "home"
     monkeypatch.setenv("SLMFORGE_HOME", str(home))
-    params = pipeline_parameters(load_config(DEMO, SHORT))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    teacher = LoopbackJSON(travel_teacher)
+    augment = (
+        "data.augment.enabled=true",
+        "data.augment.n=3",
+        "data.augment.teacher.backend=openai",
+        "data.augment.teacher.model=gpt-4o-mini",
+        f"data.augment.teacher.endpoint={teacher.url}",
+        "data.augment.oracle=examples.travel.travel:label_row",
+    )
+    params = pipeline_parameters(load_config(DEMO, (*SHORT, *augment)))
     assert params["max_steps"] == 300 and params["eval_max_examples"] == 48
-    run = run_pipeline_local(params, tmp_path / "runs")
+    try:
+        run = run_pipeline_local(params, tmp_path / "runs")
+    finally:
+        teacher.close()
 
     cand, base = run.candidate_metrics, run.base_metrics
     split_out = json.loads((run.run_dir / "split-op" / "executor_output.json").read_text())["artifacts"]
@@ -102,7 +129,16 @@ def test_demo_config_end_to_end(tmp_path, monkeypatch):
     client = _client(home)
     mv = client.get_model_version_by_alias("travel-commands", "candidate")
     assert f"models:/travel-commands/{mv.version}" == run.registered["model_uri"]
-    train_sha = split_out["train_data"]["artifacts"][0]["metadata"]["sha256"]
+    # augment: every training row kept, paraphrases added (none of an eval row), the card extended
+    aug_out = json.loads((run.run_dir / "augment-op" / "executor_output.json").read_text())["artifacts"]
+    augmented = aug_out["augmented"]["artifacts"][0]["metadata"]
+    split_train = split_out["train_data"]["artifacts"][0]["metadata"]
+    assert augmented["rows_added"] > 0 and augmented["rows"] == split_train["rows"] + augmented["rows_added"]
+    assert augmented["upstream"] == {"train": split_train["sha256"]}
+    assert len(teacher.requests) == len({r[1]["messages"][-1]["content"] for r in teacher.requests})
+    manifest = json.loads((run.run_dir / "augment-op" / "card" / "manifest.json").read_text())
+    assert manifest["augment"]["added"] == augmented["rows_added"]
+    train_sha = augmented["sha256"]  # what was trained on, and what the registry records
     assert mv.tags["data_sha256"] == train_sha
     assert mv.tags["config_hash"] == params["config_hash"]
     assert mv.tags["pipeline_run"] == run.run_dir.name

@@ -6,13 +6,9 @@ from __future__ import annotations
 
 import json
 import re
-import threading
-import time
-from collections import deque
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from conftest import free_port
+from loopback_vertex import LoopbackJSON
 
 from components.augment.cache import TeacherCache
 from components.augment.core import (
@@ -91,47 +87,8 @@ ROWS = [
 ]
 
 
-# -- loopback stand-ins -----------------------------------------------------------------------------------
-class Loopback:
-    """A JSON-over-HTTP stand-in on 127.0.0.1: ``answer(path, body)`` gives (status, reply); ``faults``
-    is consumed one per request first: an int answers that HTTP status, a float sleeps that many seconds
-    (a timeout for a client with a shorter one), a dict is sent as the reply as it is."""
-
-    def __init__(self, answer):
-        self.answer, self.faults = answer, deque()
-        self.requests: list[tuple[str, dict, dict]] = []  # (path, body, headers)
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
-                outer.requests.append((self.path, body, dict(self.headers)))
-                fault = outer.faults.popleft() if outer.faults else None
-                if isinstance(fault, float):
-                    time.sleep(fault)
-                status, reply = (fault, {"error": "fault"}) if isinstance(fault, int) else (200, fault)
-                if fault is None or isinstance(fault, float):
-                    status, reply = outer.answer(self.path, body)
-                data = json.dumps(reply).encode()
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout)
-                    pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+# -- loopback stand-ins (tests/loopback_vertex.py LoopbackJSON) ------------------------------------------
+Loopback = LoopbackJSON
 
 
 def _user_message(messages: list[dict]) -> str:
