@@ -7,8 +7,7 @@ recipe (``--steps`` etc. shorten it, the same in every arm) and scored on the he
 evaluation stage's own generation and scorer (constrained decoding, as the demo's primary figure):
 
 * ``base``: the reduced set alone;
-* ``rules``: the reduced set + the paraphrases of the *rules* teacher that ``components.augment.core.
-  augment`` accepted;
+* ``rules``: the reduced set + the paraphrases of the *rules* teacher that the augment stage accepted;
 * ``generator``: the same with the *generator* teacher.
 
 There is no LLM on this machine. Both teachers are NOT language models: they are deterministic Python
@@ -18,16 +17,21 @@ client, cache, validators and recombination run as they would against a real tea
 
 * ``rules``: re-verbalises the user message with phrase tables written in this file (openers and verbs,
   greetings and endings, count digits <-> words, "this Friday" <-> "Friday", letter case of cities, the
-  order of comma- or "and"-joined phrases). It knows nothing of the generator's templates.
+  order of comma- or "and"-joined phrases). Its tables were written for this data's surface (they match
+  openers such as "Book a" / "I need a" and use travel.py's city, weekday and number vocabularies), but
+  its rewrites are not the generator's templates; they keep every value by construction.
 * ``generator``: reads the message's meaning with the travel oracle and says it again with the data
   generator's own phrasing helpers (``examples/travel/travel.py`` ``_say_*``). It speaks the data's own
   distribution (templates the held-out rows are written in too), so it is close to an upper bound on what
   a paraphrasing teacher can add here, not an estimate of what an LLM would add.
 
-Neither teacher sees a held-out row: it is asked only about the reduced training rows. The labeller is
-the travel oracle (a paraphrase is kept only if the oracle labels it as its original's target), and the
-held-out prompts are ``existing_prompts``, so no paraphrase that exactly or nearly duplicates a held-out
-prompt is kept. Prints exact match with a 95% bootstrap CI per run (the gate's bootstrap), the paired
+Augmentation runs through the pipeline's own augment stage (``components.augment.stage.run_stage``, its
+options built from the demo config with ``data.augment`` switched on: teacher backend ``openai`` at the
+loopback endpoint, ``n``, oracle ``examples.travel.travel:label_row``, a sqlite reply cache in the temp
+folder). Neither teacher sees a held-out row: the stage asks only about the reduced training rows. A
+paraphrase is kept only if the travel oracle labels it as its original's target, and the stage drops any
+paraphrase that exactly or nearly (``data.clean.near_dup_threshold``) repeats a held-out prompt
+(AUGMENT_EVAL_LEAK). Prints exact match with a 95% bootstrap CI per run (the gate's bootstrap), the paired
 bootstrap CI of each augmented arm against ``base`` on the same training seed, and the augmentation
 reports. Measures; asserts nothing.
 
@@ -53,9 +57,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "examples" / "travel"))
 
-import travel  # noqa: E402  (examples/travel/travel.py: the oracle and the generator's phrasing)
+from examples.travel import travel  # noqa: E402  (the oracle, parse_prompt and the generator's phrasing)
 
 TEACHERS = ("rules", "generator")
 

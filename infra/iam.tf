@@ -1,7 +1,9 @@
-# Three identities, each with only what its job needs:
+# Four identities, each with only what its job needs:
 #   pipeline: the PipelineJobs' runtime identity (every step runs as it);
-#   deployer: GitHub Actions on the main branch: push images, upload templates, submit PipelineJobs;
-#   promoter: GitHub Actions in the protected environment: read a run's gate result, move model aliases.
+#   deployer: GitHub Actions on the main branch: push images, upload templates, submit PipelineJobs,
+#             deploy versions to endpoints and check them for drift (`slmforge deploy`, `drift-check`);
+#   promoter: GitHub Actions in the protected environment: read a run's gate result, move model aliases;
+#   serving:  the identity deployed models run as on Vertex AI endpoints: reads their weights, nothing else.
 # What each may do is a table below, one row a grant (its account, a key of service_accounts), and one
 # resource per table. A row's key is the name its resource had before the tables: moved.tf carries state.
 
@@ -10,6 +12,7 @@ locals {
     pipeline = { display_name = "slmforge pipeline runtime", description = "Runs the slmforge Vertex AI PipelineJobs and their custom jobs." }
     deployer = { display_name = "slmforge CI deployer", description = "GitHub Actions on ${var.github_repository}: images, templates, pipeline submission." }
     promoter = { display_name = "slmforge promotion", description = "GitHub Actions environment ${var.github_environment}: moves model aliases after a passed gate." }
+    serving  = { display_name = "slmforge model serving", description = "Runs deployed models on Vertex AI endpoints; reads registered weights only." }
   }
 
   # On the project. Pipeline steps create Vertex custom jobs (multi-node training), write Experiments and
@@ -30,6 +33,10 @@ locals {
     deployer_stages_data       = { account = "deployer", role = "roles/storage.objectCreator", condition = local.bucket_conditions.staged_data }
     promoter_reads_staging     = { account = "promoter", role = "roles/storage.objectViewer", condition = local.bucket_conditions.registry_staging }
     promoter_writes_audit_log  = { account = "promoter", role = "roles/storage.objectUser", condition = local.bucket_conditions.registry_audit_logs }
+    serving_reads_weights      = { account = "serving", role = "roles/storage.objectViewer", condition = local.bucket_conditions.registry_staging }
+    deployer_deployment_state  = { account = "deployer", role = "roles/storage.objectUser", condition = local.bucket_conditions.deployment_state }
+    deployer_reads_versions    = { account = "deployer", role = "roles/storage.objectViewer", condition = local.bucket_conditions.registry_staging }
+    deployer_reads_eval_output = { account = "deployer", role = "roles/storage.objectViewer", condition = local.bucket_conditions.pipeline_outputs }
   }
 
   # `submit` copies local data files to <pipeline_root>/slmforge-data/<content hash>/ (pipelines/vertex.py):
@@ -41,10 +48,16 @@ locals {
   bucket_objects      = "projects/_/buckets/${google_storage_bucket.pipelines.name}/objects"
   staged_data_objects = "${local.bucket_objects}/${local.pipeline_root_prefix}/slmforge-data/"
   staging_objects     = "${local.bucket_objects}/${var.registry_staging_prefix}/"
+  # `slmforge deploy` records each deployment (gold set, smoke check, history) under deployments/
+  # (deploy.state), which the scheduled drift check reads and appends to; it reads a version's tags under
+  # the registry staging prefix and its eval predictions (the gold set) under the pipeline root.
+  deployment_objects = "${local.bucket_objects}/deployments/"
   bucket_conditions = {
     staged_data         = { title = "staged data only", expression = "resource.name.startsWith(\"${local.staged_data_objects}\")" }
     registry_staging    = { title = "registry staging only", expression = "resource.name.startsWith(\"${local.staging_objects}\")" }
     registry_audit_logs = { title = "registry audit logs only", expression = "resource.name.startsWith(\"${local.staging_objects}\") && resource.name.endsWith(\"/audit.jsonl\")" }
+    deployment_state    = { title = "deployment records only", expression = "resource.name.startsWith(\"${local.deployment_objects}\")" }
+    pipeline_outputs    = { title = "pipeline outputs only", expression = "resource.name.startsWith(\"${local.bucket_objects}/${local.pipeline_root_prefix}/\")" }
   }
 
   # On the Artifact Registry repositories: the runtime pulls step images, CI pushes images and templates.
@@ -100,6 +113,13 @@ resource "google_artifact_registry_repository_iam_member" "grants" {
   repository = each.value.repository.name
   role       = each.value.role
   member     = google_service_account.slmforge[each.value.account].member
+}
+
+# Deploying a version whose deployed model runs as the serving account needs actAs on that account only.
+resource "google_service_account_iam_member" "deployer_acts_as_serving" {
+  service_account_id = google_service_account.slmforge["serving"].name
+  role               = "roles/iam.serviceAccountUser"
+  member             = google_service_account.slmforge["deployer"].member
 }
 
 resource "google_service_account_iam_member" "pipeline_users" {

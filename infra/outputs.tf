@@ -20,6 +20,16 @@ output "pipeline_service_account" {
   value       = google_service_account.slmforge["pipeline"].email
 }
 
+output "serving_service_account" {
+  description = "The config's deploy.service_account: the identity deployed models run as."
+  value       = google_service_account.slmforge["serving"].email
+}
+
+output "deployment_state" {
+  description = "The config's deploy.state: where deployments and their gold sets are recorded."
+  value       = "${google_storage_bucket.pipelines.url}/deployments"
+}
+
 output "pipeline_root" {
   description = "The config's vertex.pipeline_root."
   value       = "${google_storage_bucket.pipelines.url}/${local.pipeline_root_prefix}"

@@ -13,9 +13,11 @@ from rich.table import Table
 
 from pipelines.cli_common import SET_OPTION, _load, _refuse, console
 from pipelines.cli_data import data_app, data_options
+from pipelines.cli_deploy import deploy_cmd, drift_check_cmd
 from pipelines.cli_eval import eval_cmd
 from pipelines.cli_registry import lineage_cmd, promote_cmd, rollback_cmd
 from pipelines.cli_runs import runs_app
+from pipelines.cli_serve import serve_cmd
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Fine-tune small language models with KFP."
@@ -26,6 +28,9 @@ app.command(name="eval")(eval_cmd)
 app.command(name="promote")(promote_cmd)
 app.command(name="rollback")(rollback_cmd)
 app.command(name="lineage")(lineage_cmd)
+app.command(name="serve")(serve_cmd)
+app.command(name="deploy")(deploy_cmd)
+app.command(name="drift-check")(drift_check_cmd)
 # `slmforge run` exit codes: 0 gate passed, 1 a step failed, 2 bad usage or config, 3 the gate failed.
 GATE_FAILED_EXIT = 3
 DEMO_CONFIG = Path(__file__).resolve().parents[1] / "examples" / "travel" / "config.yaml"

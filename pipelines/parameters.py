@@ -48,6 +48,8 @@ PIPELINE_STEPS: dict[str, tuple[str, ...]] = {
 }
 # Read by `submit` for the PipelineJob itself, not by any step (pipelines/vertex.py job_request).
 SUBMIT_ONLY = ("vertex.project", "vertex.region", "vertex.pipeline_root", "vertex.labels")
+# Read by commands after a run (`slmforge deploy`, `slmforge drift-check`), not by any pipeline step.
+COMMAND_ONLY = ("deploy",)
 
 
 @dataclass(frozen=True)

@@ -393,7 +393,7 @@ def augment(
                 result.rejected[verdict] += 1
             else:
                 result.unverified[verdict] += 1
-    clear = _not_duplicates(list(eval_prompts), [t for _, t in passed], near_dup_threshold)
+    clear = _not_duplicates(list(eval_prompts), [t for _, t in passed], near_dup_threshold, among=False)
     result.rejected["AUGMENT_EVAL_LEAK"] += len(passed) - sum(clear)
     passed = [p for p, ok in zip(passed, clear, strict=True) if ok]
     kept = _not_duplicates(
@@ -423,16 +423,26 @@ def augment(
     return result
 
 
-def _not_duplicates(existing: list[str], candidates: list[str], threshold: float) -> list[bool]:
-    """Per candidate: True unless it is an exact or near duplicate of an existing text or of an earlier
-    candidate (clean's normal form, MinHash index and exact-Jaccard check; the earliest text is kept)."""
+def _not_duplicates(
+    existing: list[str], candidates: list[str], threshold: float, among: bool = True
+) -> list[bool]:
+    """Per candidate: True unless it is an exact or near duplicate of an existing text or (``among``) of an
+    earlier candidate (clean's normal form, MinHash index and exact-Jaccard check; the earliest text is
+    kept). ``among=False`` compares candidates with the existing texts only (the eval-leak check: two
+    paraphrases alike are duplicates of each other, not leaks)."""
     texts = [normalize(t) for t in existing + candidates]
     first: dict[int, int] = {}
     dup = [first.setdefault(exact_key(t), i) != i for i, t in enumerate(texts)]
+    if not among:
+        seen = {exact_key(t) for t in texts[: len(existing)]}
+        dup[len(existing) :] = [exact_key(t) in seen for t in texts[len(existing) :]]
     if threshold > 0 and len(texts) > 1:
         index = NearDupIndex(threshold=threshold)
         index.add(texts)
         i, j, est = index.candidate_pairs()
+        if not among:  # only pairs with an existing text in them
+            cross = (i < len(existing)) | (j < len(existing))
+            i, j, est = i[cross], j[cross], est[cross]
         found = resolve_near_duplicates(i, j, est, lambda wanted: {k: texts[k] for k in wanted}, threshold)
         for k in found.removed:
             dup[k] = True

@@ -208,6 +208,69 @@ class RegistryConfig(Section):
     )
 
 
+class DeployConfig(Section):
+    """Read by `slmforge deploy` and `slmforge drift-check` (components/deploy), not by a pipeline step."""
+
+    target: Literal["vertex", "local"] = Field(
+        "vertex",
+        description="vertex: a Vertex AI endpoint (the version must be in the Vertex registry); local: a "
+        "running `slmforge serve` (deploy.endpoint is its URL)",
+    )
+    endpoint: str = Field(
+        "",
+        description="vertex: the endpoint's display name (created when missing; default: the model name); "
+        "local: the server's URL (default http://127.0.0.1:8000)",
+    )
+    accelerator_type: str = Field("NVIDIA_L4", description="vertex: the serving GPU (one of preflight's)")
+    accelerator_count: int = Field(1, description="vertex: GPUs per replica")
+    service_account: str = Field(
+        "",
+        description="vertex: the identity the deployed model runs as (terraform output "
+        "serving_service_account); empty = Vertex's default",
+    )
+    min_replicas: int = Field(1, description="vertex: replicas kept up (each billed per hour)")
+    max_replicas: int = Field(1, description="vertex: replicas autoscaling may add")
+    canary_percent: int = Field(
+        10, description="share of traffic the new version gets next to the one serving now (100 = all)"
+    )
+    gold_rows: int = Field(
+        64, description="rows of the version's own eval predictions kept as the gold set (seeded sample)"
+    )
+    parity_tolerance: float = Field(
+        0.0,
+        description="share of gold rows whose served answer may differ from the offline prediction",
+    )
+    drift_margin: float = Field(
+        0.02,
+        description="drift when the bootstrap CI of (now - at deploy) lies wholly below -margin, per metric",
+    )
+    timeout_s: float = Field(60.0, description="seconds per request to the endpoint")
+    state: str = Field(
+        "",
+        description="where deployments are recorded (gold set, metrics, history); empty = "
+        "$SLMFORGE_HOME/deployments",
+    )
+
+    @model_validator(mode="after")
+    def _in_range(self) -> DeployConfig:
+        from components.preflight.prices import ACCELERATORS
+
+        problems = []
+        if not 1 <= self.canary_percent <= 100:
+            problems.append(f"canary_percent={self.canary_percent} is outside 1..100")
+        if self.accelerator_type not in ACCELERATORS or self.accelerator_count < 1:
+            problems.append(f"accelerator {self.accelerator_type} x {self.accelerator_count}")
+        if not 1 <= self.min_replicas <= self.max_replicas:
+            problems.append(f"replicas min {self.min_replicas}, max {self.max_replicas}")
+        if self.gold_rows < 1 or self.timeout_s <= 0:
+            problems.append(f"gold_rows={self.gold_rows}, timeout_s={self.timeout_s}")
+        if not 0 <= self.parity_tolerance <= 1 or not 0 <= self.drift_margin <= 1:
+            problems.append(f"parity_tolerance={self.parity_tolerance}, drift_margin={self.drift_margin}")
+        if problems:
+            raise rule_error("DEPLOY-001", "; ".join(problems))
+        return self
+
+
 class VertexConfig(Section):
     project: str = Field("", description="GCP project id")
     region: str = Field("us-central1", description="Vertex AI region")
@@ -300,6 +363,7 @@ class Config(Section):
     gates: GatesConfig = Field(default_factory=GatesConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    deploy: DeployConfig = Field(default_factory=DeployConfig)
     vertex: VertexConfig = Field(default_factory=VertexConfig)
 
     @model_validator(mode="after")

@@ -142,6 +142,14 @@ RULES: dict[str, tuple[str, str]] = {
         "an OpenAI-compatible teacher needs its endpoint",
         "set data.augment.teacher.endpoint to the server's base URL, e.g. http://localhost:8000",
     ),
+    "DEPLOY-001": (
+        "deploy setting out of range",
+        (
+            "canary_percent 1..100, an accelerator of components/preflight/prices.py with a count >= 1, "
+            "1 <= min_replicas <= max_replicas, gold_rows >= 1, timeout_s > 0, parity_tolerance and "
+            "drift_margin in [0, 1]"
+        ),
+    ),
 }
 
 

@@ -270,6 +270,44 @@ REASONS: dict[str, Reason] = {
     "AUGMENT_DONE": Reason(
         "augment", "info", "paraphrases accepted and rows added by teacher augmentation", "none"
     ),
+    # deploy: actions on a deployment (components/deploy/actions.py), on its history and in its events
+    "DEPLOYED": Reason("deploy", "info", "a version was deployed and its smoke check passed", "none"),
+    "DEPLOYMENT_SMOKE_FAILED": Reason(
+        "deploy",
+        "error",
+        "the smoke check failed (unanswered requests, a threshold rule, or serving parity): the canary "
+        "was rolled back, the traffic split restored",
+        "read the check's reasons and differing rows (deployment.json); fix the serving setup or the model",
+    ),
+    "DEPLOYMENT_FAILED": Reason(
+        "deploy",
+        "error",
+        "the endpoint refused or failed the deploy call; the traffic split is as it was",
+        "check the machine type, accelerator quota and the serving image; deploy again",
+    ),
+    "DEPLOYMENT_PROMOTE_BLOCKED": Reason(
+        "deploy",
+        "error",
+        "promote refused: the canary's smoke check is not green (or none is recorded)",
+        "deploy again after fixing what the smoke check names, or roll back",
+    ),
+    "DEPLOYMENT_PROMOTED": Reason("deploy", "info", "the canary now takes all the traffic", "none"),
+    "DEPLOYMENT_ROLLED_BACK": Reason(
+        "deploy", "warning", "the traffic split before the last deploy or promote was restored", "none"
+    ),
+    "DEPLOYMENT_DRIFT_DETECTED": Reason(
+        "deploy",
+        "error",
+        "the gold set scores confidently worse on the live endpoint than at deploy time",
+        "look at the differing rows; roll back, or retrain on fresh data",
+    ),
+    "DEPLOYMENT_DRIFT_CHECK_FAILED": Reason(
+        "deploy",
+        "error",
+        "the drift check could not ask the endpoint every gold row (timeouts, HTTP errors)",
+        "check that the endpoint is up; rerun",
+    ),
+    "DEPLOYMENT_NO_DRIFT": Reason("deploy", "info", "the gold set scores as it did at deploy time", "none"),
     # stage-level events (no row is rejected by these)
     "SHAPE_DETECTED": Reason("ingest", "info", "the data shape was detected from sample rows", "none"),
     "ROWS_READ": Reason("ingest", "info", "rows read from a locator: accepted + rejected", "none"),

@@ -162,15 +162,36 @@ def test_promoter_can_only_read_and_move_aliases(terraform):
     assert subject.endswith(":environment:${var.github_environment}")
 
 
-def test_deployer_writes_only_staged_data_in_the_bucket(terraform):
+def test_deployer_writes_only_staged_data_and_deployment_records_in_the_bucket(terraform):
     res = instances(terraform)
     bucket_roles = {
-        b["role"]: b["condition"][0]["expression"]
+        (b["role"], b["condition"][0]["expression"])
         for b in bindings_of(res, "deployer")
         if "bucket" in b and "repository" not in b
     }
-    staged = 'resource.name.startsWith(\\"${local.staged_data_objects}\\")'
-    assert bucket_roles == {"roles/storage.objectViewer": staged, "roles/storage.objectCreator": staged}
+
+    def under(prefix: str) -> str:
+        return f'resource.name.startsWith(\\"{prefix}\\")'
+
+    staged = under("${local.staged_data_objects}")
+    assert bucket_roles == {
+        ("roles/storage.objectViewer", staged),
+        ("roles/storage.objectCreator", staged),
+        ("roles/storage.objectUser", under("${local.deployment_objects}")),  # deploy.state
+        ("roles/storage.objectViewer", under("${local.staging_objects}")),  # version tags
+        ("roles/storage.objectViewer", under("${local.bucket_objects}/${local.pipeline_root_prefix}/")),
+    }
+
+
+def test_deployed_models_run_as_the_serving_account_which_reads_weights_only(terraform):
+    res = instances(terraform)
+    serving = bindings_of(res, "serving")
+    assert [(b["role"], b["condition"][0]["title"]) for b in serving] == [
+        ("roles/storage.objectViewer", "registry staging only")
+    ]
+    acts = res[("google_service_account_iam_member", "deployer_acts_as_serving")]
+    assert acts["role"] == "roles/iam.serviceAccountUser"
+    assert acts["service_account_id"] == '${google_service_account.slmforge["serving"].name}'
 
 
 def test_no_keys_no_basic_roles_and_bindings_are_scoped(terraform):

@@ -1,0 +1,231 @@
+"""Deployments: deploy a registry version with a smoke check, promote it, roll it back, check it for drift.
+
+A deployment is a folder under ``deploy.state`` (default ``$SLMFORGE_HOME/deployments/<name>``):
+``deployment.json`` (target, endpoint, the version serving and the canary, the traffic split, the smoke
+check at deploy time with its per-row scores, and the history of every action with who, when, the split
+before and after and its reason code) and ``gold.jsonl`` (the pinned gold set: a seeded sample of the
+version's own eval predictions, so the smoke and drift checks score the rows offline evaluation scored,
+against the offline answers). Every action also appends an event (components/common/events.py
+DEPLOY_* / DEPLOYMENT_* codes) to ``events.jsonl``.
+
+Targets: ``local`` (a running OpenAI-compatible server, e.g. `slmforge serve`: one model, no traffic
+split; deploy records it and smoke-checks it) and ``vertex`` (an endpoint with a canary split next to the
+version serving now; vertex_endpoint.py).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from components.common.events import event, write_events
+from components.common.task import METRICS
+from components.deploy.checks import CheckResult, Endpoint, drift_verdicts, gold_set, smoke_check
+
+
+class DeployRefused(RuntimeError):
+    """An action refused (a red smoke check, nothing to roll back, no recorded deployment)."""
+
+
+@dataclass
+class Deployment:
+    name: str
+    target: str  # local | vertex
+    endpoint: str  # local: URL; vertex: endpoint resource name
+    model_uri: str  # the registry version deployed last (models:/NAME/VERSION or Vertex resource@version)
+    deployed_model_id: str = ""  # vertex: the deployed model of that version ("" locally)
+    serving: str = ""  # the deployed model id serving before it (vertex canary), "" when none
+    split: dict[str, int] = field(default_factory=dict)  # deployed model id -> % now
+    status: str = "new"  # canary | promoted | rejected | rolled_back
+    smoke: dict[str, Any] = field(default_factory=dict)  # CheckResult.summary() at deploy time
+    smoke_per_example: dict[str, list[float]] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def smoke_passed(self) -> bool:
+        return bool(self.smoke.get("passed"))
+
+
+class DeploymentStore:
+    """Deployments by name under ``root`` (one folder each): a local folder, or a gs:// prefix (what a
+    scheduled drift check in CI reads), mirrored in a local folder and uploaded after every write."""
+
+    def __init__(self, root: str | Path):
+        self.remote = str(root) if str(root).startswith("gs://") else ""
+        if self.remote:
+            import tempfile
+
+            self.root = Path(tempfile.mkdtemp(prefix="slmforge-deployments-"))
+        else:
+            self.root = Path(root)
+        self._fetched: set[str] = set()
+
+    def folder(self, name: str) -> Path:
+        return self.root / name
+
+    def _remote(self, name: str) -> str:
+        return f"{self.remote.rstrip('/')}/{name}"
+
+    def _fetch(self, name: str) -> None:
+        if self.remote and name not in self._fetched:
+            from components.common.gcs import download_prefix
+
+            try:
+                download_prefix(self._remote(name), self.folder(name))
+            except FileNotFoundError:
+                pass  # a new deployment
+            self._fetched.add(name)
+
+    def _upload(self, name: str, *files: str) -> None:
+        if not self.remote:
+            return
+        from google.cloud import storage
+
+        from components.common.gcs import split_uri
+
+        bucket_name, prefix = split_uri(self._remote(name))
+        bucket = storage.Client().bucket(bucket_name)
+        for file in files:
+            bucket.blob(f"{prefix}/{file}").upload_from_filename(str(self.folder(name) / file))
+
+    def load(self, name: str) -> Deployment:
+        self._fetch(name)
+        path = self.folder(name) / "deployment.json"
+        if not path.is_file():
+            where = self.remote or self.root
+            raise DeployRefused(f"no deployment named {name!r} under {where}: deploy it first")
+        return Deployment(**json.loads(path.read_text(encoding="utf-8")))
+
+    def save(self, deployment: Deployment) -> None:
+        self._fetch(deployment.name)
+        folder = self.folder(deployment.name)
+        folder.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(deployment.__dict__, indent=2, sort_keys=True) + "\n"
+        tmp = folder / "deployment.json.tmp"
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(folder / "deployment.json")  # never a half-written record
+        self._upload(deployment.name, "deployment.json")
+
+    def save_gold(self, name: str, gold: list[dict]) -> None:
+        self._fetch(name)
+        folder = self.folder(name)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "gold.jsonl").write_text("".join(json.dumps(r) + "\n" for r in gold), encoding="utf-8")
+        self._upload(name, "gold.jsonl")
+
+    def gold(self, name: str) -> list[dict]:
+        self._fetch(name)
+        lines = (self.folder(name) / "gold.jsonl").read_text(encoding="utf-8").splitlines()
+        return [json.loads(line) for line in lines]
+
+    def record(self, deployment: Deployment, code: str, message: str, **details: Any) -> None:
+        """One action: on the deployment's history and in its events stream."""
+        from components.register.promotion import actor
+
+        entry = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "actor": actor(),
+            "code": code,
+            "message": message,
+            **details,
+        }
+        deployment.history.append(entry)
+        self.save(deployment)
+        events = self.folder(deployment.name) / "events.jsonl"
+        write_events(
+            events, events, [event("deploy", code, 1, message, deployment=deployment.name, **details)]
+        )
+        self._upload(deployment.name, "events.jsonl")
+
+
+@dataclass(frozen=True)
+class CheckSettings:
+    """How the gold set is asked and judged: the offline evaluation's prompt, decoding and the gate's
+    threshold rules (from the config), and the deployment's tolerances."""
+
+    task: Any  # TaskSpec
+    system_prompt: str
+    decoding: str
+    max_new_tokens: int
+    rules: list[dict]
+    parity_tolerance: float
+    drift_margin: float
+    bootstrap: dict[str, Any]  # gates.bootstrap: resamples, seed, confidence
+    gold_rows: int
+
+
+def _smoke(endpoint: Endpoint, gold: list[dict], s: CheckSettings, served_by: str = "", rounds: int = 1):
+    return smoke_check(
+        endpoint,
+        gold,
+        task=s.task,
+        system_prompt=s.system_prompt,
+        decoding=s.decoding,
+        max_new_tokens=s.max_new_tokens,
+        rules=s.rules,
+        parity_tolerance=s.parity_tolerance,
+        served_by=served_by,
+        max_rounds=rounds,
+    )
+
+
+def deploy_local(
+    store: DeploymentStore,
+    name: str,
+    url: str,
+    model_uri: str,
+    predictions: str | Path,
+    settings: CheckSettings,
+    endpoint: Endpoint,
+) -> tuple[Deployment, CheckResult]:
+    """Record ``url`` (a server of ``model_uri``) as deployment ``name`` and smoke-check it; a red check
+    leaves it ``rejected`` (there is no traffic to shift on a local target) and says why."""
+    gold = gold_set(predictions, settings.gold_rows)
+    store.save_gold(name, gold)
+    d = Deployment(name, "local", url, model_uri, split={url: 100})
+    result = _smoke(endpoint, gold, settings)
+    d.smoke, d.smoke_per_example = result.summary(), result.per_example
+    d.status = "promoted" if result.passed else "rejected"
+    code = "DEPLOYED" if result.passed else "DEPLOYMENT_SMOKE_FAILED"
+    store.record(d, code, f"{model_uri} at {url}: smoke check {'passed' if result.passed else 'failed'}")
+    return d, result
+
+
+def drift_check(store: DeploymentStore, name: str, settings: CheckSettings, endpoint: Endpoint) -> dict:
+    """Ask the live endpoint the gold set again and compare per row with the deploy-time smoke check;
+    records DEPLOYMENT_DRIFT_DETECTED, DEPLOYMENT_DRIFT_CHECK_FAILED (requests unanswered) or
+    DEPLOYMENT_NO_DRIFT. Returns {drifted, failed, verdicts, metrics}."""
+    d = store.load(name)
+    if not d.smoke_per_example:
+        raise DeployRefused(f"deployment {name} has no smoke check recorded at deploy time to compare with")
+    result = _smoke(endpoint, store.gold(name), settings)
+    b = settings.bootstrap
+    headline = [m for m in METRICS.get(settings.task.type, ()) if m in result.per_example]
+    drifted, verdicts = drift_verdicts(
+        result.per_example,
+        d.smoke_per_example,
+        headline,
+        margin=settings.drift_margin,
+        resamples=b.get("resamples", 2000),
+        seed=b.get("seed", 0),
+        confidence=b.get("confidence", 0.95),
+    )
+    failed = bool(result.errors) or result.rows != len(store.gold(name))
+    if failed:
+        code, message = "DEPLOYMENT_DRIFT_CHECK_FAILED", "; ".join(result.reasons[:2])
+    elif drifted:
+        code = "DEPLOYMENT_DRIFT_DETECTED"
+        message = "; ".join(v["sentence"] for v in verdicts if v["drifted"])
+    else:
+        code, message = "DEPLOYMENT_NO_DRIFT", f"{len(verdicts)} metrics within the margin"
+    store.record(d, code, message, metrics=result.metrics)
+    return {
+        "drifted": drifted,
+        "failed": failed,
+        "verdicts": verdicts,
+        "metrics": result.metrics,
+        "code": code,
+    }

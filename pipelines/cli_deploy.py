@@ -1,0 +1,163 @@
+"""``slmforge deploy`` and ``slmforge drift-check``: put a registry version behind an endpoint with a smoke
+check, promote or roll it back, and watch it for drift (logic in components/deploy)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from pipelines.cli_common import SET_OPTION
+
+console = Console()
+ACTIONS = ("promote", "rollback", "status")
+
+
+def settings_of(cfg):
+    """The checks' settings from a config: offline evaluation's prompt and decoding, the gate's rules and
+    bootstrap, the deployment's tolerances."""
+    from components.common.scoring import TaskSpec
+    from components.deploy.actions import CheckSettings
+
+    return CheckSettings(
+        task=TaskSpec(cfg.task.type, cfg.task.output_schema, list(cfg.task.labels)),
+        system_prompt=cfg.task.system_prompt,
+        decoding=cfg.eval.decoding,
+        max_new_tokens=cfg.eval.max_new_tokens,
+        rules=[r.model_dump(exclude_none=True) for r in cfg.gates.rules],
+        parity_tolerance=cfg.deploy.parity_tolerance,
+        drift_margin=cfg.deploy.drift_margin,
+        bootstrap=cfg.gates.bootstrap.model_dump(),
+        gold_rows=cfg.deploy.gold_rows,
+    )
+
+
+def store_of(cfg):
+    from components.common.home import slmforge_home
+    from components.deploy.actions import DeploymentStore
+
+    return DeploymentStore(cfg.deploy.state or slmforge_home() / "deployments")
+
+
+def deployment_name(cfg) -> str:
+    """A deployment is named by its endpoint (vertex: the display name) or the registered model name."""
+    model = cfg.registry.model_name or cfg.name
+    return cfg.deploy.endpoint if cfg.deploy.target == "vertex" and cfg.deploy.endpoint else model
+
+
+def endpoint_of(cfg, deployment=None):
+    from components.deploy.checks import LocalEndpoint
+
+    url = deployment.endpoint if deployment else (cfg.deploy.endpoint or "http://127.0.0.1:8000")
+    return LocalEndpoint(url, cfg.deploy.timeout_s)
+
+
+def _print_check(result) -> None:
+    for line in result.reasons:
+        style = "green" if line.startswith(("PASS", "OK")) else "red" if line.startswith("FAIL") else None
+        console.print(line, style=style, markup=False, highlight=False)
+    for row in result.differing[:5]:
+        console.print(
+            f"  differs: {row['id']}: offline {row['offline']!r} / served {row['served']!r}",
+            markup=False,
+            highlight=False,
+        )
+
+
+def deploy_cmd(
+    what: str = typer.Argument(
+        ...,
+        help="a registry version to deploy (models:/NAME/VERSION or models:/NAME@ALIAS), or an action: "
+        "promote | rollback | status",
+    ),
+    config: Path = typer.Option(
+        ..., "--config", "-c", help="config YAML (deploy, registry, task, eval, gates)"
+    ),
+    overrides: list[str] = SET_OPTION,
+    predictions: Path = typer.Option(
+        None,
+        "--predictions",
+        help="the version's eval predictions to take the gold set from (default: its lineage.eval_exported)",
+    ),
+) -> None:
+    """Deploy a version (smoke check first; on Vertex as a canary next to the version serving now), or
+    promote, roll back or show the config's deployment. Exit 1 when a check or an action is refused."""
+    from components.deploy.actions import DeployRefused, deploy_local
+    from components.register.core import version_of
+    from pipelines.cli_common import _load, _refuse
+    from pipelines.cli_registry import _registry
+
+    cfg = _load(config, overrides)
+    store, name = store_of(cfg), deployment_name(cfg)
+    if what in ACTIONS:
+        _action(what, cfg, store, name)
+        return
+    if cfg.deploy.target != "local":
+        raise _refuse("deploy.target vertex: not wired into this command yet; use deploy.target: local")
+    try:
+        version = version_of(what, _registry(config, None))
+    except (FileNotFoundError, ValueError) as e:
+        raise _refuse(str(e)) from None
+    source = predictions or version.tags.get("lineage.eval_exported.uri", "")
+    if not source or not Path(source).exists():
+        raise _refuse(
+            f"{what}: no eval predictions to take a gold set from ({source or 'no lineage.eval_exported.uri tag'}); "
+            "pass --predictions PATH (an evaluation's predictions table)"
+        )
+    endpoint = endpoint_of(cfg)
+    try:
+        d, result = deploy_local(store, name, endpoint.url, version.uri, source, settings_of(cfg), endpoint)
+    except DeployRefused as e:
+        raise _refuse(str(e)) from None
+    _print_check(result)
+    console.print(f"deployment {name}: {d.status} ({store.folder(name)})", highlight=False)
+    if not result.passed:
+        raise typer.Exit(1)
+
+
+def _action(what: str, cfg, store, name: str) -> None:
+    from components.deploy.actions import DeployRefused
+
+    try:
+        d = store.load(name)
+    except DeployRefused as e:
+        console.print(str(e), style="red", markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    if what == "status":
+        console.print(
+            f"{d.name} ({d.target} {d.endpoint}): {d.status}, {d.model_uri}, split {d.split}; smoke "
+            f"{'passed' if d.smoke_passed else 'failed'}",
+            highlight=False,
+        )
+        for entry in d.history[-10:]:
+            console.print(
+                f"  {entry['time']} {entry['code']} {entry['message']}", markup=False, highlight=False
+            )
+        return
+    console.print(f"deploy {what}: a {d.target} deployment has no traffic split to move", style="red")
+    raise typer.Exit(1)
+
+
+def drift_check_cmd(
+    config: Path = typer.Option(..., "--config", "-c", help="config YAML (deploy, task, eval, gates)"),
+    overrides: list[str] = SET_OPTION,
+) -> None:
+    """Ask the live endpoint the deployment's gold set again and compare with deploy time (the gate's
+    paired bootstrap). Exit 1 on drift or when the endpoint cannot answer every row."""
+    from components.deploy.actions import DeployRefused, drift_check
+    from pipelines.cli_common import _load
+
+    cfg = _load(config, overrides)
+    store, name = store_of(cfg), deployment_name(cfg)
+    try:
+        d = store.load(name)
+        outcome = drift_check(store, name, settings_of(cfg), endpoint_of(cfg, d))
+    except DeployRefused as e:
+        console.print(str(e), style="red", markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    for v in outcome["verdicts"]:
+        console.print(v["sentence"], style="red" if v["drifted"] else "green", markup=False, highlight=False)
+    console.print(f"{name}: {outcome['code']}", highlight=False)
+    if outcome["drifted"] or outcome["failed"]:
+        raise typer.Exit(1)

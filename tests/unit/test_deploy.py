@@ -1,0 +1,196 @@
+"""Deployments (components/deploy): the smoke check with serving parity, the drift check, the deployment
+record and history, and `slmforge deploy` / `slmforge drift-check` on a local target: a real
+`slmforge serve` of the tiny model, its real offline evaluation as the gold set, a real MLflow registry."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from loopback_vertex import LoopbackJSON
+from typer.testing import CliRunner
+
+from components.common.scoring import TaskSpec
+from components.deploy.checks import (
+    LocalEndpoint,
+    drift_verdicts,
+    gold_set,
+    request_body,
+    smoke_check,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO = REPO / "examples" / "travel" / "config.yaml"
+SYSTEM = "You turn a travel request into a JSON list of commands."
+
+
+def test_request_body_carries_the_offline_prompt_and_constraint(travel_schema):
+    row = {"prompt": "Book a hotel", "history": json.dumps([{"role": "user", "content": "hi"}])}
+    structured = TaskSpec("structured", travel_schema, [])
+    body = request_body(row, system_prompt=SYSTEM, task=structured, decoding="both", max_new_tokens=64)
+    assert body["messages"][0] == {"role": "system", "content": SYSTEM}
+    assert body["messages"][-1] == {"role": "user", "content": "Book a hotel"}
+    assert body["temperature"] == 0 and body["max_tokens"] == 64
+    assert body["response_format"]["json_schema"]["schema"] == travel_schema
+    free = request_body(row, system_prompt=SYSTEM, task=structured, decoding="free", max_new_tokens=64)
+    assert "response_format" not in free
+    labels = TaskSpec("classification", None, ["a", "b"])
+    body = request_body(row, system_prompt="", task=labels, decoding="constrained", max_new_tokens=4)
+    assert body["structured_outputs"] == {"choice": ["a", "b"]}
+
+
+def test_drift_is_a_confident_drop_beyond_the_margin():
+    then = {"exact_match": [1.0] * 40}
+    drifted, verdicts = drift_verdicts(
+        {"exact_match": [0.0] * 20 + [1.0] * 20}, then, ["exact_match"], margin=0.02
+    )
+    assert drifted and verdicts[0]["diff"] == pytest.approx(-0.5) and verdicts[0]["ci"][1] < -0.02
+    same, verdicts = drift_verdicts(dict(then), then, ["exact_match"], margin=0.02)
+    assert not same and verdicts[0]["sentence"].startswith("OK exact_match")
+    one_row = {"exact_match": [0.0] + [1.0] * 39}  # one row of 40: inside any sensible margin's CI
+    assert not drift_verdicts(one_row, then, ["exact_match"], margin=0.05)[0]
+
+
+def test_gold_set_is_a_seeded_ordered_sample(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "predictions.parquet"
+    n = 50
+    pq.write_table(
+        pa.table(
+            {
+                "id": [f"r{i}" for i in range(n)],
+                "history": ["[]"] * n,
+                "prompt": [f"p{i}" for i in range(n)],
+                "expected": ["e"] * n,
+                "predicted": ["e"] * n,
+                "score/exact_match": [1.0] * n,
+            }
+        ),
+        path,
+    )
+    first, again = gold_set(path, 10), gold_set(path, 10)
+    assert first == again and len(first) == 10
+    assert [int(r["id"][1:]) for r in first] == sorted(int(r["id"][1:]) for r in first)
+    assert len(gold_set(path, 500)) == n
+
+
+def test_an_endpoint_that_fails_or_breaks_the_schema_fails_the_smoke_check(travel_schema):
+    """5xx and timeouts are errors, never scores; answers that break the schema fail the rule and parity."""
+    task = TaskSpec("structured", travel_schema, [])
+    gold = [
+        {"id": f"r{i}", "history": "[]", "prompt": f"book a hotel {i}", "expected": "[]", "predicted": "[]"}
+        for i in range(4)
+    ]
+    rules = [{"metric": "schema_validity", "min": 1.0}]
+    kw = dict(
+        task=task, system_prompt=SYSTEM, decoding="both", max_new_tokens=32, rules=rules, parity_tolerance=0.0
+    )
+
+    def broken(path, body):
+        return 200, {"choices": [{"message": {"content": "not json"}, "finish_reason": "stop"}]}
+
+    server = LoopbackJSON(broken)
+    try:
+        server.faults.extend([503, 503])
+        result = smoke_check(LocalEndpoint(server.url, timeout_s=5), gold, **kw)
+    finally:
+        server.close()
+    assert not result.passed
+    assert len(result.errors) == 2 and "HTTP 503" in result.errors[0]
+    assert result.rows == 2 and result.metrics["schema_validity"] == 0.0
+    assert any(r.startswith("FAIL schema_validity") for r in result.reasons), result.reasons
+    assert result.parity_differs == 1.0 and result.differing[0]["served"] == "not json"
+
+
+@pytest.fixture(scope="module")
+def registered(tmp_path_factory, tiny_model, travel_rows, travel_schema):
+    """The tiny model, evaluated offline on 12 travel rows (its predictions are the gold set's source) and
+    registered in a real MLflow sqlite registry with that lineage tag, as a pipeline run registers it."""
+    from components.common.tables import write_rows
+    from components.evaluate.core import evaluate
+    from components.register.backends import NewVersion
+    from components.register.registries import open_registry
+
+    work = tmp_path_factory.mktemp("deploy")
+    rows = [{k: r[k] for k in ("id", "group", "prompt", "completion")} for r in travel_rows[:12]]
+    write_rows(rows, work / "eval.parquet")
+    predictions = work / "predictions.parquet"
+    task = TaskSpec("structured", travel_schema, [])
+    evaluate(
+        str(tiny_model), work / "eval.parquet", SYSTEM, task, predictions, max_new_tokens=32, decoding="both"
+    )
+    uri = f"sqlite:///{work / 'mlflow.db'}"
+    registry = open_registry("mlflow", tracking_uri=uri)
+    tags = {"lineage.eval_exported.uri": str(predictions), "gate_passed": "true"}
+    version, _ = registry.register(tiny_model, NewVersion("travel-commands", "sha-1", tags))
+    registry.set_alias("travel-commands", "candidate", version.version)
+    return {"tracking_uri": uri, "home": work, "model": tiny_model}
+
+
+def _cli(*args, home: Path):
+    from pipelines.cli import app
+
+    result = CliRunner().invoke(
+        app, [str(a) for a in args], env={"COLUMNS": "200", "SLMFORGE_HOME": str(home)}
+    )
+    return result.exit_code, result.output
+
+
+def test_deploy_locally_smoke_checks_a_served_version_then_drift_checks_it(registered, tmp_path):
+    """`slmforge deploy models:/travel-commands@candidate` against a real `slmforge serve` of that version:
+    the gold set (a sample of its own eval predictions) answered with the same prompt and constraint is
+    identical row by row (parity), the deployment and its history are recorded; the gate's thresholds hold
+    the smoke check (the untrained model fails exact_match >= 0.9 and is rejected); `drift-check` finds
+    no drift on the same server, drift against confidently better deploy-time scores, and fails when the
+    server is gone."""
+    from components.deploy.serve import ChatServer
+
+    state = tmp_path / "deployments"
+    common = [
+        "--set", f"registry.tracking_uri={registered['tracking_uri']}",
+        "--set", "deploy.target=local",
+        "--set", f"deploy.state={state}",
+        "--set", "deploy.gold_rows=8",
+        "--set", "eval.max_new_tokens=32",
+    ]  # fmt: skip
+    with ChatServer(registered["model"], max_new_tokens=32).start() as server:
+        args = ["-c", DEMO, *common, "--set", f"deploy.endpoint={server.url}"]
+        code, out = _cli("deploy", "models:/travel-commands@candidate", *args, home=registered["home"])
+        assert code == 1, out  # the demo's gate: exact_match >= 0.9, which an untrained model misses
+        assert "FAIL exact_match" in out and "PASS serving parity: 0 of 8 answers differ" in out, out
+        record = json.loads((state / "travel-commands" / "deployment.json").read_text())
+        assert record["status"] == "rejected" and record["history"][-1]["code"] == "DEPLOYMENT_SMOKE_FAILED"
+
+        green = [*args, "--set", "gates.rules=[{metric: schema_validity, min: 0.0}]"]
+        code, out = _cli("deploy", "models:/travel-commands@candidate", *green, home=registered["home"])
+        assert code == 0, out
+        assert "deployment travel-commands: promoted" in out
+        gold = (state / "travel-commands" / "gold.jsonl").read_text().splitlines()
+        assert len(gold) == 8
+        code, out = _cli("drift-check", *green, home=registered["home"])
+        assert code == 0 and "DEPLOYMENT_NO_DRIFT" in out, out
+
+        # drift: the recorded deploy-time scores say every gold row was right; the server's are not
+        path = state / "travel-commands" / "deployment.json"
+        record = json.loads(path.read_text())
+        record["smoke_per_example"] = {k: [1.0] * len(v) for k, v in record["smoke_per_example"].items()}
+        path.write_text(json.dumps(record))
+        code, out = _cli("drift-check", *green, home=registered["home"])
+        assert code == 1 and "DRIFT exact_match" in out and "DEPLOYMENT_DRIFT_DETECTED" in out, out
+
+    # the server is gone: the drift check fails, saying so, and is recorded
+    code, out = _cli("drift-check", *green, home=registered["home"])
+    assert code == 1 and "DEPLOYMENT_DRIFT_CHECK_FAILED" in out, out
+    events = [json.loads(x) for x in (state / "travel-commands" / "events.jsonl").read_text().splitlines()]
+    assert [e["code"] for e in events] == [
+        "DEPLOYMENT_SMOKE_FAILED",
+        "DEPLOYED",
+        "DEPLOYMENT_NO_DRIFT",
+        "DEPLOYMENT_DRIFT_DETECTED",
+        "DEPLOYMENT_DRIFT_CHECK_FAILED",
+    ]
+    code, out = _cli("deploy", "status", *green, home=registered["home"])
+    assert code == 0 and "DEPLOYED" in out
