@@ -49,8 +49,50 @@ def deployment_name(cfg) -> str:
 def endpoint_of(cfg, deployment=None):
     from components.deploy.checks import LocalEndpoint
 
+    if deployment is not None and deployment.target == "vertex":
+        return target_of(cfg).endpoint(deployment.endpoint)
     url = deployment.endpoint if deployment else (cfg.deploy.endpoint or "http://127.0.0.1:8000")
     return LocalEndpoint(url, cfg.deploy.timeout_s)
+
+
+def target_of(cfg):
+    from components.deploy.actions import VertexTarget
+
+    d = cfg.deploy
+    return VertexTarget(
+        project=cfg.vertex.project,
+        region=cfg.vertex.region,
+        accelerator_type=d.accelerator_type,
+        accelerator_count=d.accelerator_count,
+        min_replicas=d.min_replicas,
+        max_replicas=d.max_replicas,
+        canary_percent=d.canary_percent,
+        service_account=d.service_account,
+        timeout_s=d.timeout_s,
+    )
+
+
+def _predictions(given: Path | None, version) -> str:
+    """The eval predictions the gold set is taken from: ``--predictions``, else the version's
+    lineage.eval_exported.uri (a gs:// object is downloaded)."""
+    source = str(given) if given else version.tags.get("lineage.eval_exported.uri", "")
+    if source.startswith("gs://"):
+        import tempfile
+
+        from google.cloud import storage
+
+        from components.common.gcs import split_uri
+
+        bucket, blob = split_uri(source)
+        local = Path(tempfile.mkdtemp(prefix="slmforge-gold-")) / "predictions.parquet"
+        storage.Client().bucket(bucket).blob(blob).download_to_filename(str(local))
+        return str(local)
+    if not source or not Path(source).exists():
+        raise FileNotFoundError(
+            f"no eval predictions to take a gold set from ({source or 'the version has no lineage.eval_exported.uri'}"
+            "); pass --predictions PATH (an evaluation's predictions table)"
+        )
+    return source
 
 
 def _print_check(result) -> None:
@@ -83,7 +125,7 @@ def deploy_cmd(
 ) -> None:
     """Deploy a version (smoke check first; on Vertex as a canary next to the version serving now), or
     promote, roll back or show the config's deployment. Exit 1 when a check or an action is refused."""
-    from components.deploy.actions import DeployRefused, deploy_local
+    from components.deploy.actions import DeployRefused, deploy_local, deploy_vertex
     from components.register.core import version_of
     from pipelines.cli_common import _load, _refuse
     from pipelines.cli_registry import _registry
@@ -93,23 +135,27 @@ def deploy_cmd(
     if what in ACTIONS:
         _action(what, cfg, store, name)
         return
-    if cfg.deploy.target != "local":
-        raise _refuse("deploy.target vertex: not wired into this command yet; use deploy.target: local")
+    if cfg.deploy.target == "vertex" and cfg.registry.backend != "vertex":
+        raise _refuse(
+            "deploy.target vertex deploys versions of the Vertex AI Model Registry: set registry.backend: "
+            "vertex (or deploy.target: local with a running `slmforge serve`)"
+        )
     try:
         version = version_of(what, _registry(config, None))
     except (FileNotFoundError, ValueError) as e:
         raise _refuse(str(e)) from None
-    source = predictions or version.tags.get("lineage.eval_exported.uri", "")
-    if not source or not Path(source).exists():
-        raise _refuse(
-            f"{what}: no eval predictions to take a gold set from ({source or 'no lineage.eval_exported.uri tag'}); "
-            "pass --predictions PATH (an evaluation's predictions table)"
-        )
-    endpoint = endpoint_of(cfg)
     try:
-        d, result = deploy_local(store, name, endpoint.url, version.uri, source, settings_of(cfg), endpoint)
-    except DeployRefused as e:
-        raise _refuse(str(e)) from None
+        source = _predictions(predictions, version)
+        if cfg.deploy.target == "vertex":
+            d, result = deploy_vertex(store, name, version.uri, source, settings_of(cfg), target_of(cfg))
+        else:
+            endpoint = endpoint_of(cfg)
+            d, result = deploy_local(
+                store, name, endpoint.url, version.uri, source, settings_of(cfg), endpoint
+            )
+    except (DeployRefused, FileNotFoundError) as e:
+        console.print(str(e), style="red", markup=False, highlight=False)
+        raise typer.Exit(1) from None
     _print_check(result)
     console.print(f"deployment {name}: {d.status} ({store.folder(name)})", highlight=False)
     if not result.passed:
@@ -135,8 +181,14 @@ def _action(what: str, cfg, store, name: str) -> None:
                 f"  {entry['time']} {entry['code']} {entry['message']}", markup=False, highlight=False
             )
         return
-    console.print(f"deploy {what}: a {d.target} deployment has no traffic split to move", style="red")
-    raise typer.Exit(1)
+    from components.deploy.actions import promote, rollback
+
+    try:
+        d = (promote if what == "promote" else rollback)(store, name, target_of(cfg))
+    except DeployRefused as e:
+        console.print(str(e), style="red", markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    console.print(f"{d.name}: {d.status}, split {d.split}", highlight=False)
 
 
 def drift_check_cmd(

@@ -14,6 +14,11 @@ Pipeline jobs (``projects.locations.pipelineJobs`` create / get / cancel) and th
 that Vertex AI Experiments use (metadata store, contexts, executions, artifacts) are served by
 ``LoopbackPipelines`` (``vertex.pipelines``).
 
+Endpoints (``projects.locations.endpoints``: create, get, list, PATCH of the traffic split,
+``:deployModel`` / ``:undeployModel`` with traffic splits, delete, ``:predict`` / ``:rawPredict``
+forwarded to a local server per deployed model) are served by ``LoopbackEndpoints``
+(``vertex.endpoints``).
+
 ``LoopbackJSON`` serves any JSON-over-HTTP route a test writes (Gemini's ``generateContent``, an
 OpenAI-compatible ``/v1/chat/completions``) with injectable faults: the teachers of components/augment.
 """
@@ -29,6 +34,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -50,6 +57,17 @@ class Recorded:
     path: str
     body: dict
     query: dict = field(default_factory=dict)  # query parameters (first value of each)
+    headers: dict = field(default_factory=dict)  # request headers
+
+
+@dataclass
+class RawReply:
+    """A reply that is not a JSON API answer: bytes as they are, with their content type and headers
+    (``:rawPredict`` answers what the model server answered, plus Vertex's ``X-Vertex-AI-*`` headers)."""
+
+    data: bytes
+    content_type: str = "application/json"
+    headers: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -75,6 +93,7 @@ class LoopbackVertex:
         self.jobs: dict[str, _Job] = {}
         self.models = LoopbackModels()  # the Model Registry routes
         self.pipelines = LoopbackPipelines()  # pipeline jobs, experiments (metadata)
+        self.endpoints = LoopbackEndpoints(self.models)  # endpoints, deployments, predictions
         self._ids = itertools.count(1000)
         self._lock = threading.Lock()
         outer = self
@@ -83,22 +102,34 @@ class LoopbackVertex:
             def log_message(self, *args):  # quiet
                 pass
 
-            def _reply(self, status: int, body: dict) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+            def _reply(self, status: int, body: dict | RawReply) -> None:
+                raw = body if isinstance(body, RawReply) else RawReply(json.dumps(body).encode())
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", raw.content_type)
+                    self.send_header("Content-Length", str(len(raw.data)))
+                    for key, value in raw.headers.items():
+                        self.send_header(key, value)
+                    self.end_headers()
+                    self.wfile.write(raw.data)
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up (its timeout)
+                    pass
 
             def _handle(self, method: str) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
-                body = json.loads(raw) if raw else {}
+                try:
+                    body = json.loads(raw) if raw else {}
+                except ValueError:  # a raw prediction body need not be JSON
+                    body = {}
                 path, _, qs = self.path.partition("?")
                 query = {k: v[0] for k, v in parse_qs(qs).items()}
-                outer.requests.append(Recorded(method, path, body, query))
-                status, reply = outer._route(method, path, body, query)
+                headers = dict(self.headers)
+                outer.requests.append(Recorded(method, path, body, query, headers))
+                if outer.endpoints.handles(path):
+                    status, reply = outer.endpoints.route(method, path, body, query, raw=raw, headers=headers)
+                else:
+                    status, reply = outer._route(method, path, body, query)
                 self._reply(status, reply)
 
             def do_GET(self):
@@ -109,6 +140,9 @@ class LoopbackVertex:
 
             def do_PATCH(self):
                 self._handle("PATCH")
+
+            def do_DELETE(self):
+                self._handle("DELETE")
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -136,6 +170,8 @@ class LoopbackVertex:
 
     # -- API ---------------------------------------------------------------------------------------------
     def _route(self, method: str, path: str, body: dict, query: dict | None = None) -> tuple[int, dict]:
+        if self.endpoints.handles(path):
+            return self.endpoints.route(method, path, body, query or {})
         if self.models.handles(path):
             return self.models.route(method, path, body, query or {})
         if self.pipelines.handles(path):
@@ -342,6 +378,8 @@ class LoopbackModels:
         aliases = list(resource.pop("versionAliases", []))
         if version_id == "1" and "default" not in aliases:
             aliases.append("default")  # the first version is always the default
+        if resource.get("containerSpec"):  # output only: a custom container is deployed on dedicated machines
+            resource["supportedDeploymentResourcesTypes"] = ["DEDICATED_RESOURCES"]
         version = {
             **resource,
             "versionId": version_id,
@@ -377,18 +415,23 @@ class LoopbackModels:
 
     @staticmethod
     def _filtered(models: list[dict], expression: str) -> tuple[int, dict]:
-        """The filters the client sends here: clauses ``labels.<key>="<value>"`` (or unquoted) and
-        ``display_name="<name>"`` joined by AND; anything else is refused, as a test should notice."""
-        for clause in (c.strip() for c in expression.split(" AND ") if c.strip()):
-            m = re.fullmatch(r'(labels\.[\w-]+|display_name)\s*=\s*"?([^"]*)"?', clause)
-            if not m:
-                return _error(400, "INVALID_ARGUMENT", f"unsupported filter {clause!r}")
-            key, value = m.groups()
-            if key == "display_name":
-                models = [r for r in models if r.get("displayName") == value]
-            else:
-                models = [r for r in models if r.get("labels", {}).get(key[len("labels.") :]) == value]
-        return 200, {"models": models}
+        return _filtered("models", models, expression)
+
+
+def _filtered(collection: str, items: list[dict], expression: str) -> tuple[int, dict]:
+    """The filters the client sends for models and endpoints: clauses ``labels.<key>="<value>"`` (or
+    unquoted) and ``display_name="<name>"`` joined by AND; anything else is refused, as a test should
+    notice."""
+    for clause in (c.strip() for c in expression.split(" AND ") if c.strip()):
+        m = re.fullmatch(r'(labels\.[\w-]+|display_name)\s*=\s*"?([^"]*)"?', clause)
+        if not m:
+            return _error(400, "INVALID_ARGUMENT", f"unsupported filter {clause!r}")
+        key, value = m.groups()
+        if key == "display_name":
+            items = [r for r in items if r.get("displayName") == value]
+        else:
+            items = [r for r in items if r.get("labels", {}).get(key[len("labels.") :]) == value]
+    return 200, {collection: items}
 
 
 # -- projects.locations.pipelineJobs and the metadata store (Vertex AI Experiments) ----------------------
@@ -540,6 +583,393 @@ class LoopbackPipelines:
             else:
                 return _error(400, "INVALID_ARGUMENT", f"unsupported filter {clause!r}")
         return 200, {collection: [{k: v for k, v in r.items() if not k.startswith("_")} for r in found]}
+
+
+# -- projects.locations.endpoints (online prediction) ---------------------------------------------------
+@dataclass
+class Fault:
+    """One injected fault (``LoopbackEndpoints.fail_next``): wait ``delay_s``, then answer HTTP ``status``
+    (None: answer normally, i.e. only slow). ``applied``: do the work first, then answer the error (a
+    server that finished what the client gave up on). ``in_operation``: answer a long-running operation
+    that is done with this error instead of an HTTP error (Vertex's way for a deployment that fails)."""
+
+    status: int | None = 500
+    delay_s: float = 0.0
+    applied: bool = False
+    in_operation: bool = False
+    message: str = ""
+
+
+_STATUS_NAMES = {
+    400: "INVALID_ARGUMENT",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ALREADY_EXISTS",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+_RPC_CODES = {
+    "INVALID_ARGUMENT": 3,
+    "DEADLINE_EXCEEDED": 4,
+    "NOT_FOUND": 5,
+    "INTERNAL": 13,
+    "UNAVAILABLE": 14,
+}
+
+
+class LoopbackEndpoints:
+    """Endpoints: create (``?endpointId=`` or a numeric ID; a done long-running operation answering the
+    Endpoint), get, list (``display_name="..."`` / ``labels.<k>="..."`` filters), PATCH (``updateMask``:
+    ``traffic_split``, ``display_name``, ``description``, ``labels``), DELETE (refused while models are
+    deployed, as Vertex does), ``:deployModel`` and ``:undeployModel`` (done operations; the body's
+    ``trafficSplit`` replaces the endpoint's, "0" naming the model being deployed), operations get.
+
+    Validation as Vertex does it: a split sums to 100 (or is empty) and names only deployed models (and
+    "0" on deploy); a deployed model must exist in the Model Registry stand-in (``models``, by name or
+    ``name@version``); an undeployed model must be left with no traffic.
+
+    Predictions: ``:rawPredict`` and ``:predict`` are forwarded to the URL a test registers per deployed
+    model with ``serve(key, url)`` (key: a deployed model ID, a model resource name, or ``name@version``),
+    at the route the deployed model's container declares (``containerSpec.predictRoute`` of the model
+    version; ``/v1/chat/completions`` when it declares none), or the ``route`` given to ``serve``. The
+    deployed model is chosen by the traffic split with smooth weighted round robin (deterministic: with a
+    90/10 split every 10th request goes to the 10 % model, the same sequence on every run); the SDK
+    cannot ask for one deployed model, and Vertex's public endpoints cannot either. As Vertex does,
+    ``:rawPredict`` answers the server's bytes with ``X-Vertex-AI-Endpoint-Id`` and
+    ``X-Vertex-AI-Deployed-Model-Id`` headers; ``:predict`` answers ``predictions`` with
+    ``deployedModelId``, ``model`` and ``modelVersionId``.
+
+    Faults: ``fail_next(kind, status, delay_s=..., applied=..., in_operation=...)`` queues a fault for the
+    next request of that kind: ``create``, ``get``, ``list``, ``patch``, ``delete``, ``deployModel``,
+    ``undeployModel``, ``predict``, ``rawPredict``; ``slow_next(kind, seconds)`` delays the next answer."""
+
+    _PATH = re.compile(r"/v1/(projects/([^/]+)/locations/([^/]+))/endpoints(.*)")
+
+    def __init__(self, models: LoopbackModels | None = None):
+        self.models = models
+        self.store: dict[str, dict] = {}  # endpoint resource name -> resource
+        self.operations: dict[str, dict] = {}
+        self.backends: dict[str, tuple[str, str | None]] = {}  # key -> (URL, route or None)
+        self.faults: dict[str, deque[Fault]] = {}
+        self.served: list[tuple[str, str]] = []  # (endpoint, deployed model ID) per forwarded prediction
+        self._wrr: dict[str, dict[str, int]] = {}  # endpoint -> smooth round-robin state
+        self._ids = itertools.count(4000)
+        self._lock = threading.Lock()
+
+    # -- the test's side -------------------------------------------------------------------------------
+    def serve(self, key: str, url: str, route: str | None = None) -> None:
+        """Forward predictions of a deployed model to ``url`` (key: deployed model ID, model resource
+        name, or ``name@version``); ``route``: the path to post to (default: the container's)."""
+        self.backends[key] = (url.rstrip("/"), route)
+
+    def fail_next(
+        self,
+        kind: str,
+        status: int | None = 500,
+        *,
+        delay_s: float = 0.0,
+        applied: bool = False,
+        in_operation: bool = False,
+        message: str = "",
+    ) -> None:
+        self.faults.setdefault(kind, deque()).append(Fault(status, delay_s, applied, in_operation, message))
+
+    def slow_next(self, kind: str, seconds: float) -> None:
+        self.fail_next(kind, None, delay_s=seconds)
+
+    def split(self, endpoint: str) -> dict[str, int]:
+        return dict(self.store[endpoint].get("trafficSplit", {}))
+
+    # -- routing ---------------------------------------------------------------------------------------
+    def handles(self, path: str) -> bool:
+        return bool(self._PATH.fullmatch(unquote(path)))
+
+    def route(
+        self, method: str, path: str, body: dict, query: dict, *, raw: bytes | None = None, headers=None
+    ) -> tuple[int, dict | RawReply]:
+        parent, _, _, rest = self._PATH.fullmatch(unquote(path)).groups()
+        if method == "GET" and rest == "":
+            return self._faulted("list", lambda: self._list(query.get("filter", "")))
+        if method == "POST" and rest == "":
+            return self._faulted("create", lambda: self._create(parent, body, query))
+        m = re.fullmatch(r"/([\w-]+)(:\w+|/operations/[\w-]+)?", rest)
+        if not m:
+            return _error(404, "NOT_FOUND", f"no route {method} {path}")
+        name, verb = f"{parent}/endpoints/{m.group(1)}", m.group(2)
+        if method == "GET" and verb and verb.startswith("/operations/"):
+            op = self.operations.get(f"{name}{verb}")
+            return (200, op) if op else _error(404, "NOT_FOUND", f"Operation {name}{verb} not found.")
+        if name not in self.store:
+            return _error(404, "NOT_FOUND", f"Endpoint {name} not found.")
+        if method == "GET" and verb is None:
+            return self._faulted("get", lambda: (200, self._public(name)))
+        if method == "PATCH" and verb is None:
+            return self._faulted("patch", lambda: self._patch(name, body, query.get("updateMask", "")))
+        if method == "DELETE" and verb is None:
+            return self._faulted("delete", lambda: self._delete(name))
+        if method == "POST" and verb == ":deployModel":
+            return self._faulted("deployModel", lambda: self._deploy(name, body), operation=True)
+        if method == "POST" and verb == ":undeployModel":
+            return self._faulted("undeployModel", lambda: self._undeploy(name, body), operation=True)
+        if method == "POST" and verb in (":rawPredict", ":predict"):
+            data = raw if raw is not None else json.dumps(body).encode()
+            content_type = (headers or {}).get("Content-Type", "application/json")
+            return self._faulted(verb[1:], lambda: self._predict(name, verb[1:], data, content_type))
+        return _error(404, "NOT_FOUND", f"no route {method} {path}")
+
+    def _faulted(self, kind: str, answer, operation: bool = False) -> tuple[int, dict | RawReply]:
+        with self._lock:
+            queue = self.faults.get(kind)
+            fault = queue.popleft() if queue else None
+        if fault is None:
+            return self._locked(answer, kind)
+        if fault.delay_s:
+            time.sleep(fault.delay_s)
+        if fault.status is None:
+            return self._locked(answer, kind)
+        if fault.applied:
+            self._locked(answer, kind)
+        status_name = _STATUS_NAMES.get(fault.status, "UNKNOWN")
+        message = fault.message or f"injected fault: {kind} answered {fault.status}"
+        if operation and fault.in_operation:
+            op_name = f"projects/-/locations/-/operations/{next(self._ids)}"
+            code = _RPC_CODES.get(status_name, 2)
+            self.operations[op_name] = {
+                "name": op_name,
+                "done": True,
+                "error": {"code": code, "message": message},
+            }
+            return 200, self.operations[op_name]
+        return _error(fault.status, status_name, message)
+
+    def _locked(self, answer, kind: str):
+        if kind in ("predict", "rawPredict"):  # forwarding may be slow: not under the lock
+            return answer()
+        with self._lock:
+            return answer()
+
+    # -- resources -------------------------------------------------------------------------------------
+    def _public(self, name: str) -> dict:
+        return json.loads(json.dumps(self.store[name]))
+
+    def _operation(self, name: str, type_name: str, response: dict) -> tuple[int, dict]:
+        op_name = f"{name}/operations/{next(self._ids)}"
+        self.operations[op_name] = {
+            "name": op_name,
+            "done": True,
+            "response": {"@type": f"type.googleapis.com/google.cloud.aiplatform.v1.{type_name}", **response},
+        }
+        return 200, self.operations[op_name]
+
+    def _list(self, expression: str) -> tuple[int, dict]:
+        return _filtered("endpoints", [self._public(n) for n in self.store], expression)
+
+    def _create(self, parent: str, body: dict, query: dict) -> tuple[int, dict]:
+        endpoint_id = query.get("endpointId") or query.get("endpoint_id") or str(next(self._ids))
+        name = f"{parent}/endpoints/{endpoint_id}"
+        if name in self.store:
+            return _error(409, "ALREADY_EXISTS", f"Endpoint {name} already exists.")
+        resource = {k: v for k, v in body.items() if k not in ("name", "deployedModels", "trafficSplit")}
+        self.store[name] = {
+            **resource,
+            "name": name,
+            "deployedModels": [],
+            "trafficSplit": {},
+            "createTime": "2026-11-21T00:00:00Z",
+            "etag": "0",
+        }
+        return self._operation(name, "Endpoint", self._public(name))
+
+    def _check_split(self, name: str, split: dict, allowed: set[str]) -> tuple[int, dict] | None:
+        unknown = sorted(set(split) - allowed)
+        if unknown:
+            return _error(
+                400, "INVALID_ARGUMENT", f"traffic split of {name} names no deployed model {unknown}"
+            )
+        if split and sum(int(v) for v in split.values()) != 100:
+            return _error(400, "INVALID_ARGUMENT", f"traffic split {split} of {name} does not add up to 100")
+        if any(int(v) < 0 for v in split.values()):
+            return _error(400, "INVALID_ARGUMENT", f"traffic split {split} of {name} has a negative share")
+        return None
+
+    def _set_split(self, name: str, split: dict) -> None:
+        self.store[name]["trafficSplit"] = {k: int(v) for k, v in split.items()}
+        self.store[name]["etag"] = str(int(self.store[name]["etag"]) + 1)
+        self._wrr.pop(name, None)
+
+    def _patch(self, name: str, body: dict, mask: str) -> tuple[int, dict]:
+        endpoint = self.store[name]
+        for field_name in (p.strip() for p in mask.split(",") if p.strip()):
+            key = re.sub(r"_(\w)", lambda c: c.group(1).upper(), field_name)
+            if key == "trafficSplit":
+                split = body.get("trafficSplit", {})
+                deployed = {d["id"] for d in endpoint["deployedModels"]}
+                if error := self._check_split(name, split, deployed):
+                    return error
+                if deployed and not split:
+                    return _error(
+                        400, "INVALID_ARGUMENT", f"{name} has deployed models: its split must add up to 100"
+                    )
+                self._set_split(name, split)
+            elif key in ("displayName", "description", "labels"):
+                endpoint[key] = body.get(key, {} if key == "labels" else "")
+            else:
+                return _error(400, "INVALID_ARGUMENT", f"update_mask path {field_name}")
+        return 200, self._public(name)
+
+    def _delete(self, name: str) -> tuple[int, dict]:
+        if self.store[name]["deployedModels"]:
+            return _error(
+                400, "FAILED_PRECONDITION", f"Endpoint {name} has deployed models; undeploy them first."
+            )
+        del self.store[name]
+        op_name = f"{name}/operations/{next(self._ids)}"
+        self.operations[op_name] = {
+            "name": op_name,
+            "done": True,
+            "response": {"@type": "type.googleapis.com/google.protobuf.Empty"},
+        }
+        return 200, self.operations[op_name]
+
+    def _model_version(self, model: str) -> str | None:
+        """The version ID a deployed model's ``model`` names, or None when the registry has no such one."""
+        if self.models is None:
+            return "1"
+        base, _, version = model.partition("@")
+        found = self.models.store.get(base)
+        target = self.models._resolve(found, version) if found else None
+        return target["versionId"] if target else None
+
+    def _deploy(self, name: str, body: dict) -> tuple[int, dict]:
+        endpoint = self.store[name]
+        spec = dict(body.get("deployedModel", {}))
+        model = spec.get("model", "")
+        version = self._model_version(model)
+        if version is None:
+            return _error(404, "NOT_FOUND", f"Model {model} not found.")
+        if not (spec.get("dedicatedResources") or spec.get("automaticResources")):
+            return _error(
+                400, "INVALID_ARGUMENT", "a deployed model needs dedicated_resources (machine_spec)"
+            )
+        split = body.get("trafficSplit") or {}
+        deployed = {d["id"] for d in endpoint["deployedModels"]}
+        if error := self._check_split(name, split, deployed | {"0"}):
+            return error
+        deployed_id = str(next(self._ids))
+        deployed_model = {
+            **spec,
+            "id": deployed_id,
+            "modelVersionId": version,
+            "createTime": "2026-11-21T00:00:00Z",
+        }
+        endpoint["deployedModels"].append(deployed_model)
+        if split:
+            self._set_split(name, {(deployed_id if k == "0" else k): v for k, v in split.items()})
+        return self._operation(name, "DeployModelResponse", {"deployedModel": deployed_model})
+
+    def _undeploy(self, name: str, body: dict) -> tuple[int, dict]:
+        endpoint = self.store[name]
+        deployed_id = body.get("deployedModelId", "")
+        if deployed_id not in {d["id"] for d in endpoint["deployedModels"]}:
+            return _error(404, "NOT_FOUND", f"Deployed model {deployed_id} not found on {name}.")
+        rest = {d["id"] for d in endpoint["deployedModels"]} - {deployed_id}
+        split = body.get("trafficSplit") or None
+        if split is None:
+            split = {k: v for k, v in endpoint["trafficSplit"].items() if k != deployed_id}
+            if endpoint["trafficSplit"].get(deployed_id, 0) and rest:
+                return _error(
+                    400,
+                    "FAILED_PRECONDITION",
+                    f"Deployed model {deployed_id} of {name} still has traffic: give the traffic split "
+                    "of the models that stay",
+                )
+        elif int(split.get(deployed_id, 0)):
+            return _error(400, "INVALID_ARGUMENT", f"the model undeployed ({deployed_id}) must get 0 traffic")
+        split = {k: v for k, v in split.items() if k != deployed_id}
+        if error := self._check_split(name, split, rest):
+            return error
+        if rest and not split:
+            return _error(
+                400, "INVALID_ARGUMENT", f"{name} keeps deployed models: its split must add up to 100"
+            )
+        endpoint["deployedModels"] = [d for d in endpoint["deployedModels"] if d["id"] != deployed_id]
+        self._set_split(name, split)
+        return self._operation(name, "UndeployModelResponse", {})
+
+    # -- predictions -----------------------------------------------------------------------------------
+    def _pick(self, name: str) -> dict | None:
+        """The deployed model the next prediction goes to: smooth weighted round robin over the split."""
+        with self._lock:
+            endpoint = self.store[name]
+            weights = {k: int(v) for k, v in endpoint["trafficSplit"].items() if int(v) > 0}
+            if not weights:
+                return None
+            state = self._wrr.setdefault(name, {k: 0 for k in weights})
+            for key, weight in weights.items():
+                state[key] = state.get(key, 0) + weight
+            chosen = max(sorted(weights), key=lambda k: state[k])
+            state[chosen] -= sum(weights.values())
+            return next(d for d in endpoint["deployedModels"] if d["id"] == chosen)
+
+    def _backend(self, deployed: dict) -> tuple[str, str] | None:
+        model = deployed.get("model", "")
+        base = model.partition("@")[0]
+        version = f"{base}@{deployed.get('modelVersionId', '')}"
+        for key in (deployed["id"], model, version, base):
+            if key in self.backends:
+                url, route = self.backends[key]
+                return url, route or self._container_route(deployed)
+        return None
+
+    def _container_route(self, deployed: dict) -> str:
+        if self.models is not None:
+            found = self.models.store.get(deployed.get("model", "").partition("@")[0])
+            version = found.versions.get(deployed.get("modelVersionId", "")) if found else None
+            route = ((version or {}).get("containerSpec") or {}).get("predictRoute")
+            if route:
+                return route
+        return "/v1/chat/completions"
+
+    def _predict(self, name: str, kind: str, data: bytes, content_type: str) -> tuple[int, dict | RawReply]:
+        deployed = self._pick(name)
+        if deployed is None:
+            return _error(400, "FAILED_PRECONDITION", f"Endpoint {name} has no deployed model with traffic.")
+        backend = self._backend(deployed)
+        if backend is None:
+            return _error(503, "UNAVAILABLE", f"deployed model {deployed['id']} of {name} has no server")
+        url, route = backend
+        self.served.append((name, deployed["id"]))
+        request = urllib.request.Request(
+            url + route, data=data, headers={"Content-Type": content_type}, method="POST"
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=600) as response:
+                status, reply, reply_type = (
+                    response.status,
+                    response.read(),
+                    response.headers.get_content_type(),
+                )
+        except urllib.error.HTTPError as e:
+            status, reply, reply_type = e.code, e.read(), e.headers.get_content_type()
+        except OSError as e:
+            return _error(503, "UNAVAILABLE", f"deployed model {deployed['id']} did not answer: {e}")
+        headers = {
+            "X-Vertex-AI-Endpoint-Id": name.rsplit("/", 1)[1],
+            "X-Vertex-AI-Deployed-Model-Id": deployed["id"],
+        }
+        if kind == "rawPredict":
+            return status, RawReply(reply, reply_type, headers)
+        if status != 200:
+            return _error(status, _STATUS_NAMES.get(status, "UNKNOWN"), reply.decode(errors="replace"))
+        answer = json.loads(reply)
+        return 200, {
+            "predictions": answer.get("predictions", []),
+            "deployedModelId": deployed["id"],
+            "model": deployed.get("model", "").partition("@")[0],
+            "modelVersionId": deployed.get("modelVersionId", ""),
+        }
 
 
 # -- teachers' APIs (components/augment/teachers.py): any JSON-over-HTTP route ---------------------------

@@ -229,3 +229,164 @@ def drift_check(store: DeploymentStore, name: str, settings: CheckSettings, endp
         "metrics": result.metrics,
         "code": code,
     }
+
+
+@dataclass(frozen=True)
+class VertexTarget:
+    """Where and how a version is deployed on Vertex AI (the config's vertex and deploy sections)."""
+
+    project: str
+    region: str
+    accelerator_type: str
+    accelerator_count: int
+    min_replicas: int = 1
+    max_replicas: int = 1
+    canary_percent: int = 10
+    service_account: str = ""
+    timeout_s: float = 60.0
+    api_endpoint: str | None = None  # None = the SDK's (aiplatform.init's, else Google's regional one)
+
+    @property
+    def machine_type(self) -> str:
+        from components.preflight.prices import machine_type_for
+
+        machine = machine_type_for(self.accelerator_type, self.accelerator_count)
+        if machine is None:
+            raise DeployRefused(
+                f"no machine type carries {self.accelerator_count} x {self.accelerator_type} "
+                "(components/preflight/prices.py ACCELERATORS)"
+            )
+        return machine
+
+    def endpoint(self, resource_name: str):
+        from components.deploy.vertex_endpoint import VertexEndpoint
+
+        return VertexEndpoint(resource_name, self.project, self.region, self.api_endpoint, self.timeout_s)
+
+
+def smoke_rounds(canary_percent: int) -> int:
+    """Passes over the gold set so that a canary with ``canary_percent`` of the traffic answers every row:
+    the endpoint routes each request by its split, so each pass reaches the canary with that share."""
+    return min(60, 3 * -(-100 // canary_percent))
+
+
+def deploy_vertex(
+    store: DeploymentStore,
+    name: str,
+    model_uri: str,
+    predictions: str | Path,
+    settings: CheckSettings,
+    target: VertexTarget,
+) -> tuple[Deployment, CheckResult | None]:
+    """Deploy the Vertex model version ``model_uri`` (``projects/../models/ID@VERSION``) to the endpoint
+    ``name`` (created when missing) as a canary with ``target.canary_percent`` of the traffic next to the
+    version serving now, and smoke-check the canary's own answers (``X-Vertex-AI-Deployed-Model-Id``). Red:
+    the split is restored and the canary undeployed (DEPLOYMENT_SMOKE_FAILED). A deploy the endpoint
+    refused leaves the split as it was (DEPLOYMENT_FAILED). Deployed models left at 0% by an earlier
+    promote are undeployed first (they are billed while deployed)."""
+    from components.deploy import vertex_endpoint as vx
+
+    machine = target.machine_type
+    gold = gold_set(predictions, settings.gold_rows)
+    try:
+        d = store.load(name)
+    except DeployRefused:
+        d = Deployment(name, "vertex", "", model_uri)
+    store.save_gold(name, gold)
+    try:
+        endpoint = vx.ensure_endpoint(name, project=target.project, region=target.region)
+        d.endpoint = endpoint.resource_name
+        for idle, share in vx.current_split(endpoint).items():
+            if share == 0:
+                vx.undeploy(endpoint, idle)
+        deployed = vx.deploy_canary(
+            endpoint,
+            model_uri,
+            canary_percent=target.canary_percent,
+            machine_type=machine,
+            accelerator_type=target.accelerator_type,
+            accelerator_count=target.accelerator_count,
+            min_replicas=target.min_replicas,
+            max_replicas=target.max_replicas,
+            service_account=target.service_account,
+        )
+    except vx.DeployError as e:
+        d.model_uri, d.status = model_uri, "failed"
+        store.record(d, "DEPLOYMENT_FAILED", str(e), split_before=e.split_before, split_after=e.split_after)
+        raise DeployRefused(str(e)) from e
+    d.model_uri, d.deployed_model_id, d.split = model_uri, deployed.deployed_model_id, deployed.split_after
+    d.serving = ",".join(k for k, v in deployed.split_before.items() if v > 0)
+    result = _smoke(
+        target.endpoint(d.endpoint),
+        gold,
+        settings,
+        served_by=deployed.deployed_model_id,
+        rounds=smoke_rounds(target.canary_percent),
+    )
+    d.smoke, d.smoke_per_example = result.summary(), result.per_example
+    split = {"split_before": deployed.split_before, "split_after": deployed.split_after}
+    if result.passed:
+        d.status = "canary"
+        store.record(
+            d, "DEPLOYED", f"{model_uri} as a {target.canary_percent}% canary on {d.endpoint}", **split
+        )
+        return d, result
+    restored = vx.rollback(endpoint, deployed.split_before, deployed.deployed_model_id)
+    d.status, d.split, d.deployed_model_id = "rejected", restored, ""
+    store.record(
+        d,
+        "DEPLOYMENT_SMOKE_FAILED",
+        f"{model_uri}: smoke check failed; canary undeployed, split restored to {restored}",
+        split_before=deployed.split_before,
+        split_after=restored,
+    )
+    return d, result
+
+
+def promote(store: DeploymentStore, name: str, target: VertexTarget) -> Deployment:
+    """Give the canary all the traffic, only when its smoke check is green (DEPLOYMENT_PROMOTE_BLOCKED
+    otherwise). The version it replaces stays deployed at 0%, so a rollback is instant (billed until the
+    next deploy undeploys it)."""
+    from components.deploy import vertex_endpoint as vx
+
+    d = store.load(name)
+    if d.target != "vertex" or d.status != "canary" or not d.smoke_passed:
+        why = f"status {d.status}, smoke {'green' if d.smoke_passed else 'not green'}"
+        store.record(d, "DEPLOYMENT_PROMOTE_BLOCKED", f"promote refused: {why}")
+        raise DeployRefused(f"deployment {name}: promote refused ({why}); deploy a version that passes first")
+    endpoint = vx.ensure_endpoint(d.endpoint, project=target.project, region=target.region)
+    before = vx.current_split(endpoint)
+    after = vx.set_split(endpoint, {k: 100 if k == d.deployed_model_id else 0 for k in before})
+    d.split, d.status = after, "promoted"
+    store.record(
+        d,
+        "DEPLOYMENT_PROMOTED",
+        f"{d.model_uri} takes all the traffic",
+        split_before=before,
+        split_after=after,
+    )
+    return d
+
+
+def rollback(store: DeploymentStore, name: str, target: VertexTarget) -> Deployment:
+    """Restore the traffic split before the last deploy or promote: a canary is undeployed; after a
+    promote the version it replaced (kept at 0%) serves again."""
+    from components.deploy import vertex_endpoint as vx
+
+    d = store.load(name)
+    last = next((h for h in reversed(d.history) if h["code"] in ("DEPLOYED", "DEPLOYMENT_PROMOTED")), None)
+    if d.target != "vertex" or last is None or d.status not in ("canary", "promoted"):
+        raise DeployRefused(f"deployment {name} ({d.target}, {d.status}): nothing to roll back")
+    endpoint = vx.ensure_endpoint(d.endpoint, project=target.project, region=target.region)
+    previous = {k: v for k, v in last["split_before"].items()}
+    if d.status == "canary":
+        after = vx.rollback(endpoint, previous, d.deployed_model_id)
+        d.status, d.deployed_model_id = "rolled_back", ""
+    else:
+        after = vx.set_split(endpoint, {**{k: 0 for k in vx.current_split(endpoint)}, **previous})
+        d.status = "canary" if previous.get(d.deployed_model_id) else "rolled_back"
+    before, d.split = d.split, after
+    store.record(
+        d, "DEPLOYMENT_ROLLED_BACK", f"split restored to {after}", split_before=before, split_after=after
+    )
+    return d

@@ -258,7 +258,10 @@ class ChatServer:
         return f"http://{host}:{port}"
 
     def start(self) -> ChatServer:
-        """Serve on a background thread; returns self."""
+        """Serve on a background thread; returns self. Starting a started server does nothing: a second
+        ``serve_forever`` on the same socket would outlive ``close()``."""
+        if self._thread is not None:
+            return self
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="slmforge-serve", daemon=True)
         self._thread.start()
         return self

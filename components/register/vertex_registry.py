@@ -57,15 +57,17 @@ METRICS_SCHEMA_URI = (
 )
 
 # Serving container: the Vertex Model Garden vLLM image (components/common/config.py VLLM_SERVING_IMAGE),
-# started the way Google's Model Garden notebooks start it (GoogleCloudPlatform/vertex-ai-samples,
-# notebooks/community/model_garden/model_garden_gemma_finetuning_on_vertex.ipynb, deploy_model_vllm):
-# `python -m vllm.entrypoints.api_server --host=0.0.0.0 --port=8080 --model=<gs:// folder> ...`, port
-# 8080, predict route /generate, health route /ping, 16 GB shared memory, 2 h deployment timeout.
+# started as vLLM's OpenAI-compatible server, `python -m vllm.entrypoints.openai.api_server --host=0.0.0.0
+# --port=8080 --model=<gs:// folder> ...`, with predict route /v1/chat/completions: `:rawPredict` on the
+# endpoint forwards a chat-completions body there, which is what `slmforge deploy`'s smoke and drift checks
+# send (the same request `slmforge serve` answers; structured outputs as vLLM takes them). Health route
+# /health, 16 GB shared memory, 2 h deployment timeout (as Google's Model Garden notebooks deploy vLLM:
+# GoogleCloudPlatform/vertex-ai-samples, notebooks/community/model_garden, deploy_model_vllm).
 # --model=$(AIP_STORAGE_URI): Vertex copies the version's artifact_uri to a bucket it owns and expands
 # $(VAR) in container args from its AIP_* variables (ModelContainerSpec.args); the container loads gs://.
 SERVING_PORT = 8080
-PREDICT_ROUTE = "/generate"
-HEALTH_ROUTE = "/ping"
+PREDICT_ROUTE = "/v1/chat/completions"
+HEALTH_ROUTE = "/health"
 SHARED_MEMORY_MB = 16 * 1024
 DEPLOYMENT_TIMEOUT_S = 7200
 
@@ -75,7 +77,7 @@ def vllm_args(tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.9
     return [
         "python",
         "-m",
-        "vllm.entrypoints.api_server",
+        "vllm.entrypoints.openai.api_server",
         "--host=0.0.0.0",
         f"--port={SERVING_PORT}",
         "--model=$(AIP_STORAGE_URI)",

@@ -156,7 +156,7 @@ def test_deploy_locally_smoke_checks_a_served_version_then_drift_checks_it(regis
         "--set", "deploy.gold_rows=8",
         "--set", "eval.max_new_tokens=32",
     ]  # fmt: skip
-    with ChatServer(registered["model"], max_new_tokens=32).start() as server:
+    with ChatServer(registered["model"], max_new_tokens=32) as server:
         args = ["-c", DEMO, *common, "--set", f"deploy.endpoint={server.url}"]
         code, out = _cli("deploy", "models:/travel-commands@candidate", *args, home=registered["home"])
         assert code == 1, out  # the demo's gate: exact_match >= 0.9, which an untrained model misses
@@ -194,3 +194,139 @@ def test_deploy_locally_smoke_checks_a_served_version_then_drift_checks_it(regis
     ]
     code, out = _cli("deploy", "status", *green, home=registered["home"])
     assert code == 0 and "DEPLOYED" in out
+
+
+def test_serve_fetches_a_registry_version_once(registered, tmp_path, monkeypatch):
+    """`slmforge serve models:/NAME@ALIAS` resolves the alias in the real MLflow registry and downloads that
+    version once under $SLMFORGE_HOME/serve/NAME/VERSION; a folder is served where it is."""
+    from pipelines.cli_serve import resolve_model
+
+    monkeypatch.setenv("SLMFORGE_HOME", str(tmp_path))
+    spec = {"backend": "mlflow", "tracking_uri": registered["tracking_uri"]}
+    folder = resolve_model("models:/travel-commands@candidate", spec)
+    assert Path(folder) == tmp_path / "serve" / "travel-commands" / "1"
+    assert any(Path(folder).rglob("config.json"))
+    stamp = Path(folder).stat().st_mtime_ns
+    assert resolve_model("models:/travel-commands/1", spec) == folder
+    assert Path(folder).stat().st_mtime_ns == stamp  # not fetched again: a version's weights never change
+    assert resolve_model(str(registered["model"]), spec) == str(registered["model"])
+    with pytest.raises(FileNotFoundError, match="no such version"):
+        resolve_model("models:/travel-commands@champion", spec)
+
+
+PROJECT, REGION = "test-project", "us-central1"
+MODEL = f"projects/{PROJECT}/locations/{REGION}/models/travel"
+
+
+@pytest.fixture()
+def vertex():
+    """The loopback Vertex API, the real SDK pointed at it, and three versions of ``travel`` registered
+    with the vLLM OpenAI route (components/register/vertex_registry.py)."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import aiplatform
+    from google.cloud.aiplatform import initializer
+    from loopback_vertex import LoopbackVertex
+
+    from components.register.vertex_registry import PREDICT_ROUTE
+
+    with LoopbackVertex() as api:
+        aiplatform.init(
+            project=PROJECT,
+            location=REGION,
+            credentials=AnonymousCredentials(),
+            api_transport="rest",
+            api_endpoint=api.endpoint,
+        )
+        for version in (1, 2, 3):
+            model = {
+                "displayName": "travel",
+                "containerSpec": {"imageUri": "vllm", "predictRoute": PREDICT_ROUTE},
+            }
+            upload = {"model": model, **({"modelId": "travel"} if version == 1 else {"parentModel": MODEL})}
+            assert (
+                api.models.route(
+                    "POST", f"/v1/projects/{PROJECT}/locations/{REGION}/models:upload", upload, {}
+                )[0]
+                == 200
+            )
+        yield api
+    initializer.global_config.__init__()
+
+
+def test_vertex_canary_is_smoke_checked_then_promoted_and_rolled_back(
+    vertex, registered, tmp_path, travel_schema
+):
+    """Versions deployed to a Vertex endpoint (the real SDK, the loopback API forwarding `:rawPredict` to a
+    real `slmforge serve` of the tiny model): the first takes all the traffic; the second is a 50% canary
+    whose own answers (X-Vertex-AI-Deployed-Model-Id) pass the smoke check with parity; promote gives it
+    100% (the first stays at 0%); rollback restores 50/50, a second rollback undeploys the canary. A canary
+    that answers nonsense fails its smoke check and is rolled back; a deploy the endpoint refuses leaves the
+    split as it was. Every action is on the history and in the events stream."""
+    from components.deploy.actions import (
+        CheckSettings,
+        DeploymentStore,
+        DeployRefused,
+        VertexTarget,
+        deploy_vertex,
+        promote,
+        rollback,
+    )
+    from components.deploy.serve import ChatServer
+
+    store = DeploymentStore(tmp_path / "deployments")
+    settings = CheckSettings(
+        task=TaskSpec("structured", travel_schema, []),
+        system_prompt=SYSTEM,
+        decoding="both",
+        max_new_tokens=32,
+        rules=[{"metric": "schema_validity", "min": 0.0}],
+        parity_tolerance=0.0,
+        drift_margin=0.02,
+        bootstrap={},
+        gold_rows=6,
+    )
+    target = VertexTarget(PROJECT, REGION, "NVIDIA_L4", 1, canary_percent=50)
+    predictions = registered["home"] / "predictions.parquet"
+
+    def nonsense(path, body):
+        return 200, {"choices": [{"message": {"content": "no"}, "finish_reason": "stop"}]}
+
+    bad = LoopbackJSON(nonsense)
+    with ChatServer(registered["model"], max_new_tokens=32) as server:
+        for version in (1, 2):
+            vertex.endpoints.serve(f"{MODEL}@{version}", server.url)
+        vertex.endpoints.serve(f"{MODEL}@3", bad.url)
+        first, result = deploy_vertex(store, "travel", f"{MODEL}@1", predictions, settings, target)
+        one = first.deployed_model_id
+        assert result.passed and first.split == {one: 100} and first.status == "canary"
+        d, result = deploy_vertex(store, "travel", f"{MODEL}@2", predictions, settings, target)
+        two = d.deployed_model_id
+        assert result.passed and result.rows == 6 and result.parity_differs == 0.0, result.reasons
+        assert d.split == {one: 50, two: 50} == vertex.endpoints.split(d.endpoint)
+        assert promote(store, "travel", target).split == {one: 0, two: 100}
+        assert rollback(store, "travel", target).split == {one: 50, two: 50}
+        d = rollback(store, "travel", target)
+        assert d.split == {one: 100} and d.status == "rolled_back"
+
+        with pytest.raises(DeployRefused, match="promote refused"):
+            promote(store, "travel", target)
+        d, result = deploy_vertex(store, "travel", f"{MODEL}@3", predictions, settings, target)
+        assert not result.passed and d.status == "rejected" and d.split == {one: 100}
+        assert vertex.endpoints.split(d.endpoint) == {one: 100}
+
+        vertex.endpoints.fail_next("deployModel", 500)
+        with pytest.raises(DeployRefused, match="unchanged"):
+            deploy_vertex(store, "travel", f"{MODEL}@2", predictions, settings, target)
+        assert vertex.endpoints.split(d.endpoint) == {one: 100}
+    bad.close()
+    events = [json.loads(x) for x in (store.folder("travel") / "events.jsonl").read_text().splitlines()]
+    assert [e["code"] for e in events] == [
+        "DEPLOYED",
+        "DEPLOYED",
+        "DEPLOYMENT_PROMOTED",
+        "DEPLOYMENT_ROLLED_BACK",
+        "DEPLOYMENT_ROLLED_BACK",
+        "DEPLOYMENT_PROMOTE_BLOCKED",
+        "DEPLOYMENT_SMOKE_FAILED",
+        "DEPLOYMENT_FAILED",
+    ]

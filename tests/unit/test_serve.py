@@ -223,37 +223,21 @@ def test_cli_serves_and_stops(tiny_model, stop):
     assert f"{url}" in out and "curl" in out and "stopped" in out
 
 
-def test_registry_model_is_fetched_once(tiny_model, slmforge_home, monkeypatch):
-    """models:/NAME@ALIAS is resolved to its version, downloaded once under $SLMFORGE_HOME/serve/NAME/VERSION
-    (a stand-in registry: the MLflow backend has tests of its own in test_registry.py)."""
-    import shutil
+def test_starting_twice_still_stops(tiny_model):
+    """A started server started again (``with ChatServer(...).start()``) runs one serving loop, and
+    ``close()`` returns: two serve_forever loops on one socket would leave one running and close() waiting
+    on it forever."""
+    import threading
 
-    from components.register.backends import ModelVersion
-    from pipelines.cli_serve import resolve_model
+    from components.deploy.serve import ChatServer
 
-    version = ModelVersion("serve-tiny", "3", "models:/serve-tiny/3", str(tiny_model), aliases=("champion",))
-    downloads = []
-
-    class Registry:
-        backend = "mlflow"
-
-        def get(self, name, v):
-            return version if (name, v) == ("serve-tiny", "3") else None
-
-        def by_alias(self, name, alias):
-            return version if (name, alias) == ("serve-tiny", "champion") else None
-
-        def download(self, name, v, dst):
-            downloads.append((name, v))
-            return Path(shutil.copytree(tiny_model, Path(dst) / "model"))
-
-    monkeypatch.setattr("components.register.core.registry_from_spec", lambda spec: Registry())
-    spec = {"backend": "mlflow", "tracking_uri": ""}
-    folder = resolve_model("models:/serve-tiny@champion", spec)
-    assert folder == str(slmforge_home / "serve" / "serve-tiny" / "3")
-    assert (Path(folder) / "config.json").is_file()
-    assert resolve_model("models:/serve-tiny/3", spec) == folder
-    assert downloads == [("serve-tiny", "3")]  # fetched once: a version's weights never change
-    assert resolve_model(str(tiny_model), spec) == str(tiny_model)  # a folder is served where it is
-    with pytest.raises(FileNotFoundError, match="no such version"):
-        resolve_model("models:/serve-tiny@candidate", spec)
+    before = set(threading.enumerate())  # the module's own server may be serving too
+    srv = ChatServer(tiny_model, max_new_tokens=4, model_id="travel-tiny")
+    assert srv.start().start() is srv
+    assert call(f"{srv.url}/health")[0] == 200
+    loops = [t for t in set(threading.enumerate()) - before if t.name == "slmforge-serve"]
+    closing = threading.Thread(target=srv.close, daemon=True)
+    closing.start()
+    closing.join(timeout=30)
+    assert not closing.is_alive(), "close() did not return within 30 s"
+    assert len(loops) == 1 and not loops[0].is_alive()

@@ -108,10 +108,10 @@ def test_upload_carries_the_serving_container_lineage_labels_and_aliases(vertex,
     spec = model["containerSpec"]
     assert spec["imageUri"] == IMAGE
     assert spec["args"] == vllm_args()
-    assert spec["args"][:3] == ["python", "-m", "vllm.entrypoints.api_server"]
+    assert spec["args"][:3] == ["python", "-m", "vllm.entrypoints.openai.api_server"]
     assert "--model=$(AIP_STORAGE_URI)" in spec["args"] and "--port=8080" in spec["args"]
     assert spec["ports"] == [{"containerPort": 8080}]
-    assert (spec["predictRoute"], spec["healthRoute"]) == ("/generate", "/ping")
+    assert (spec["predictRoute"], spec["healthRoute"]) == ("/v1/chat/completions", "/health")
     assert model["artifactUri"] == f"gs://{vertex.bucket.name}/models/travel/{W1[:16]}/model"
 
     labels = model["labels"]
