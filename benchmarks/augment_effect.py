@@ -50,13 +50,14 @@ import re
 import shutil
 import sys
 import tempfile
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+from loopback_vertex import LoopbackJSON  # noqa: E402  (the loopback JSON server the augment tests use)
 
 from examples.travel import travel  # noqa: E402  (the oracle, parse_prompt and the generator's phrasing)
 
@@ -226,47 +227,19 @@ def paraphrases(teacher: str, prompt: str, n: int) -> list[str]:
     return out
 
 
-class TeacherServer:
-    """An OpenAI-compatible ``/v1/chat/completions`` route on 127.0.0.1 whose "model" names the teacher
-    (``rules`` or ``generator``): it answers augment's rephrase request for the user message after
-    "User message:\\n" with {"paraphrases": [...]}, JSON as the json_schema response_format asks."""
-
-    def __init__(self) -> None:
-        self.requests = 0
-
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
-                outer.requests += 1
-                ask = body["messages"][-1]["content"]
-                n = int(re.search(r"in (\d+) different ways", ask).group(1))
-                found = paraphrases(body["model"], ask.split("User message:\n", 1)[-1], n)
-                content = json.dumps({"paraphrases": found}, ensure_ascii=False)
-                reply = {
-                    "choices": [
-                        {"message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
-                    ],
-                    "usage": {"prompt_tokens": len(ask.split()), "completion_tokens": len(content.split())},
-                }
-                data = json.dumps(reply).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+def teacher_answer(path: str, body: dict) -> tuple[int, dict]:
+    """An OpenAI-compatible ``/v1/chat/completions`` answer whose "model" names the teacher (``rules`` or
+    ``generator``): augment's rephrase request for the user message after "User message:\\n" gets
+    {"paraphrases": [...]}, JSON as the json_schema response_format asks. Served on 127.0.0.1 by the
+    tests' LoopbackJSON."""
+    ask = body["messages"][-1]["content"]
+    n = int(re.search(r"in (\d+) different ways", ask).group(1))
+    found = paraphrases(body["model"], ask.split("User message:\n", 1)[-1], n)
+    content = json.dumps({"paraphrases": found}, ensure_ascii=False)
+    return 200, {
+        "choices": [{"message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": len(ask.split()), "completion_tokens": len(content.split())},
+    }
 
 
 # -- the measurement ----------------------------------------------------------------------------------
@@ -338,7 +311,7 @@ def main() -> None:
         train_paths = {"base": seed_path}
         rows_of = {"base": len(seed_rows)}
         reports = {}
-        server = TeacherServer()
+        server = LoopbackJSON(teacher_answer)
         try:
             for name in [arm for arm in a.arms if arm in TEACHERS]:
                 t0 = time.perf_counter()
@@ -371,7 +344,7 @@ def main() -> None:
                 train_paths[name], rows_of[name], reports[name] = out, len(result.rows), result
                 print(
                     f"\n## teacher {name!r} (not an LLM: see the module docstring), "
-                    f"{time.perf_counter() - t0:.0f} s, {server.requests} requests served so far"
+                    f"{time.perf_counter() - t0:.0f} s, {len(server.requests)} requests served so far"
                 )
                 print(report_markdown(result))
                 added = result.rows[len(seed_rows) :]

@@ -22,6 +22,7 @@ _COMPONENTS = {
     "gate_op": "components.gate.component",
     "export_op": "components.export.component",
     "register_op": "components.register.component",
+    "deploy_op": "components.deploy.component",
 }
 
 __all__ = ["__version__", *_COMPONENTS]

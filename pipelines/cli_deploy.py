@@ -14,62 +14,12 @@ console = Console()
 ACTIONS = ("promote", "rollback", "status")
 
 
-def settings_of(cfg):
-    """The checks' settings from a config: offline evaluation's prompt and decoding, the gate's rules and
-    bootstrap, the deployment's tolerances."""
-    from components.common.scoring import TaskSpec
-    from components.deploy.actions import CheckSettings
+def options_of(cfg):
+    """The deploy options from a config, exactly as the pipeline's deploy step gets them."""
+    from components.deploy.actions import DeployOptions
+    from pipelines.parameters import stage_options
 
-    return CheckSettings(
-        task=TaskSpec(cfg.task.type, cfg.task.output_schema, list(cfg.task.labels)),
-        system_prompt=cfg.task.system_prompt,
-        decoding=cfg.eval.decoding,
-        max_new_tokens=cfg.eval.max_new_tokens,
-        rules=[r.model_dump(exclude_none=True) for r in cfg.gates.rules],
-        parity_tolerance=cfg.deploy.parity_tolerance,
-        drift_margin=cfg.deploy.drift_margin,
-        bootstrap=cfg.gates.bootstrap.model_dump(),
-        gold_rows=cfg.deploy.gold_rows,
-    )
-
-
-def store_of(cfg):
-    from components.common.home import slmforge_home
-    from components.deploy.actions import DeploymentStore
-
-    return DeploymentStore(cfg.deploy.state or slmforge_home() / "deployments")
-
-
-def deployment_name(cfg) -> str:
-    """A deployment is named by its endpoint (vertex: the display name) or the registered model name."""
-    model = cfg.registry.model_name or cfg.name
-    return cfg.deploy.endpoint if cfg.deploy.target == "vertex" and cfg.deploy.endpoint else model
-
-
-def endpoint_of(cfg, deployment=None):
-    from components.deploy.checks import LocalEndpoint
-
-    if deployment is not None and deployment.target == "vertex":
-        return target_of(cfg).endpoint(deployment.endpoint)
-    url = deployment.endpoint if deployment else (cfg.deploy.endpoint or "http://127.0.0.1:8000")
-    return LocalEndpoint(url, cfg.deploy.timeout_s)
-
-
-def target_of(cfg):
-    from components.deploy.actions import VertexTarget
-
-    d = cfg.deploy
-    return VertexTarget(
-        project=cfg.vertex.project,
-        region=cfg.vertex.region,
-        accelerator_type=d.accelerator_type,
-        accelerator_count=d.accelerator_count,
-        min_replicas=d.min_replicas,
-        max_replicas=d.max_replicas,
-        canary_percent=d.canary_percent,
-        service_account=d.service_account,
-        timeout_s=d.timeout_s,
-    )
+    return stage_options(DeployOptions, "deploy", cfg)
 
 
 def _predictions(given: Path | None, version) -> str:
@@ -125,15 +75,16 @@ def deploy_cmd(
 ) -> None:
     """Deploy a version (smoke check first; on Vertex as a canary next to the version serving now), or
     promote, roll back or show the config's deployment. Exit 1 when a check or an action is refused."""
-    from components.deploy.actions import DeployRefused, deploy_local, deploy_vertex
+    from components.deploy.actions import DeployRefused, deploy_version
     from components.register.core import version_of
     from pipelines.cli_common import _load, _refuse
     from pipelines.cli_registry import _registry
 
     cfg = _load(config, overrides)
-    store, name = store_of(cfg), deployment_name(cfg)
+    opts = options_of(cfg)
+    store = opts.store()
     if what in ACTIONS:
-        _action(what, cfg, store, name)
+        _action(what, opts, store)
         return
     if cfg.deploy.target == "vertex" and cfg.registry.backend != "vertex":
         raise _refuse(
@@ -146,27 +97,21 @@ def deploy_cmd(
         raise _refuse(str(e)) from None
     try:
         source = _predictions(predictions, version)
-        if cfg.deploy.target == "vertex":
-            d, result = deploy_vertex(store, name, version.uri, source, settings_of(cfg), target_of(cfg))
-        else:
-            endpoint = endpoint_of(cfg)
-            d, result = deploy_local(
-                store, name, endpoint.url, version.uri, source, settings_of(cfg), endpoint
-            )
+        d, result = deploy_version(version, source, opts)
     except (DeployRefused, FileNotFoundError) as e:
         console.print(str(e), style="red", markup=False, highlight=False)
         raise typer.Exit(1) from None
     _print_check(result)
-    console.print(f"deployment {name}: {d.status} ({store.folder(name)})", highlight=False)
+    console.print(f"deployment {opts.name}: {d.status} ({store.folder(opts.name)})", highlight=False)
     if not result.passed:
         raise typer.Exit(1)
 
 
-def _action(what: str, cfg, store, name: str) -> None:
+def _action(what: str, opts, store) -> None:
     from components.deploy.actions import DeployRefused
 
     try:
-        d = store.load(name)
+        d = store.load(opts.name)
     except DeployRefused as e:
         console.print(str(e), style="red", markup=False, highlight=False)
         raise typer.Exit(1) from None
@@ -184,7 +129,7 @@ def _action(what: str, cfg, store, name: str) -> None:
     from components.deploy.actions import promote, rollback
 
     try:
-        d = (promote if what == "promote" else rollback)(store, name, target_of(cfg))
+        d = (promote if what == "promote" else rollback)(store, opts.name, opts.vertex)
     except DeployRefused as e:
         console.print(str(e), style="red", markup=False, highlight=False)
         raise typer.Exit(1) from None
@@ -200,11 +145,11 @@ def drift_check_cmd(
     from components.deploy.actions import DeployRefused, drift_check
     from pipelines.cli_common import _load
 
-    cfg = _load(config, overrides)
-    store, name = store_of(cfg), deployment_name(cfg)
+    opts = options_of(_load(config, overrides))
+    store, name = opts.store(), opts.name
     try:
         d = store.load(name)
-        outcome = drift_check(store, name, settings_of(cfg), endpoint_of(cfg, d))
+        outcome = drift_check(store, name, opts.settings, opts.endpoint_of(d))
     except DeployRefused as e:
         console.print(str(e), style="red", markup=False, highlight=False)
         raise typer.Exit(1) from None

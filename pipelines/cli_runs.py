@@ -152,7 +152,7 @@ def runs_from_dataframe(df, source: str) -> list[RunRecord]:
 def vertex_runs(project: str, region: str, experiment: str = "", pipeline: str = "") -> list[RunRecord]:
     from google.cloud import aiplatform
 
-    from pipelines.vertex import vertex_init
+    from components.common.vertex import vertex_init
 
     vertex_init(project, region)
     if pipeline:

@@ -1,4 +1,5 @@
-"""The main DAG: ingest -> clean -> split -> augment (off by default) -> preflight -> train -> evaluate (candidate and base) -> gate -> register.
+"""The main DAG: ingest -> clean -> split -> augment (off by default) -> preflight -> train -> evaluate (candidate and
+base) -> gate -> export -> register -> deploy (off by default).
 
 Only wiring lives here: which output feeds which input, resources, retries, caching and the gate
 condition. The pipeline's parameters (explicit and typed, so the Vertex console compares runs parameter by
@@ -14,6 +15,7 @@ from kfp.dsl import Metrics
 from components import (
     augment_op,
     clean_op,
+    deploy_op,
     evaluate_base_op,
     evaluate_champion_op,
     evaluate_op,
@@ -168,15 +170,27 @@ def train_and_register(p: dict, multi_node: bool) -> FinetuneOutputs:
             p,
         )
         export.set_display_name("export").set_retry(**RETRIES)
-        register_op(
-            model=export.outputs["exported"],
-            metrics=export.outputs["metrics"],
-            train_data=train_rows,
-            gate_passed=gate.outputs["Output"],
-            gate_reasons=gate.outputs["reasons"],
-            pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
-            **step_inputs("register", p),
-        ).set_retry(**RETRIES).set_caching_options(False)
+        register = (
+            register_op(
+                model=export.outputs["exported"],
+                metrics=export.outputs["metrics"],
+                train_data=train_rows,
+                gate_passed=gate.outputs["Output"],
+                gate_reasons=gate.outputs["reasons"],
+                pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+                **step_inputs("register", p),
+            )
+            .set_retry(**RETRIES)
+            .set_caching_options(False)
+        )
+        # deploy.after_register: a canary on a Vertex AI endpoint with a smoke check; not retried (a retry
+        # would deploy a second canary) nor cached (it acts on the endpoint as it is now)
+        with dsl.If(p["deploy_after_register"] == True, name="deploy"):  # noqa: E712 (KFP condition syntax)
+            deploy_op(
+                registered=register.outputs["registered"],
+                predictions=export.outputs["predictions"],
+                **step_inputs("deploy", p),
+            ).set_caching_options(False).set_display_name("deploy")
     return FinetuneOutputs(
         candidate.outputs["metrics"],
         base.outputs["metrics"],

@@ -40,7 +40,8 @@ GROUPS: dict[str, tuple[str, ...]] = {
 # The steps each compiled pipeline runs. Two routes are not components: ``gpu`` (the accelerators of the
 # steps that run a model, set on the tasks) and ``train_job`` (the launcher inputs of the multi-node job).
 _SCORING = ("gpu", "evaluate", "evaluate_base", "evaluate_champion", "retrieval_baseline", "gate")
-_FINETUNE = ("ingest", "clean", "split", "augment", "preflight", "train", *_SCORING, "export", "register")
+_DATA = ("ingest", "clean", "split", "augment", "preflight")
+_FINETUNE = (*_DATA, "train", *_SCORING, "export", "register", "deploy")
 PIPELINE_STEPS: dict[str, tuple[str, ...]] = {
     "finetune": _FINETUNE,
     "finetune-multinode": (*_FINETUNE, "train_job"),
@@ -48,8 +49,6 @@ PIPELINE_STEPS: dict[str, tuple[str, ...]] = {
 }
 # Read by `submit` for the PipelineJob itself, not by any step (pipelines/vertex.py job_request).
 SUBMIT_ONLY = ("vertex.project", "vertex.region", "vertex.pipeline_root", "vertex.labels")
-# Read by commands after a run (`slmforge deploy`, `slmforge drift-check`), not by any pipeline step.
-COMMAND_ONLY = ("deploy",)
 
 
 @dataclass(frozen=True)
@@ -175,7 +174,7 @@ DERIVED = (
         str,
         inspect.Parameter.empty,
         "the task's JSON Schema, as JSON text.",
-        _routes(["ingest", "split", "augment", "task"], "output_schema"),
+        _routes(["ingest", "split", "augment", "task", "deploy"], "output_schema"),
         ("task.schema", "task.output_schema"),
         # declared key order kept: constrained decoding emits properties in this order (not sorted)
         lambda c: json.dumps(c.task.output_schema),
@@ -242,7 +241,7 @@ DERIVED = (
         str,
         "[]",
         "JSON list of gate rules.",
-        _routes(["gate.rules", "export"], "gate_rules"),
+        _routes(["gate.rules", "export", "deploy"], "gate_rules"),
         ("gates.rules",),
         lambda c: json.dumps([r.model_dump(exclude_none=True) for r in c.gates.rules]),
     ),
@@ -251,7 +250,7 @@ DERIVED = (
         str,
         json.dumps(BootstrapConfig().model_dump(), sort_keys=True),
         "paired bootstrap of the not_worse_than rules, JSON {resamples, seed, confidence}.",
-        _routes(["gate.bootstrap"], ""),
+        _routes(["gate.bootstrap", "deploy.bootstrap"], ""),
         tuple(f"gates.bootstrap.{f}" for f in BootstrapConfig.model_fields),
         lambda c: json.dumps(c.gates.bootstrap.model_dump(), sort_keys=True),
     ),
@@ -260,7 +259,7 @@ DERIVED = (
         str,
         '{"backend": "mlflow", "tracking_uri": ""}',
         "JSON {backend: mlflow|vertex, ...}: where the champion is read and candidates registered.",
-        _routes(["evaluate_champion", "register", "fetch_model"], "registry"),
+        _routes(["evaluate_champion", "register", "fetch_model", "deploy"], "registry"),
         _REGISTRY_FIELDS,
         lambda c: json.dumps(registry_spec(c), sort_keys=True),
     ),
@@ -269,7 +268,7 @@ DERIVED = (
         str,
         "",
         "registered model name (default: the config name).",
-        _routes(["evaluate_champion", "export", "register"], "model_name"),
+        _routes(["evaluate_champion", "export", "register", "deploy"], "model_name"),
         ("registry.model_name",),
         lambda c: c.registry.model_name or c.name,
     ),

@@ -3,23 +3,19 @@
 Runs are created with ``experiment=`` so they line up in the Vertex console's comparison view, with
 the config flattened into explicit parameters (pipelines/parameters.py pipeline_parameters).
 
-Endpoint: ``$SLMFORGE_VERTEX_ENDPOINT``, read when a call is made (never at import), overrides Google's
-regional endpoint. ``HOST[:PORT]`` (e.g. a Private Service Connect endpoint) is used over REST with
-Application Default Credentials. ``http://HOST:PORT`` is a local stand-in (tests/loopback_vertex.py): plain
-HTTP carries no credentials, so the client sends none (AnonymousCredentials), the convention
-google-cloud-storage follows for ``STORAGE_EMULATOR_HOST``.
+Endpoint: ``$SLMFORGE_VERTEX_ENDPOINT`` overrides Google's regional endpoint (components/common/vertex.py).
 """
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-ENDPOINT_ENV = "SLMFORGE_VERTEX_ENDPOINT"
+from components.common.vertex import vertex_init
+
 # PipelineState names after which a run changes no more (google.cloud.aiplatform_v1.types.PipelineState).
 FINAL_STATES = frozenset({"PIPELINE_STATE_SUCCEEDED", "PIPELINE_STATE_FAILED", "PIPELINE_STATE_CANCELLED"})
 # Vertex AI Experiments names: lowercase letters, digits and dashes, starting with a letter or digit.
@@ -33,21 +29,6 @@ class VertexConfigError(ValueError):
 def _label(value: str) -> str:
     """Vertex labels: lowercase letters, digits, - and _, at most 63 characters."""
     return re.sub(r"[^a-z0-9_-]", "-", value.lower())[:63]
-
-
-def vertex_init(project: str, location: str, **settings: Any) -> None:
-    """``aiplatform.init`` for ``project``/``location`` (plus ``settings``, e.g. ``experiment``), through
-    ``$SLMFORGE_VERTEX_ENDPOINT`` when it is set (see the module docstring)."""
-    from google.cloud import aiplatform
-
-    endpoint = os.environ.get(ENDPOINT_ENV, "").strip()
-    if endpoint:
-        settings.update(api_endpoint=endpoint, api_transport="rest")
-        if endpoint.startswith("http://"):
-            from google.auth.credentials import AnonymousCredentials
-
-            settings["credentials"] = AnonymousCredentials()
-    aiplatform.init(project=project, location=location, **settings)
 
 
 def template_inputs(template_path: str | Path) -> dict[str, dict]:

@@ -37,6 +37,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -164,6 +165,26 @@ class LoopbackVertex:
         self._server.shutdown()
         self._server.server_close()
 
+    @contextmanager
+    def sdk(self, project: str, location: str):
+        """The real google-cloud-aiplatform SDK pointed at this stand-in (anonymous credentials, REST) for
+        the ``with`` block; its process-wide settings go back to their defaults afterwards."""
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import aiplatform
+        from google.cloud.aiplatform import initializer
+
+        aiplatform.init(
+            project=project,
+            location=location,
+            credentials=AnonymousCredentials(),
+            api_transport="rest",
+            api_endpoint=self.endpoint,
+        )
+        try:
+            yield self
+        finally:
+            initializer.global_config.__init__()
+
     def add_job(self, name: str, state: str) -> None:
         """A job that exists before the test (e.g. started by a previous attempt)."""
         self.jobs[name] = _Job({"name": name, "state": state})
@@ -290,6 +311,17 @@ class LoopbackModels:
 
     def handles(self, path: str) -> bool:
         return bool(self._PATH.fullmatch(unquote(path)))
+
+    def seed(self, parent: str, model_id: str, versions: int, container_spec: dict) -> None:
+        """``versions`` versions of ``model_id`` uploaded before the test, each served by ``container_spec``."""
+        for version in range(1, versions + 1):
+            upload = {"model": {"displayName": model_id, "containerSpec": container_spec}}
+            if version == 1:
+                upload["modelId"] = model_id
+            else:
+                upload["parentModel"] = f"{parent}/models/{model_id}"
+            status, reply = self.route("POST", f"/v1/{parent}/models:upload", upload, {})
+            assert status == 200, reply
 
     def route(self, method: str, path: str, body: dict, query: dict) -> tuple[int, dict]:
         parent, project, rest = self._PATH.fullmatch(unquote(path)).groups()

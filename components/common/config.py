@@ -39,12 +39,17 @@ class EvalConfig(Section):
         "free",
         description="free; constrained (output held to the schema or the label set; structured and "
         "classification tasks); both (constrained is primary, free reported beside it)",
-        json_schema_extra=kfp("eval_decoding", "decode.decoding"),
+        json_schema_extra=kfp("eval_decoding", "decode.decoding", "deploy.decoding"),
     )
     max_new_tokens: int = Field(
         128,
         description="generation budget per example, in tokens",
-        json_schema_extra=kfp("eval_max_new_tokens", "decode.max_new_tokens", "preflight.max_new_tokens"),
+        json_schema_extra=kfp(
+            "eval_max_new_tokens",
+            "decode.max_new_tokens",
+            "preflight.max_new_tokens",
+            "deploy.max_new_tokens",
+        ),
     )
     batch_size: int = Field(
         0,
@@ -209,46 +214,83 @@ class RegistryConfig(Section):
 
 
 class DeployConfig(Section):
-    """Read by `slmforge deploy` and `slmforge drift-check` (components/deploy), not by a pipeline step."""
+    """Read by `slmforge deploy` and `slmforge drift-check` (components/deploy), and by the finetune
+    pipeline's deploy step when ``after_register`` is on."""
 
+    after_register: bool = Field(
+        False,
+        description="finetune: deploy the registered version right after register (target vertex; a "
+        "canary with a smoke check, like `slmforge deploy`)",
+        json_schema_extra=kfp("deploy_after_register", "deploy.after_register"),
+    )
     target: Literal["vertex", "local"] = Field(
         "vertex",
         description="vertex: a Vertex AI endpoint (the version must be in the Vertex registry); local: a "
         "running `slmforge serve` (deploy.endpoint is its URL)",
+        json_schema_extra=kfp("deploy_target", "deploy.target"),
     )
     endpoint: str = Field(
         "",
         description="vertex: the endpoint's display name (created when missing; default: the model name); "
         "local: the server's URL (default http://127.0.0.1:8000)",
+        json_schema_extra=kfp("deploy_endpoint", "deploy.endpoint"),
     )
-    accelerator_type: str = Field("NVIDIA_L4", description="vertex: the serving GPU (one of preflight's)")
-    accelerator_count: int = Field(1, description="vertex: GPUs per replica")
+    accelerator_type: str = Field(
+        "NVIDIA_L4",
+        description="vertex: the serving GPU (one of preflight's)",
+        json_schema_extra=kfp("deploy_accelerator_type", "deploy.accelerator_type"),
+    )
+    accelerator_count: int = Field(
+        1,
+        description="vertex: GPUs per replica",
+        json_schema_extra=kfp("deploy_accelerator_count", "deploy.accelerator_count"),
+    )
     service_account: str = Field(
         "",
         description="vertex: the identity the deployed model runs as (terraform output "
         "serving_service_account); empty = Vertex's default",
+        json_schema_extra=kfp("deploy_service_account", "deploy.service_account"),
     )
-    min_replicas: int = Field(1, description="vertex: replicas kept up (each billed per hour)")
-    max_replicas: int = Field(1, description="vertex: replicas autoscaling may add")
+    min_replicas: int = Field(
+        1,
+        description="vertex: replicas kept up (each billed per hour)",
+        json_schema_extra=kfp("deploy_min_replicas", "deploy.min_replicas"),
+    )
+    max_replicas: int = Field(
+        1,
+        description="vertex: replicas autoscaling may add",
+        json_schema_extra=kfp("deploy_max_replicas", "deploy.max_replicas"),
+    )
     canary_percent: int = Field(
-        10, description="share of traffic the new version gets next to the one serving now (100 = all)"
+        10,
+        description="share of traffic the new version gets next to the one serving now (100 = all)",
+        json_schema_extra=kfp("deploy_canary_percent", "deploy.canary_percent"),
     )
     gold_rows: int = Field(
-        64, description="rows of the version's own eval predictions kept as the gold set (seeded sample)"
+        64,
+        description="rows of the version's own eval predictions kept as the gold set (seeded sample)",
+        json_schema_extra=kfp("deploy_gold_rows", "deploy.gold_rows"),
     )
     parity_tolerance: float = Field(
         0.0,
         description="share of gold rows whose served answer may differ from the offline prediction",
+        json_schema_extra=kfp("deploy_parity_tolerance", "deploy.parity_tolerance"),
     )
     drift_margin: float = Field(
         0.02,
         description="drift when the bootstrap CI of (now - at deploy) lies wholly below -margin, per metric",
+        json_schema_extra=kfp("deploy_drift_margin", "deploy.drift_margin"),
     )
-    timeout_s: float = Field(60.0, description="seconds per request to the endpoint")
+    timeout_s: float = Field(
+        60.0,
+        description="seconds per request to the endpoint",
+        json_schema_extra=kfp("deploy_timeout_s", "deploy.timeout_s"),
+    )
     state: str = Field(
         "",
-        description="where deployments are recorded (gold set, metrics, history); empty = "
-        "$SLMFORGE_HOME/deployments",
+        description="where deployments are recorded (gold set, metrics, history): a folder or a gs:// prefix; "
+        "empty = $SLMFORGE_HOME/deployments",
+        json_schema_extra=kfp("deploy_state", "deploy.state"),
     )
 
     @model_validator(mode="after")
@@ -382,6 +424,19 @@ class Config(Section):
                     f"registry.backend is vertex but vertex.project={self.vertex.project!r} and the staging "
                     f"location is {staging!r}",
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _pipeline_deploys_to_vertex(self) -> Config:
+        d = self.deploy
+        if d.after_register and (
+            d.target != "vertex" or self.registry.backend != "vertex" or not d.state.startswith("gs://")
+        ):
+            raise rule_error(
+                "DEPLOY-002",
+                f"deploy.after_register is on with deploy.target={d.target}, registry.backend="
+                f"{self.registry.backend}, deploy.state={d.state!r}",
+            )
         return self
 
     @model_validator(mode="after")

@@ -17,17 +17,17 @@ class TaskConfig(Section):
         "structured",
         description="structured: JSON output checked by a schema; classification: one label of task.labels; "
         "generation: free text",
-        json_schema_extra=kfp("task_type", "task", "gate", "augment"),
+        json_schema_extra=kfp("task_type", "task", "gate", "augment", "deploy"),
     )
     labels: list[str] = Field(
         default_factory=list,
         description="the label set of a classification task",
-        json_schema_extra=kfp("labels", "ingest", "task", "augment", encode="json"),
+        json_schema_extra=kfp("labels", "ingest", "task", "augment", "deploy", encode="json"),
     )
     system_prompt: str = Field(
         "",
         description="system message put before every prompt, in training and eval",
-        json_schema_extra=kfp("system_prompt", "clean", "preflight", "train", "task", "augment"),
+        json_schema_extra=kfp("system_prompt", "clean", "preflight", "train", "task", "augment", "deploy"),
     )
     schema_path: str | None = Field(None, alias="schema", description="JSON Schema file of the output")
     output_schema: dict[str, Any] | None = Field(

@@ -150,6 +150,14 @@ RULES: dict[str, tuple[str, str]] = {
             "drift_margin in [0, 1]"
         ),
     ),
+    "DEPLOY-002": (
+        "the pipeline's deploy step deploys to Vertex AI and records the deployment in Cloud Storage",
+        (
+            "with deploy.after_register: true set deploy.target: vertex, registry.backend: vertex and "
+            "deploy.state: gs://<bucket>/deployments (a step's container cannot keep a local server or "
+            "folder); for a local target run `slmforge serve` and `slmforge deploy` after the run"
+        ),
+    ),
 }
 
 

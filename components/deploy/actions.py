@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from components.common.events import event, write_events
+from components.common.options import StepOptions
 from components.common.task import METRICS
 from components.deploy.checks import CheckResult, Endpoint, drift_verdicts, gold_set, smoke_check
 
@@ -390,3 +391,125 @@ def rollback(store: DeploymentStore, name: str, target: VertexTarget) -> Deploym
         d, "DEPLOYMENT_ROLLED_BACK", f"split restored to {after}", split_before=before, split_after=after
     )
     return d
+
+
+# -- the deploy step's options: one path for `slmforge deploy`, `slmforge drift-check` and the pipeline --
+@dataclass(frozen=True)
+class DeployOptions(StepOptions):
+    """deploy.* (components/common/config.py DeployConfig) with what the checks compare against: the task,
+    offline evaluation's prompt and decoding, the gate's rules and bootstrap, and the registry. Built from
+    step inputs (``from_inputs``) by the pipeline's deploy step and, through ``stage_options``, by the CLI."""
+
+    JSON_INPUTS = ("labels", "output_schema", "gate_rules", "bootstrap", "registry")
+
+    after_register: bool
+    target: str
+    endpoint: str
+    accelerator_type: str
+    accelerator_count: int
+    service_account: str
+    min_replicas: int
+    max_replicas: int
+    canary_percent: int
+    gold_rows: int
+    parity_tolerance: float
+    drift_margin: float
+    timeout_s: float
+    state: str
+    task_type: str
+    output_schema: dict | None
+    labels: list[str] | None
+    system_prompt: str
+    decoding: str
+    max_new_tokens: int
+    gate_rules: list[dict]
+    bootstrap: dict[str, Any]
+    registry: dict[str, str]
+    model_name: str
+
+    @property
+    def settings(self) -> CheckSettings:
+        from components.common.scoring import TaskSpec
+
+        return CheckSettings(
+            task=TaskSpec(self.task_type, self.output_schema, list(self.labels or [])),
+            system_prompt=self.system_prompt,
+            decoding=self.decoding,
+            max_new_tokens=self.max_new_tokens,
+            rules=self.gate_rules,
+            parity_tolerance=self.parity_tolerance,
+            drift_margin=self.drift_margin,
+            bootstrap=self.bootstrap,
+            gold_rows=self.gold_rows,
+        )
+
+    @property
+    def vertex(self) -> VertexTarget:
+        return VertexTarget(
+            project=self.registry.get("project", ""),
+            region=self.registry.get("region", ""),
+            accelerator_type=self.accelerator_type,
+            accelerator_count=self.accelerator_count,
+            min_replicas=self.min_replicas,
+            max_replicas=self.max_replicas,
+            canary_percent=self.canary_percent,
+            service_account=self.service_account,
+            timeout_s=self.timeout_s,
+        )
+
+    @property
+    def name(self) -> str:
+        """A deployment is named by its endpoint (vertex: the display name), else the model name."""
+        return self.endpoint if self.target == "vertex" and self.endpoint else self.model_name
+
+    def store(self) -> DeploymentStore:
+        from components.common.home import slmforge_home
+
+        return DeploymentStore(self.state or slmforge_home() / "deployments")
+
+    def endpoint_of(self, deployment: Deployment | None = None) -> Endpoint:
+        """The endpoint a deployment answers at (vertex: through ``:rawPredict``), else the local URL."""
+        from components.deploy.checks import LocalEndpoint
+
+        if deployment is not None and deployment.target == "vertex":
+            return self.vertex.endpoint(deployment.endpoint)
+        url = deployment.endpoint if deployment else (self.endpoint or "http://127.0.0.1:8000")
+        return LocalEndpoint(url, self.timeout_s)
+
+
+def deploy_version(
+    version: Any, predictions: str | Path, opts: DeployOptions
+) -> tuple[Deployment, CheckResult]:
+    """Deploy the registry ``version`` (components/register ModelVersion) to ``opts.target`` with its
+    smoke check on a gold set from ``predictions`` (deploy_vertex / deploy_local)."""
+    store = opts.store()
+    if opts.target == "vertex":
+        return deploy_vertex(store, opts.name, version.uri, predictions, opts.settings, opts.vertex)
+    endpoint = opts.endpoint_of()
+    return deploy_local(store, opts.name, endpoint.url, version.uri, predictions, opts.settings, endpoint)
+
+
+def deploy_step(model_uri: str, predictions: str | Path, opts: DeployOptions, record: str | Path) -> str:
+    """The finetune pipeline's deploy step: deploy the version register made (Vertex AI, a canary with a
+    smoke check) and write the deployment record to ``record``. Returns its status (canary, rejected);
+    a red smoke check rolls the canary back and then fails the step, naming every failed check, so the
+    run says the version is registered but not serving."""
+    if not opts.after_register:
+        raise DeployRefused(
+            "deploy.after_register is off: the pipeline runs the deploy step only when it is on"
+        )
+    from components.common.vertex import vertex_init
+    from components.register.core import version_of
+    from components.register.registries import open_registry
+
+    vertex_init(opts.registry.get("project", ""), opts.registry.get("region", ""))
+    version = version_of(model_uri, open_registry(**opts.registry))
+    d, result = deploy_version(version, predictions, opts)
+    Path(record).write_text(json.dumps(d.__dict__, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    if not result.passed:
+        raise DeployRefused(
+            f"{model_uri}: the smoke check on {d.endpoint} failed; canary undeployed, traffic split {d.split} "
+            "(DEPLOYMENT_SMOKE_FAILED):\n  "
+            + "\n  ".join(line for line in result.reasons if line.startswith("FAIL"))
+        )
+    return d.status

@@ -1,5 +1,5 @@
 """A registry version on a Vertex AI endpoint: create or reuse the endpoint, deploy the version as a canary
-next to the version serving now, move traffic, undeploy, roll back, and chat with it through
+next to the version serving now, move traffic, undeploy, roll back, and ask it through
 ``:rawPredict``. Small functions over google-cloud-aiplatform (``aiplatform.Endpoint`` / ``Model``); the
 project, region and API endpoint come from the arguments and ``aiplatform.init`` as in
 components/register/vertex_registry.py.
@@ -30,7 +30,6 @@ __all__ = [
     "Deployed",
     "EndpointError",
     "VertexEndpoint",
-    "chat",
     "current_split",
     "deploy_canary",
     "ensure_endpoint",
@@ -453,28 +452,6 @@ def raw_predict(
         return response.json(), served_by
     except ValueError as e:
         raise EndpointError(f"{name}: the answer is not JSON: {response.text[:200]!r}") from e
-
-
-def chat(
-    endpoint_resource_name: str,
-    body: dict,
-    *,
-    project: str,
-    region: str,
-    api_endpoint: str | None = None,
-    timeout_s: float = 60,
-) -> dict:
-    """An OpenAI chat.completions ``body`` through the endpoint's ``:rawPredict``; the parsed JSON answer.
-    HTTP errors, timeouts and unreachable endpoints raise EndpointError."""
-    reply, _ = raw_predict(
-        endpoint_resource_name,
-        body,
-        project=project,
-        region=region,
-        api_endpoint=api_endpoint,
-        timeout_s=timeout_s,
-    )
-    return reply
 
 
 @dataclass

@@ -82,6 +82,8 @@ def test_every_stage_is_a_task(spec):
         "condition-1",
         "export-op",
         "register-op",
+        "condition-2",  # deploy.after_register, inside the gate's branch
+        "deploy-op",
     }
 
 
@@ -107,6 +109,7 @@ TASKS = {
     "gate-op": ("cpu", False, 2, False),
     "export-op": ("trainer", True, 2, True),
     "register-op": ("cpu", False, 2, False),
+    "deploy-op": ("cpu", False, 0, False),  # a retry would deploy a second canary
 }
 TRAINING = {"train-op", "train-op-custom-job"}
 LIMITED = {
@@ -172,6 +175,19 @@ def test_register_runs_only_when_the_gate_passes(spec):
         "inputs.parameter_values['pipelinechannel--gate-op-Output'] == true"
     )
     assert _tasks(spec)["gate-op"]["cachingOptions"] == {}  # caching off: decide anew every run
+
+
+def test_deploy_runs_only_after_register_and_when_asked(spec):
+    """deploy.after_register (off by default) guards the deploy step inside the gate's branch; it deploys
+    what register recorded, smoke-checked against the export's own eval predictions."""
+    branch = spec["components"]["comp-condition-1"]["dag"]["tasks"]["condition-2"]
+    assert branch["triggerPolicy"]["condition"] == (
+        "inputs.parameter_values['pipelinechannel--deploy_after_register'] == true"
+    )
+    assert spec["root"]["inputDefinitions"]["parameters"]["deploy_after_register"]["defaultValue"] is False
+    deploy = _tasks(spec)["deploy-op"]["inputs"]["artifacts"]
+    assert deploy["registered"]["componentInputArtifact"] == "pipelinechannel--register-op-registered"
+    assert deploy["predictions"]["componentInputArtifact"] == "pipelinechannel--export-op-predictions"
 
 
 def test_data_stages_chain_the_audit_stream(spec):

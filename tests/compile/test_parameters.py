@@ -17,7 +17,6 @@ import yaml
 
 from components.common.config_load import load_config
 from pipelines.parameters import (
-    COMMAND_ONLY,
     DERIVED,
     GROUPS,
     PARAMETERS,
@@ -61,15 +60,10 @@ def _fed_by(task: dict, name: str) -> str:
 
 def test_every_config_field_has_a_route():
     carried = {f for p in DERIVED for f in p.fields} | {f for p in PARAMETERS.values() for f in p.fields}
-    missing = [
-        path
-        for path, _ in config_fields()
-        if path not in carried and path not in SUBMIT_ONLY and path.split(".")[0] not in COMMAND_ONLY
-    ]
+    missing = [path for path, _ in config_fields() if path not in carried and path not in SUBMIT_ONLY]
     assert not missing, (
         f"config fields that reach no pipeline: {missing}. Declare their route with json_schema_extra=kfp(...) "
-        "in components/common/config.py, carry them in a DERIVED parameter, or list them in SUBMIT_ONLY or "
-        "COMMAND_ONLY"
+        "in components/common/config.py, carry them in a DERIVED parameter, or list them in SUBMIT_ONLY"
     )
 
 

@@ -25,6 +25,34 @@ DEMO = REPO / "examples" / "travel" / "config.yaml"
 SYSTEM = "You turn a travel request into a JSON list of commands."
 
 
+VERTEX_REGISTRY = ("vertex.project=p", "registry.backend=vertex", "vertex.pipeline_root=gs://b/root")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "rule"),
+    [
+        (("deploy.canary_percent=0",), "DEPLOY-001"),
+        (("deploy.min_replicas=2", "deploy.max_replicas=1"), "DEPLOY-001"),
+        (("deploy.accelerator_type=NVIDIA_NOPE",), "DEPLOY-001"),
+        (("deploy.after_register=true",), "DEPLOY-002"),  # the mlflow registry
+        ((*VERTEX_REGISTRY, "deploy.after_register=true"), "DEPLOY-002"),  # no gs:// state
+        (
+            (*VERTEX_REGISTRY, "deploy.after_register=true", "deploy.state=gs://b/d", "deploy.target=local"),
+            "DEPLOY-002",
+        ),
+    ],
+)
+def test_bad_deploy_settings_name_their_rule(overrides, rule):
+    from components.common.config_load import load_config
+    from components.common.config_rules import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        load_config(DEMO, overrides)
+    assert f"[{rule}]" in str(e.value) and "Fix:" in str(e.value), str(e.value)
+    fine = (*VERTEX_REGISTRY, "deploy.after_register=true", "deploy.state=gs://b/deployments")
+    assert load_config(DEMO, fine).deploy.after_register
+
+
 def test_request_body_carries_the_offline_prompt_and_constraint(travel_schema):
     row = {"prompt": "Book a hotel", "history": json.dumps([{"role": "user", "content": "hi"}])}
     structured = TaskSpec("structured", travel_schema, [])
@@ -222,35 +250,14 @@ MODEL = f"projects/{PROJECT}/locations/{REGION}/models/travel"
 def vertex():
     """The loopback Vertex API, the real SDK pointed at it, and three versions of ``travel`` registered
     with the vLLM OpenAI route (components/register/vertex_registry.py)."""
-    from google.auth.credentials import AnonymousCredentials
-    from google.cloud import aiplatform
-    from google.cloud.aiplatform import initializer
     from loopback_vertex import LoopbackVertex
 
     from components.register.vertex_registry import PREDICT_ROUTE
 
-    with LoopbackVertex() as api:
-        aiplatform.init(
-            project=PROJECT,
-            location=REGION,
-            credentials=AnonymousCredentials(),
-            api_transport="rest",
-            api_endpoint=api.endpoint,
-        )
-        for version in (1, 2, 3):
-            model = {
-                "displayName": "travel",
-                "containerSpec": {"imageUri": "vllm", "predictRoute": PREDICT_ROUTE},
-            }
-            upload = {"model": model, **({"modelId": "travel"} if version == 1 else {"parentModel": MODEL})}
-            assert (
-                api.models.route(
-                    "POST", f"/v1/projects/{PROJECT}/locations/{REGION}/models:upload", upload, {}
-                )[0]
-                == 200
-            )
+    with LoopbackVertex() as api, api.sdk(PROJECT, REGION):
+        spec = {"imageUri": "vllm", "predictRoute": PREDICT_ROUTE}
+        api.models.seed(f"projects/{PROJECT}/locations/{REGION}", "travel", 3, spec)
         yield api
-    initializer.global_config.__init__()
 
 
 def test_vertex_canary_is_smoke_checked_then_promoted_and_rolled_back(
@@ -330,3 +337,75 @@ def test_vertex_canary_is_smoke_checked_then_promoted_and_rolled_back(
         "DEPLOYMENT_SMOKE_FAILED",
         "DEPLOYMENT_FAILED",
     ]
+
+
+def test_the_pipeline_deploy_step_deploys_what_register_recorded(
+    vertex, registered, gcs_emulator, monkeypatch
+):
+    """The finetune pipeline's deploy step (components/deploy/component.py calls deploy_step) with its
+    options built from a config exactly as the pipeline passes them: off, it refuses to act; on, it looks
+    register's models:/NAME/VERSION up in the Vertex registry, deploys it as a canary whose own answers pass
+    the smoke check, writes the record and keeps the deployment in Cloud Storage (the emulator), where
+    `slmforge deploy status` and `promote` find it. A canary that answers nonsense is rolled back and the
+    step fails, naming the check; the split is as it was."""
+    import uuid
+
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    from components.common.config_load import load_config
+    from components.deploy.actions import DeployOptions, DeployRefused, deploy_step
+    from components.deploy.serve import ChatServer
+    from pipelines.parameters import stage_options
+
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator)
+    monkeypatch.setenv("SLMFORGE_VERTEX_ENDPOINT", vertex.endpoint)
+    bucket = storage.Client(project=PROJECT, credentials=AnonymousCredentials()).create_bucket(
+        f"slmforge-{uuid.uuid4().hex[:12]}"
+    )
+    overrides = (
+        f"vertex.project={PROJECT}",
+        f"vertex.region={REGION}",
+        "registry.backend=vertex",
+        "registry.model_name=travel",
+        f"vertex.pipeline_root=gs://{bucket.name}/root",
+        f"deploy.state=gs://{bucket.name}/deployments",
+        "deploy.endpoint=travel-endpoint",
+        "deploy.canary_percent=50",
+        "deploy.gold_rows=6",
+        "eval.max_new_tokens=32",
+        "gates.rules=[{metric: schema_validity, min: 0.0}]",
+    )
+    config = load_config(DEMO, overrides)
+    off = stage_options(DeployOptions, "deploy", config)
+    predictions = registered["home"] / "predictions.parquet"
+    record = registered["home"] / "deployment.json"
+    with pytest.raises(DeployRefused, match="after_register is off"):
+        deploy_step("models:/travel/1", predictions, off, record)
+    opts = stage_options(
+        DeployOptions, "deploy", load_config(DEMO, (*overrides, "deploy.after_register=true"))
+    )
+
+    def nonsense(path, body):
+        return 200, {"choices": [{"message": {"content": "no"}, "finish_reason": "stop"}]}
+
+    bad = LoopbackJSON(nonsense)
+    with ChatServer(registered["model"], max_new_tokens=32) as server:
+        for version in (1, 2):
+            vertex.endpoints.serve(f"{MODEL}@{version}", server.url)
+        vertex.endpoints.serve(f"{MODEL}@3", bad.url)
+        assert deploy_step("models:/travel/1", predictions, opts, record) == "canary"
+        first = json.loads(record.read_text())
+        assert first["model_uri"] == f"{MODEL}@1" and list(first["split"].values()) == [100]
+        assert deploy_step("models:/travel/2", predictions, opts, record) == "canary"
+        second = json.loads(record.read_text())
+        assert sorted(second["split"].values()) == [50, 50] and second["smoke"]["passed"]
+        with pytest.raises(DeployRefused, match=r"smoke check .* failed(.|\n)*FAIL"):
+            deploy_step("models:/travel/3", predictions, opts, record)
+        assert vertex.endpoints.split(second["endpoint"]) == second["split"]
+    bad.close()
+    blobs = {b.name for b in bucket.list_blobs(prefix="deployments/travel-endpoint/")}
+    assert {"deployment.json", "gold.jsonl", "events.jsonl"} <= {b.rsplit("/", 1)[1] for b in blobs}
+    args = [a for o in overrides for a in ("--set", o)]
+    code, out = _cli("deploy", "status", "-c", DEMO, *args, home=registered["home"])
+    assert code == 0 and "rejected" in out and "DEPLOYMENT_SMOKE_FAILED" in out, out

@@ -20,10 +20,10 @@ from components.deploy.vertex_endpoint import (
     EndpointError,
     VertexEndpoint,
     _canary_split,
-    chat,
     current_split,
     deploy_canary,
     ensure_endpoint,
+    raw_predict,
     rollback,
     set_split,
     undeploy,
@@ -41,34 +41,10 @@ BODY = {"model": "travel", "messages": [{"role": "user", "content": "Paris?"}], 
 @pytest.fixture()
 def vertex():
     """The loopback Vertex API with the SDK pointed at it, and two registered versions of ``travel``."""
-    from google.auth.credentials import AnonymousCredentials
-    from google.cloud import aiplatform
-    from google.cloud.aiplatform import initializer
-
-    with LoopbackVertex() as api:
-        aiplatform.init(
-            project=PROJECT,
-            location=REGION,
-            credentials=AnonymousCredentials(),
-            api_transport="rest",
-            api_endpoint=api.endpoint,
-        )
-        for version in (1, 2):
-            upload = {
-                "model": {
-                    "displayName": "travel",
-                    "containerSpec": {"imageUri": IMAGE, "predictRoute": "/v1/chat/completions"},
-                }
-            }
-            if version == 1:
-                upload["modelId"] = "travel"
-            else:
-                upload["parentModel"] = MODEL
-            status, _ = api.models.route("POST", f"/v1/{PARENT}/models:upload", upload, {})
-            assert status == 200
+    with LoopbackVertex() as api, api.sdk(PROJECT, REGION):
+        api.models.seed(PARENT, "travel", 2, {"imageUri": IMAGE, "predictRoute": "/v1/chat/completions"})
         api.requests.clear()
         yield api
-    initializer.global_config.__init__()  # the SDK's process-wide settings back to their defaults
 
 
 def openai_stub(name: str) -> LoopbackJSON:
@@ -237,13 +213,14 @@ def test_undeploy_moves_the_traffic_to_the_others_first(vertex):
     assert deployed_ids(vertex, endpoint) == []
 
 
-def test_chat_goes_through_raw_predict_to_the_deployed_models_by_their_split(vertex, stubs):
+def test_raw_predict_goes_to_the_deployed_models_by_their_split(vertex, stubs):
     endpoint = ensure_endpoint("travel-endpoint", project=PROJECT, region=REGION)
     one = deploy_canary(endpoint, f"{MODEL}@1", canary_percent=10, **RESOURCES).deployed_model_id
     vertex.endpoints.serve(f"{MODEL}@1", stubs["v1"].url)
     vertex.endpoints.serve(f"{MODEL}@2", stubs["v2"].url)
 
-    reply = chat(endpoint.resource_name, BODY, project=PROJECT, region=REGION)
+    reply, served_by = raw_predict(endpoint.resource_name, BODY, project=PROJECT, region=REGION)
+    assert served_by == one
     assert reply["choices"][0]["message"]["content"] == "answer from v1"
     ((path, received, _),) = stubs["v1"].requests
     assert path == "/v1/chat/completions" and received == BODY
@@ -267,19 +244,22 @@ def test_raw_predict_errors_and_timeouts_raise_endpoint_error(vertex, stubs):
 
     vertex.endpoints.fail_next("rawPredict", 503)
     with pytest.raises(EndpointError, match="HTTP 503") as raised:
-        chat(endpoint.resource_name, BODY, **ask)
+        raw_predict(endpoint.resource_name, BODY, **ask)
     assert endpoint.resource_name in str(raised.value) and "retry" in str(raised.value)
 
     vertex.endpoints.slow_next("rawPredict", 2.0)
     with pytest.raises(EndpointError, match=r"no answer in 0.5 s"):
-        chat(endpoint.resource_name, BODY, timeout_s=0.5, **ask)
+        raw_predict(endpoint.resource_name, BODY, timeout_s=0.5, **ask)
 
     stubs["v1"].faults.append(500)  # the serving container itself fails: passed through, as Vertex does
     with pytest.raises(EndpointError, match="HTTP 500") as raised:
-        chat(endpoint.resource_name, BODY, **ask)
+        raw_predict(endpoint.resource_name, BODY, **ask)
     assert "(deployed model " in str(raised.value)
 
     with pytest.raises(EndpointError, match="HTTP 404"):
-        chat(f"{PARENT}/endpoints/999", BODY, **ask)
+        raw_predict(f"{PARENT}/endpoints/999", BODY, **ask)
 
-    assert chat(endpoint.resource_name, BODY, **ask)["choices"][0]["message"]["content"] == "answer from v1"
+    assert (
+        raw_predict(endpoint.resource_name, BODY, **ask)[0]["choices"][0]["message"]["content"]
+        == "answer from v1"
+    )

@@ -46,23 +46,14 @@ METRICS = {"exact_match": 0.97, "json_valid": 1.0, "latency_p50_ms": 41.5}
 def vertex(gcs_emulator, monkeypatch, tmp_path):
     """The loopback Vertex API with the SDK pointed at it, and a fresh bucket in the storage emulator."""
     from google.auth.credentials import AnonymousCredentials
-    from google.cloud import aiplatform, storage
-    from google.cloud.aiplatform import initializer
+    from google.cloud import storage
 
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator)
     client = storage.Client(project=PROJECT, credentials=AnonymousCredentials())
     bucket = client.create_bucket(f"slmforge-{uuid.uuid4().hex[:12]}")
-    with LoopbackVertex() as api:
-        aiplatform.init(
-            project=PROJECT,
-            location=REGION,
-            credentials=AnonymousCredentials(),
-            api_transport="rest",
-            api_endpoint=api.endpoint,
-        )
+    with LoopbackVertex() as api, api.sdk(PROJECT, REGION):
         api.bucket = bucket
         yield api
-    initializer.global_config.__init__()  # the SDK's process-wide settings back to their defaults
 
 
 @pytest.fixture()
