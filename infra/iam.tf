@@ -74,6 +74,13 @@ locals {
     pipeline_acts_as_itself   = "pipeline"
     deployer_acts_as_pipeline = "deployer"
   }
+
+  # Who may act as the serving account: deploying a version whose deployed model runs as it needs actAs on
+  # that account only — `slmforge deploy` (deployer) and the pipeline's deploy step (deploy.after_register).
+  serving_account_users = {
+    deployer_acts_as_serving = "deployer"
+    pipeline_acts_as_serving = "pipeline"
+  }
 }
 
 resource "google_service_account" "slmforge" {
@@ -115,11 +122,11 @@ resource "google_artifact_registry_repository_iam_member" "grants" {
   member     = google_service_account.slmforge[each.value.account].member
 }
 
-# Deploying a version whose deployed model runs as the serving account needs actAs on that account only.
-resource "google_service_account_iam_member" "deployer_acts_as_serving" {
+resource "google_service_account_iam_member" "serving_users" {
+  for_each           = local.serving_account_users
   service_account_id = google_service_account.slmforge["serving"].name
   role               = "roles/iam.serviceAccountUser"
-  member             = google_service_account.slmforge["deployer"].member
+  member             = google_service_account.slmforge[each.value].member
 }
 
 resource "google_service_account_iam_member" "pipeline_users" {

@@ -96,3 +96,8 @@ moved {
   from = google_container_node_pool.gpu[0]
   to   = google_container_node_pool.kfp["gpu"]
 }
+
+moved {
+  from = google_service_account_iam_member.deployer_acts_as_serving
+  to   = google_service_account_iam_member.serving_users["deployer_acts_as_serving"]
+}

@@ -11,7 +11,7 @@ from rich.console import Console
 from pipelines.cli_common import SET_OPTION
 
 console = Console()
-ACTIONS = ("promote", "rollback", "status")
+ACTIONS = ("promote", "rollback", "status", "cost")
 
 
 def options_of(cfg):
@@ -61,7 +61,7 @@ def deploy_cmd(
     what: str = typer.Argument(
         ...,
         help="a registry version to deploy (models:/NAME/VERSION or models:/NAME@ALIAS), or an action: "
-        "promote | rollback | status",
+        "promote | rollback | status | cost",
     ),
     config: Path = typer.Option(
         ..., "--config", "-c", help="config YAML (deploy, registry, task, eval, gates)"
@@ -74,7 +74,7 @@ def deploy_cmd(
     ),
 ) -> None:
     """Deploy a version (smoke check first; on Vertex as a canary next to the version serving now), or
-    promote, roll back or show the config's deployment. Exit 1 when a check or an action is refused."""
+    promote, roll back or show the config's deployment, or what keeping it up costs (cost). Exit 1 when a check or an action is refused."""
     from components.deploy.actions import DeployRefused, deploy_version
     from components.register.core import version_of
     from pipelines.cli_common import _load, _refuse
@@ -110,6 +110,13 @@ def deploy_cmd(
 def _action(what: str, opts, store) -> None:
     from components.deploy.actions import DeployRefused
 
+    if what == "cost":  # what the config's Vertex deployment keeps up, from the price table
+        try:
+            console.print(opts.vertex.cost(), markup=False, highlight=False)
+        except DeployRefused as e:
+            console.print(str(e), style="red", markup=False, highlight=False)
+            raise typer.Exit(1) from None
+        return
     try:
         d = store.load(opts.name)
     except DeployRefused as e:

@@ -259,6 +259,19 @@ class VertexTarget:
             )
         return machine
 
+    def cost(self) -> str:
+        """What keeping the endpoint up costs: min_replicas machines around the clock, from the price table
+        (components/preflight/prices.py), in words with its basis."""
+        from components.preflight.prices import hourly_price
+
+        machine = self.machine_type
+        price, basis = hourly_price(machine)
+        what = f"{self.min_replicas} x {machine} ({self.accelerator_count} x {self.accelerator_type})"
+        if price is None:
+            return f"{what}: {basis}"
+        hourly = price * self.min_replicas
+        return f"{what}: ${hourly:.4f}/h, ${hourly * 730:,.0f} per month of 730 h (basis: {basis})"
+
     def endpoint(self, resource_name: str):
         from components.deploy.vertex_endpoint import VertexEndpoint
 

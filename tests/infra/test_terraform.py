@@ -189,9 +189,20 @@ def test_deployed_models_run_as_the_serving_account_which_reads_weights_only(ter
     assert [(b["role"], b["condition"][0]["title"]) for b in serving] == [
         ("roles/storage.objectViewer", "registry staging only")
     ]
-    acts = res[("google_service_account_iam_member", "deployer_acts_as_serving")]
-    assert acts["role"] == "roles/iam.serviceAccountUser"
-    assert acts["service_account_id"] == '${google_service_account.slmforge["serving"].name}'
+    # who deploys (`slmforge deploy` as the deployer, the pipeline's deploy step as the pipeline account)
+    # may act as the serving account, and nobody else
+    acts = {
+        key: body
+        for key, body in res.items()
+        if key[0] == "google_service_account_iam_member" and "serving" in str(body["service_account_id"])
+    }
+    assert sorted(body["member"] for body in acts.values()) == [
+        '${google_service_account.slmforge["deployer"].member}',
+        '${google_service_account.slmforge["pipeline"].member}',
+    ]
+    for body in acts.values():
+        assert body["role"] == "roles/iam.serviceAccountUser"
+        assert body["service_account_id"] == '${google_service_account.slmforge["serving"].name}'
 
 
 def test_no_keys_no_basic_roles_and_bindings_are_scoped(terraform):

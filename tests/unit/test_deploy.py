@@ -5,6 +5,7 @@ record and history, and `slmforge deploy` / `slmforge drift-check` on a local ta
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -51,6 +52,21 @@ def test_bad_deploy_settings_name_their_rule(overrides, rule):
     assert f"[{rule}]" in str(e.value) and "Fix:" in str(e.value), str(e.value)
     fine = (*VERTEX_REGISTRY, "deploy.after_register=true", "deploy.state=gs://b/deployments")
     assert load_config(DEMO, fine).deploy.after_register
+
+
+def test_deploy_cost_is_the_price_table_times_the_replicas_kept_up(tmp_path):
+    from components.preflight.prices import hourly_price, machine_type_for
+
+    price, _ = hourly_price(machine_type_for("NVIDIA_L4", 1))
+    sets = ("--set", "deploy.min_replicas=2", "--set", "deploy.max_replicas=3")
+    code, out = _cli("deploy", "cost", "-c", DEMO, *sets, home=tmp_path)
+    assert code == 0 and out.startswith("2 x g2-standard-8 (1 x NVIDIA_L4)"), out
+    assert f"${2 * price:.4f}/h" in out and f"${2 * price * 730:,.0f} per month" in out, out
+    code, out = _cli("deploy", "cost", "-c", DEMO, home=tmp_path)  # the README's figure is this output's
+    readme = " ".join((REPO / "README.md").read_text(encoding="utf-8").split())
+    assert code == 0 and f"`{out.split(' (basis')[0].strip()}`" in readme, out
+    code, out = _cli("deploy", "cost", "-c", DEMO, "--set", "deploy.accelerator_count=3", home=tmp_path)
+    assert code == 1 and "no machine type carries 3 x NVIDIA_L4" in out, out
 
 
 def test_request_body_carries_the_offline_prompt_and_constraint(travel_schema):
@@ -260,6 +276,26 @@ def vertex():
         yield api
 
 
+@contextmanager
+def three_versions_served(vertex, model: Path):
+    """Versions 1 and 2 of ``travel`` answered by a real `slmforge serve` of ``model``, version 3 by a
+    server that answers "no" to everything (it fails any smoke check)."""
+    from components.deploy.serve import ChatServer
+
+    def nonsense(path, body):
+        return 200, {"choices": [{"message": {"content": "no"}, "finish_reason": "stop"}]}
+
+    bad = LoopbackJSON(nonsense)
+    try:
+        with ChatServer(model, max_new_tokens=32) as server:
+            for version in (1, 2):
+                vertex.endpoints.serve(f"{MODEL}@{version}", server.url)
+            vertex.endpoints.serve(f"{MODEL}@3", bad.url)
+            yield
+    finally:
+        bad.close()
+
+
 def test_vertex_canary_is_smoke_checked_then_promoted_and_rolled_back(
     vertex, registered, tmp_path, travel_schema
 ):
@@ -278,7 +314,6 @@ def test_vertex_canary_is_smoke_checked_then_promoted_and_rolled_back(
         promote,
         rollback,
     )
-    from components.deploy.serve import ChatServer
 
     store = DeploymentStore(tmp_path / "deployments")
     settings = CheckSettings(
@@ -295,14 +330,7 @@ def test_vertex_canary_is_smoke_checked_then_promoted_and_rolled_back(
     target = VertexTarget(PROJECT, REGION, "NVIDIA_L4", 1, canary_percent=50)
     predictions = registered["home"] / "predictions.parquet"
 
-    def nonsense(path, body):
-        return 200, {"choices": [{"message": {"content": "no"}, "finish_reason": "stop"}]}
-
-    bad = LoopbackJSON(nonsense)
-    with ChatServer(registered["model"], max_new_tokens=32) as server:
-        for version in (1, 2):
-            vertex.endpoints.serve(f"{MODEL}@{version}", server.url)
-        vertex.endpoints.serve(f"{MODEL}@3", bad.url)
+    with three_versions_served(vertex, registered["model"]):
         first, result = deploy_vertex(store, "travel", f"{MODEL}@1", predictions, settings, target)
         one = first.deployed_model_id
         assert result.passed and first.split == {one: 100} and first.status == "canary"
@@ -325,7 +353,6 @@ def test_vertex_canary_is_smoke_checked_then_promoted_and_rolled_back(
         with pytest.raises(DeployRefused, match="unchanged"):
             deploy_vertex(store, "travel", f"{MODEL}@2", predictions, settings, target)
         assert vertex.endpoints.split(d.endpoint) == {one: 100}
-    bad.close()
     events = [json.loads(x) for x in (store.folder("travel") / "events.jsonl").read_text().splitlines()]
     assert [e["code"] for e in events] == [
         "DEPLOYED",
@@ -355,7 +382,6 @@ def test_the_pipeline_deploy_step_deploys_what_register_recorded(
 
     from components.common.config_load import load_config
     from components.deploy.actions import DeployOptions, DeployRefused, deploy_step
-    from components.deploy.serve import ChatServer
     from pipelines.parameters import stage_options
 
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator)
@@ -386,14 +412,7 @@ def test_the_pipeline_deploy_step_deploys_what_register_recorded(
         DeployOptions, "deploy", load_config(DEMO, (*overrides, "deploy.after_register=true"))
     )
 
-    def nonsense(path, body):
-        return 200, {"choices": [{"message": {"content": "no"}, "finish_reason": "stop"}]}
-
-    bad = LoopbackJSON(nonsense)
-    with ChatServer(registered["model"], max_new_tokens=32) as server:
-        for version in (1, 2):
-            vertex.endpoints.serve(f"{MODEL}@{version}", server.url)
-        vertex.endpoints.serve(f"{MODEL}@3", bad.url)
+    with three_versions_served(vertex, registered["model"]):
         assert deploy_step("models:/travel/1", predictions, opts, record) == "canary"
         first = json.loads(record.read_text())
         assert first["model_uri"] == f"{MODEL}@1" and list(first["split"].values()) == [100]
@@ -403,7 +422,6 @@ def test_the_pipeline_deploy_step_deploys_what_register_recorded(
         with pytest.raises(DeployRefused, match=r"smoke check .* failed(.|\n)*FAIL"):
             deploy_step("models:/travel/3", predictions, opts, record)
         assert vertex.endpoints.split(second["endpoint"]) == second["split"]
-    bad.close()
     blobs = {b.name for b in bucket.list_blobs(prefix="deployments/travel-endpoint/")}
     assert {"deployment.json", "gold.jsonl", "events.jsonl"} <= {b.rsplit("/", 1)[1] for b in blobs}
     args = [a for o in overrides for a in ("--set", o)]
