@@ -80,8 +80,9 @@ format: setup ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-compile: setup ## compile every pipeline to build/pipelines/*.yaml
+compile: setup ## compile every pipeline to build/pipelines/*.yaml (Vertex) and build/pipelines/kfp/*.yaml (KFP on GKE)
 	$(BIN)/python compile.py
+	$(BIN)/python compile.py --target kfp
 
 bench: setup ## run the benchmarks (they print; results go to benchmarks/RESULTS.md by hand)
 	$(BIN)/python benchmarks/pipeline_overhead.py

@@ -1,6 +1,7 @@
-"""Compile every pipeline in pipelines.REGISTRY to build/pipelines/<name>.yaml (no ML stack imported).
+"""Compile every pipeline to build/pipelines/<name>.yaml (no ML stack imported); ``--target kfp``: for a
+Kubeflow Pipelines backend on GKE, to build/pipelines/kfp/<name>.yaml.
 
-python compile.py [--out build/pipelines] [--image-repo REGISTRY/REPO] [--image-tag TAG]
+python compile.py [--target vertex|kfp] [--out DIR] [--image-repo REGISTRY/REPO] [--image-tag TAG]
 """
 
 import sys

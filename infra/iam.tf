@@ -129,6 +129,15 @@ resource "google_service_account_iam_member" "serving_users" {
   member             = google_service_account.slmforge[each.value].member
 }
 
+# Self-hosted Kubeflow Pipelines (gke.tf, kfp/): the pods of every run use the Kubernetes service account
+# kubeflow/pipeline-runner, which Workload Identity maps to the pipeline account (kfp/ annotates it).
+resource "google_service_account_iam_member" "pipeline_workload_identity" {
+  count              = var.create_gke_cluster ? 1 : 0
+  service_account_id = google_service_account.slmforge["pipeline"].name
+  role               = "roles/iam.workloadIdentityUser"
+  member             = "serviceAccount:${var.project_id}.svc.id.goog[kubeflow/pipeline-runner]"
+}
+
 resource "google_service_account_iam_member" "pipeline_users" {
   for_each           = local.pipeline_account_users
   service_account_id = google_service_account.slmforge["pipeline"].name

@@ -49,3 +49,24 @@ output "gke_cluster" {
   description = "Name of the self-hosted KFP cluster, when create_gke_cluster."
   value       = var.create_gke_cluster ? google_container_cluster.kfp[0].name : null
 }
+
+output "kfp_params_env" {
+  description = "infra/kfp/params.env for the Kubeflow Pipelines install: artifacts under the pipeline root, runs as the pipeline account."
+  value       = var.create_gke_cluster ? "defaultPipelineRoot=${google_storage_bucket.pipelines.url}/${local.pipeline_root_prefix}\npipelineServiceAccount=${google_service_account.slmforge["pipeline"].email}\n" : null
+}
+
+output "kfp_install" {
+  description = "The commands that install Kubeflow Pipelines (pinned, infra/kfp/) on the cluster, from infra/."
+  value = var.create_gke_cluster ? join("\n", [
+    "gcloud container clusters get-credentials ${google_container_cluster.kfp[0].name} --region ${var.region} --project ${var.project_id}",
+    "terraform output -raw kfp_params_env > kfp/params.env",
+    "kubectl apply -k 'github.com/kubeflow/pipelines/manifests/kustomize/cluster-scoped-resources?ref=2.17.0'",
+    "kubectl wait --for condition=established --timeout=60s crd/applications.app.k8s.io",
+    "kubectl apply -k kfp/",
+  ]) : null
+}
+
+output "kfp_api" {
+  description = "How to reach the KFP API of the private cluster: a port-forward from a machine with cluster access, then submit --kfp-host."
+  value       = var.create_gke_cluster ? "kubectl port-forward -n kubeflow svc/ml-pipeline-ui 8080:80; then: submit CONFIG --kfp-host http://localhost:8080" : null
+}

@@ -266,11 +266,14 @@ def preflight_cmd(
 
 
 @app.command(name="compile")
-def compile_cmd(out: Path = typer.Option(Path("build/pipelines"), help="output folder")) -> None:
+def compile_cmd(
+    out: Path = typer.Option(None, help="output folder (default: build/pipelines[/kfp])"),
+    target: str = typer.Option("vertex", "--target", help="vertex, or kfp: Kubeflow Pipelines on GKE"),
+) -> None:
     """Compile every pipeline to YAML (same as python compile.py)."""
     from pipelines.compiler import compile_all
 
-    for path in compile_all(out):
+    for path in compile_all(out, target=target):
         console.print(str(path))
 
 
@@ -293,9 +296,16 @@ def submit(
         False, "--wait", help="stream the run's state until it ends; exit 1 unless it succeeded"
     ),
     poll_s: float = typer.Option(20.0, "--poll-s", help="--wait: seconds between state reads"),
+    kfp_host: str = typer.Option(
+        "", "--kfp-host", help="a Kubeflow Pipelines API URL: submit there (the kfp target) instead of Vertex"
+    ),
+    kfp_audience: str = typer.Option(
+        "", "--kfp-audience", help="--kfp-host: the ID token's audience (IAP: its OAuth client ID)"
+    ),
     overrides: list[str] = SET_OPTION,
 ) -> None:
-    """Submit a pipeline to Vertex AI Pipelines as a PipelineJob, in the config's Vertex AI experiment.
+    """Submit a pipeline to Vertex AI Pipelines as a PipelineJob, in the config's Vertex AI experiment, or
+    with --kfp-host to a Kubeflow Pipelines backend (pipelines/kfp_backend.py).
 
     $SLMFORGE_VERTEX_ENDPOINT overrides the API endpoint (pipelines/vertex.py)."""
     import time
@@ -311,23 +321,35 @@ def submit(
     )
 
     cfg = _load(config, overrides)
+    target = "kfp" if kfp_host else "vertex"
     if pipeline == "evaluate":
         if not model:
             console.print("[red]--pipeline evaluate needs --model URI (the model to evaluate)[/red]")
             raise typer.Exit(2)
-        params = {**pipeline_parameters(cfg, "evaluate"), "model_uri": model}
+        params = {**pipeline_parameters(cfg, "evaluate", target), "model_uri": model}
     elif pipeline == "finetune":
         pipeline = "finetune-multinode" if cfg.train.nodes > 1 else "finetune"
-        params = pipeline_parameters(cfg, pipeline)
+        if target == "kfp" and pipeline == "finetune-multinode":
+            console.print(
+                "[red]train.nodes > 1 trains as a Vertex AI CustomJob: submit it to Vertex (no --kfp-host)[/red]"
+            )
+            raise typer.Exit(2)
+        params = pipeline_parameters(cfg, pipeline, target)
     else:
         console.print(f"[red]--pipeline {pipeline}: use finetune or evaluate[/red]")
         raise typer.Exit(2)
-    template = template or Path("build/pipelines") / f"{pipeline}.yaml"
+    from pipelines.compiler import DEFAULT_OUT
+
+    template = template or Path(DEFAULT_OUT[target]) / f"{pipeline}.yaml"
     if compile_first:
-        compile_cmd(template.parent)
+        compile_cmd(template.parent, target)
     if not template.is_file():
-        console.print(f"[red]{template} not found: run `python compile.py` first (or pass --compile)[/red]")
+        how = "python compile.py" + (" --target kfp" if kfp_host else "")
+        console.print(f"[red]{template} not found: run `{how}` first (or pass --compile)[/red]")
         raise typer.Exit(2)
+    if kfp_host:
+        _submit_kfp(cfg, params, template, kfp_host, kfp_audience, dry_run=dry_run, wait=wait, poll_s=poll_s)
+        return
     try:
         request = job_request(cfg, params, template, enable_caching=False if no_cache else None)
     except VertexConfigError as e:
@@ -346,6 +368,47 @@ def submit(
     )
     if state != "PIPELINE_STATE_SUCCEEDED":
         console.print(f"[red]{state}: {job_error(job)}[/red]", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+
+
+def _submit_kfp(cfg, params, template, host, audience, *, dry_run, wait, poll_s) -> None:
+    import time
+
+    from pipelines.kfp_backend import (
+        KfpError,
+        kfp_client,
+        kfp_request,
+        run_error,
+        run_url,
+        stream_run_states,
+        submit_run,
+    )
+    from pipelines.vertex import VertexConfigError
+
+    try:
+        request = kfp_request(cfg, params, template)
+        if dry_run:
+            console.print_json(json.dumps({**request, "host": host}, default=str))
+            return
+        client = kfp_client(host, audience)
+    except (KfpError, VertexConfigError) as e:
+        console.print(f"[red]{e}[/red]", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    run = submit_run(client, request)
+    console.print(f"submitted: {run_url(host, run.run_id)}", highlight=False, soft_wrap=True)
+    console.print(
+        f"experiment: {request['experiment']} (`slmforge runs list --kfp-host {host}`)", highlight=False
+    )
+    if not wait:
+        return
+    run = stream_run_states(
+        client,
+        run.run_id,
+        lambda s: console.print(f"{time.strftime('%H:%M:%S')} {s}", highlight=False, soft_wrap=True),
+        poll_s=poll_s,
+    )
+    if run.state != "SUCCEEDED":
+        console.print(f"[red]{run.state}: {run_error(run)}[/red]", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
 
 

@@ -10,6 +10,8 @@ Two sources, one table:
   associated with it, their pipeline parameters and Metrics artifacts) or, with ``--pipeline NAME``, the
   runs of one pipeline (``aiplatform.get_pipeline_df``). ``$SLMFORGE_VERTEX_ENDPOINT`` applies
   (pipelines/vertex.py).
+* ``--kfp-host URL``: an experiment of a Kubeflow Pipelines backend (pipelines/kfp_backend.py): each run's
+  state and pipeline parameters (its metrics are artifacts in the run, not on the run resource).
 """
 
 from __future__ import annotations
@@ -246,8 +248,20 @@ def _vertex_target(config: Path | None, project: str, region: str, experiment: s
 
 
 def _load_runs(
-    config, tracking_uri, experiment, vertex, project, region, pipeline, limit
+    config, tracking_uri, experiment, vertex, project, region, pipeline, limit, kfp_host="", kfp_audience=""
 ) -> tuple[list, str]:
+    if kfp_host:
+        from pipelines.kfp_backend import KfpError, kfp_client, kfp_runs
+
+        experiment = _vertex_target(config, "", "", experiment)[2]
+        if not experiment:
+            raise RunsError("--kfp-host needs --experiment, or --config (its experiment)")
+        try:
+            return kfp_runs(
+                kfp_client(kfp_host, kfp_audience), experiment, limit
+            ), f"{kfp_host} experiment {experiment}"
+        except KfpError as e:
+            raise RunsError(str(e)) from None
     if vertex:
         project, region, experiment = _vertex_target(config, project, region, experiment)
         if not project or not (experiment or pipeline):
@@ -273,6 +287,8 @@ VERTEX = typer.Option(False, "--vertex", help="read Vertex AI Experiments instea
 PROJECT = typer.Option("", "--project", help="--vertex: GCP project (default: the config's)")
 REGION = typer.Option("", "--region", help="--vertex: region (default: the config's, else us-central1)")
 PIPELINE = typer.Option("", "--pipeline", help="--vertex: the runs of this pipeline instead of an experiment")
+KFP_HOST = typer.Option("", "--kfp-host", help="read an experiment of this Kubeflow Pipelines API instead")
+KFP_AUDIENCE = typer.Option("", "--kfp-audience", help="--kfp-host: the ID token's audience (IAP client ID)")
 
 
 @runs_app.command("list")
@@ -285,14 +301,18 @@ def list_cmd(
     region: str = REGION,
     pipeline: str = PIPELINE,
     limit: int = typer.Option(50, "--limit", help="at most this many runs, newest first"),
+    kfp_host: str = KFP_HOST,
+    kfp_audience: str = KFP_AUDIENCE,
 ) -> None:
     """List training runs, newest first: id, name, experiment, status, final loss."""
     try:
-        runs, where = _load_runs(config, tracking_uri, experiment, vertex, project, region, pipeline, limit)
+        runs, where = _load_runs(
+            config, tracking_uri, experiment, vertex, project, region, pipeline, limit, kfp_host, kfp_audience
+        )
     except RunsError as e:
         console.print(f"[red]{e}[/red]", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
-    what = "runs" if vertex else "training runs"
+    what = "runs" if vertex or kfp_host else "training runs"
     if not runs:
         console.print(f"no {what} in {where}", highlight=False, soft_wrap=True)
         return
@@ -310,13 +330,26 @@ def compare_cmd(
     project: str = PROJECT,
     region: str = REGION,
     pipeline: str = PIPELINE,
+    kfp_host: str = KFP_HOST,
+    kfp_audience: str = KFP_AUDIENCE,
 ) -> None:
     """Compare runs: every param and final metric side by side, the rows that differ marked ≠ and highlighted."""
     if len(runs) < 2:
         console.print("[red]compare needs two or more runs[/red]")
         raise typer.Exit(2)
     try:
-        found, _ = _load_runs(config, tracking_uri, experiment, vertex, project, region, pipeline, 10_000)
+        found, _ = _load_runs(
+            config,
+            tracking_uri,
+            experiment,
+            vertex,
+            project,
+            region,
+            pipeline,
+            10_000,
+            kfp_host,
+            kfp_audience,
+        )
         chosen = resolve(runs, found)
     except RunsError as e:
         console.print(f"[red]{e}[/red]", highlight=False, soft_wrap=True)

@@ -43,23 +43,29 @@ def evaluate_model(p: dict) -> EvaluateOutputs:
     )
 
 
-evaluate = dsl.pipeline(
-    name="slmforge-evaluate",
-    description="Evaluate an existing model against the base model, the champion and retrieval, and gate it.",
-)(
-    declare(
-        evaluate_model,
-        pipeline="evaluate",
-        summary="Evaluate an existing model on the config's held-out rows against the baselines, and gate it.",
-        returns={
-            "candidate_metrics": "the evaluated model's metrics.",
-            "base_metrics": "the base model's metrics, same rows and decoding.",
-            "gate_passed": "whether the model passes the config's gate rules.",
-            "gate_reasons": "every gate rule's verdict in words.",
-        },
-        return_type=EvaluateOutputs,
+def build_evaluate(target: str = "vertex"):
+    """The evaluate pipeline compiled for ``target`` (vertex or kfp)."""
+    return dsl.pipeline(
+        name="slmforge-evaluate",
+        description="Evaluate an existing model against the base model, the champion and retrieval, and gate it.",
+    )(
+        declare(
+            evaluate_model,
+            pipeline="evaluate",
+            summary="Evaluate an existing model on the config's held-out rows against the baselines, and gate it.",
+            returns={
+                "candidate_metrics": "the evaluated model's metrics.",
+                "base_metrics": "the base model's metrics, same rows and decoding.",
+                "gate_passed": "whether the model passes the config's gate rules.",
+                "gate_reasons": "every gate rule's verdict in words.",
+            },
+            return_type=EvaluateOutputs,
+            target=target,
+        )
     )
-)
+
+
+evaluate = build_evaluate()
 
 
 def evaluate_parameters(params: dict, model_uri: str) -> dict:

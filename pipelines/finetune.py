@@ -29,7 +29,7 @@ from components import (
     train_custom_job_op,
     train_op,
 )
-from pipelines.parameters import declare, step_inputs
+from pipelines.parameters import GPU_POOL_TAINT, declare, step_inputs
 
 
 class FinetuneOutputs(NamedTuple):
@@ -58,13 +58,22 @@ GPU_STEP_MEMORY = "32G"
 
 
 def on_gpu(task, p: dict):
-    """Run ``task`` on the pipeline's accelerators, within the GPU-step CPU and memory limits."""
-    return (
-        task.set_accelerator_type(p["accelerator_type"])
-        .set_accelerator_limit(p["accelerator_count"])
-        .set_cpu_limit(GPU_STEP_CPU)
-        .set_memory_limit(GPU_STEP_MEMORY)
+    """Run ``task`` on the pipeline's accelerators, within the GPU-step CPU and memory limits. Vertex: the
+    accelerator type and count from the parameters. The kfp target (its parameters carry
+    ``gpu_node_selector``): a ``nvidia.com/gpu`` limit of that count, the GPU pool's node selector and a
+    toleration of its taint, in the Kubernetes platform spec (kfp-kubernetes). CPU steps carry none of
+    these, so the pool's taint keeps them off it."""
+    kfp_target = "gpu_node_selector" in p
+    task.set_accelerator_type("nvidia.com/gpu" if kfp_target else p["accelerator_type"])
+    task.set_accelerator_limit(p["accelerator_count"]).set_cpu_limit(GPU_STEP_CPU).set_memory_limit(
+        GPU_STEP_MEMORY
     )
+    if kfp_target:
+        from kfp import kubernetes
+
+        kubernetes.add_node_selector_json(task, p["gpu_node_selector"])
+        kubernetes.add_toleration(task, **GPU_POOL_TAINT)
+    return task
 
 
 def prepare_data(p: dict):
@@ -199,10 +208,11 @@ def train_and_register(p: dict, multi_node: bool) -> FinetuneOutputs:
     )
 
 
-def build_finetune(multi_node: bool):
-    """The finetune pipeline; ``multi_node``: its train step is a Vertex AI custom job with ``train_nodes``
-    machines (components/train/custom_job.py) instead of one pipeline task. Two compiled templates rather
-    than a dsl.If/dsl.OneOf inside one: kfp.local cannot return an artifact out of a OneOf branch."""
+def build_finetune(multi_node: bool, target: str = "vertex"):
+    """The finetune pipeline compiled for ``target``; ``multi_node``: its train step is a Vertex AI custom
+    job with ``train_nodes`` machines (components/train/custom_job.py) instead of one pipeline task. Two
+    compiled templates rather than a dsl.If/dsl.OneOf inside one: kfp.local cannot return an artifact out
+    of a OneOf branch."""
     name = "finetune-multinode" if multi_node else "finetune"
     func = declare(
         lambda p: train_and_register(p, multi_node),
@@ -211,6 +221,7 @@ def build_finetune(multi_node: bool):
         "register.",
         returns=OUTPUTS_HELP,
         return_type=FinetuneOutputs,
+        target=target,
     )
     return dsl.pipeline(
         name=f"slmforge-{name}",

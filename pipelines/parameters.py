@@ -47,6 +47,35 @@ PIPELINE_STEPS: dict[str, tuple[str, ...]] = {
     "finetune-multinode": (*_FINETUNE, "train_job"),
     "evaluate": ("ingest", "clean", "split", "fetch_model", *_SCORING),
 }
+# Where a compiled pipeline runs (`python compile.py --target`): Vertex AI Pipelines, or a Kubeflow
+# Pipelines backend on GKE (infra/gke.tf). The kfp target schedules the steps that run a model through the
+# Kubernetes platform spec instead (route ``gke``: a GPU limit, the GPU pool's node selector and
+# toleration), and has no multi-node pipeline: its train step is a Vertex AI CustomJob.
+TARGETS = ("vertex", "kfp")
+TARGET_PIPELINES = {"vertex": tuple(PIPELINE_STEPS), "kfp": ("finetune", "evaluate")}
+# The GKE GPU pool (infra/gke.tf node_pools.gpu): its label, and its taint, which a GPU step tolerates.
+GPU_POOL_LABEL = ("slmforge/pool", "gpu")
+GPU_POOL_TAINT = {"key": "nvidia.com/gpu", "operator": "Equal", "value": "present", "effect": "NoSchedule"}
+
+
+def steps_of(pipeline: str, target: str = "vertex") -> tuple[str, ...]:
+    """The steps ``pipeline`` runs when compiled for ``target`` (kfp: ``gke`` in place of ``gpu``)."""
+    if pipeline not in TARGET_PIPELINES[target]:
+        raise ValueError(f"pipeline {pipeline} is not compiled for the {target} target")
+    steps = PIPELINE_STEPS[pipeline]
+    return tuple("gke" if s == "gpu" else s for s in steps) if target == "kfp" else steps
+
+
+def gke_node_selector(accelerator_type: str) -> str:
+    """The node selector of a GPU step on GKE, as JSON text: the GPU pool's label and the accelerator as
+    GKE names it (``cloud.google.com/gke-accelerator``)."""
+    from components.preflight.prices import ACCELERATORS
+
+    key, value = GPU_POOL_LABEL
+    gke = ACCELERATORS[accelerator_type].gke_name
+    return json.dumps({"cloud.google.com/gke-accelerator": gke, key: value}, sort_keys=True)
+
+
 # Read by `submit` for the PipelineJob itself, not by any step (pipelines/vertex.py job_request).
 SUBMIT_ONLY = ("vertex.project", "vertex.region", "vertex.pipeline_root", "vertex.labels")
 
@@ -209,6 +238,16 @@ DERIVED = (
         _split_cover,
     ),
     Parameter(
+        "gpu_node_selector",
+        str,
+        gke_node_selector("NVIDIA_L4"),
+        "kfp target: the node selector of the steps that run a model, JSON (the GPU pool's label and "
+        "vertex.accelerator_type as GKE names it).",
+        _routes(["gke.node_selector"], ""),
+        ("vertex.accelerator_type",),
+        lambda c: gke_node_selector(c.vertex.accelerator_type),
+    ),
+    Parameter(
         "augment_project",
         str,
         "",
@@ -306,20 +345,21 @@ def _steps(route: str) -> tuple[str, ...]:
     return GROUPS.get(route, (route,))
 
 
-def parameters_of(pipeline: str) -> list[Parameter]:
-    """The parameters of ``pipeline`` (those a step of it takes), required ones first, then by name."""
-    steps = set(PIPELINE_STEPS[pipeline])
+def parameters_of(pipeline: str, target: str = "vertex") -> list[Parameter]:
+    """The parameters of ``pipeline`` compiled for ``target`` (those a step of it takes), required ones
+    first, then by name."""
+    steps = set(steps_of(pipeline, target))
     every = (*PARAMETERS.values(), *RUN_PARAMETERS.values())
     chosen = [p for p in every if any(s in steps for r, _ in p.to for s in _steps(r))]
     return sorted(chosen, key=lambda p: (p.default is not inspect.Parameter.empty, p.name))
 
 
-def pipeline_parameters(cfg: Config, pipeline: str = "finetune") -> dict[str, Any]:
-    """A config flattened into the parameters of ``pipeline`` (finetune: every config parameter), with
-    the defaults of the run's own parameters (a required one, such as ``model_uri``, is the caller's)."""
+def pipeline_parameters(cfg: Config, pipeline: str = "finetune", target: str = "vertex") -> dict[str, Any]:
+    """A config flattened into the parameters of ``pipeline`` compiled for ``target``, with the defaults of
+    the run's own parameters (a required one, such as ``model_uri``, is the caller's)."""
     return {
         p.name: p.value(cfg) if p.value else p.default
-        for p in parameters_of(pipeline)
+        for p in parameters_of(pipeline, target)
         if p.value or p.default is not inspect.Parameter.empty
     }
 
@@ -342,11 +382,12 @@ def declare(
     summary: str,
     returns: dict[str, str],
     return_type: Any = inspect.Signature.empty,
+    target: str = "vertex",
 ) -> Callable:
     """A pipeline function for ``dsl.pipeline``: the typed parameters of ``pipeline`` as its signature, their
     help as its docstring (KFP turns both into the compiled inputs and their descriptions), and a body
     ``body(p)`` that gets them as a dict by name."""
-    params = parameters_of(pipeline)
+    params = parameters_of(pipeline, target)
     names = [p.name for p in params]
 
     def func(*args, **kwargs):  # KFP calls it positionally, kfp.local by keyword

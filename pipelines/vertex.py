@@ -32,10 +32,11 @@ def _label(value: str) -> str:
 
 
 def template_inputs(template_path: str | Path) -> dict[str, dict]:
-    """The root parameters a compiled pipeline declares: name -> its inputDefinitions entry."""
+    """The root parameters a compiled pipeline declares: name -> its inputDefinitions entry (the first
+    document: a kfp-target template has its platform spec as a second)."""
     import yaml
 
-    spec = yaml.safe_load(Path(template_path).read_text(encoding="utf-8"))
+    spec = next(yaml.safe_load_all(Path(template_path).read_text(encoding="utf-8")))
     return spec["root"].get("inputDefinitions", {}).get("parameters", {})
 
 

@@ -334,7 +334,7 @@ class VertexConfig(Section):
         1,
         description="accelerators per step that runs a model (ignored locally)",
         json_schema_extra=kfp(
-            "accelerator_count", "gpu", "preflight", "train_job", "export.parity_accelerator_count"
+            "accelerator_count", "gpu", "gke", "preflight", "train_job", "export.parity_accelerator_count"
         ),
     )
     machine_type: str = Field(

@@ -40,6 +40,7 @@ class Accelerator:
     bf16_tflops: float  # peak dense bf16 tensor TFLOP/s (data sheet, without sparsity)
     # accelerator count -> Vertex / Compute Engine machine type that carries that many of them
     machine_types: dict[int, str]
+    gke_name: str  # the same GPU as GKE names it: the node label cloud.google.com/gke-accelerator
 
 
 # Memory in GiB: what torch.cuda.get_device_properties().total_memory reports, approximately (the
@@ -52,6 +53,7 @@ ACCELERATORS: dict[str, Accelerator] = {
             22.0,
             121.0,
             {1: "g2-standard-8", 2: "g2-standard-24", 4: "g2-standard-48", 8: "g2-standard-96"},
+            "nvidia-l4",
         ),
         Accelerator(
             "NVIDIA_TESLA_A100",
@@ -64,12 +66,14 @@ ACCELERATORS: dict[str, Accelerator] = {
                 8: "a2-highgpu-8g",
                 16: "a2-megagpu-16g",
             },
+            "nvidia-tesla-a100",
         ),
         Accelerator(
             "NVIDIA_A100_80GB",
             79.1,
             312.0,
             {1: "a2-ultragpu-1g", 2: "a2-ultragpu-2g", 4: "a2-ultragpu-4g", 8: "a2-ultragpu-8g"},
+            "nvidia-a100-80gb",
         ),
         # a3-highgpu-1g/2g/4g are Spot / flex-start (DWS) shapes; only 8g is on-demand.
         Accelerator(
@@ -77,9 +81,11 @@ ACCELERATORS: dict[str, Accelerator] = {
             79.1,
             989.0,
             {1: "a3-highgpu-1g", 2: "a3-highgpu-2g", 4: "a3-highgpu-4g", 8: "a3-highgpu-8g"},
+            "nvidia-h100-80gb",
         ),
-        Accelerator("NVIDIA_H100_MEGA_80GB", 79.1, 989.0, {8: "a3-megagpu-8g"}),
-        Accelerator("NVIDIA_H200_141GB", 139.8, 989.0, {8: "a3-ultragpu-8g"}),  # 8 x H200 is the only shape
+        Accelerator("NVIDIA_H100_MEGA_80GB", 79.1, 989.0, {8: "a3-megagpu-8g"}, "nvidia-h100-mega-80gb"),
+        # 8 x H200 is the only shape
+        Accelerator("NVIDIA_H200_141GB", 139.8, 989.0, {8: "a3-ultragpu-8g"}, "nvidia-h200-141gb"),
     )
 }
 

@@ -20,12 +20,13 @@ from pipelines.parameters import (
     DERIVED,
     GROUPS,
     PARAMETERS,
-    PIPELINE_STEPS,
     RUN_PARAMETERS,
     SUBMIT_ONLY,
+    TARGET_PIPELINES,
     config_fields,
     parameters_of,
     pipeline_parameters,
+    steps_of,
 )
 
 _SCORERS = {"evaluate-op", "evaluate-base-op", "evaluate-champion-op"}
@@ -35,14 +36,20 @@ GPU_TASKS = {
     "evaluate": _SCORERS,
 }
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "travel" / "config.yaml"
+# every compiled template: (target, pipeline)
+CASES = [(target, pipeline) for target, pipelines in TARGET_PIPELINES.items() for pipeline in pipelines]
 
 
 @pytest.fixture(scope="module")
-def compiled(tmp_path_factory) -> dict[str, dict]:
+def compiled(tmp_path_factory) -> dict[tuple[str, str], list[dict]]:
+    """(target, pipeline) -> the compiled YAML documents: the pipeline spec, then (kfp) the platform spec."""
     from pipelines.compiler import compile_all
 
-    paths = compile_all(tmp_path_factory.mktemp("compiled"))
-    return {p.stem: yaml.safe_load(p.read_text()) for p in paths}
+    out = {}
+    for target in TARGET_PIPELINES:
+        for p in compile_all(tmp_path_factory.mktemp(target), target=target):
+            out[(target, p.stem)] = list(yaml.safe_load_all(p.read_text()))
+    return out
 
 
 def _tasks(spec: dict) -> dict[str, dict]:
@@ -68,16 +75,16 @@ def test_every_config_field_has_a_route():
 
 
 def test_every_route_names_a_step_of_some_pipeline():
-    steps = {s for all_steps in PIPELINE_STEPS.values() for s in all_steps} | set(GROUPS)
+    steps = {s for t, ps in TARGET_PIPELINES.items() for p in ps for s in steps_of(p, t)} | set(GROUPS)
     for param in (*PARAMETERS.values(), *RUN_PARAMETERS.values()):
         for route, name in param.to:
             assert route in steps and name, (param.name, route, name)
 
 
-@pytest.mark.parametrize("pipeline", sorted(PIPELINE_STEPS))
-def test_compiled_parameters_are_the_declared_ones(compiled, pipeline):
-    declared = {p.name: p for p in parameters_of(pipeline)}
-    inputs = compiled[pipeline]["root"]["inputDefinitions"]["parameters"]
+@pytest.mark.parametrize(("target", "pipeline"), CASES)
+def test_compiled_parameters_are_the_declared_ones(compiled, target, pipeline):
+    declared = {p.name: p for p in parameters_of(pipeline, target)}
+    inputs = compiled[(target, pipeline)][0]["root"]["inputDefinitions"]["parameters"]
     assert set(inputs) == set(declared)
     kinds = {str: "STRING", int: "NUMBER_INTEGER", float: "NUMBER_DOUBLE", bool: "BOOLEAN"}
     for name, param in declared.items():
@@ -89,25 +96,39 @@ def test_compiled_parameters_are_the_declared_ones(compiled, pipeline):
             assert inputs[name]["defaultValue"] == param.default, name
 
 
-@pytest.mark.parametrize("pipeline", sorted(PIPELINE_STEPS))
-def test_every_parameter_reaches_every_input_it_declares(compiled, pipeline):
+def _node_selected_by(docs: list[dict], param: str) -> set[str]:
+    """The tasks whose Kubernetes platform spec takes its node selector from pipeline parameter ``param``."""
+    executors = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"] if len(docs) > 1 else {}
+    return {
+        name.removeprefix("exec-")
+        for name, spec in executors.items()
+        if spec.get("nodeSelector", {}).get("nodeSelectorJson", {}).get("componentInputParameter", "")
+        in (param, f"pipelinechannel--{param}")
+    }
+
+
+@pytest.mark.parametrize(("target", "pipeline"), CASES)
+def test_every_parameter_reaches_every_input_it_declares(compiled, target, pipeline):
     """Each (step, input) route of each parameter, in every pipeline that runs the step, is fed by that
     parameter; and no compiled parameter goes unread."""
-    tasks = _tasks(compiled[pipeline])
-    steps = set(PIPELINE_STEPS[pipeline])
+    docs = compiled[(target, pipeline)]
+    tasks = _tasks(docs[0])
+    steps = set(steps_of(pipeline, target))
     read = set()
-    for param in parameters_of(pipeline):
+    for param in parameters_of(pipeline, target):
         for route, name in param.to:
             for step in GROUPS.get(route, (route,)):
                 if step not in steps:
                     continue
-                if step == "gpu":  # the accelerators of every step that runs a model, set on the task
+                if step in ("gpu", "gke"):  # what schedules every step that runs a model, set on the task
                     on_gpu = {
                         n
                         for n, t in tasks.items()
                         if _fed_by(t, f"pipelinechannel--{param.name}") and not n.startswith("condition-")
                     }
-                    assert on_gpu == GPU_TASKS[pipeline], (pipeline, param.name)
+                    if name == "node_selector":  # kfp: in the Kubernetes platform spec
+                        on_gpu = _node_selected_by(docs, param.name)
+                    assert on_gpu == GPU_TASKS[pipeline], (target, pipeline, param.name)
                     read.add(param.name)
                     continue
                 task_name = "train-op-custom-job" if step == "train_job" else f"{step.replace('_', '-')}-op"
@@ -118,11 +139,11 @@ def test_every_parameter_reaches_every_input_it_declares(compiled, pipeline):
                     f"{pipeline}: {task_name} input {name} is not fed by parameter {param.name}"
                 )
                 read.add(param.name)
-    assert read == set(compiled[pipeline]["root"]["inputDefinitions"]["parameters"])
+    assert read == set(docs[0]["root"]["inputDefinitions"]["parameters"])
 
 
 def test_the_multinode_job_runs_as_the_pipelines_account_in_its_network(compiled, travel_config):
-    tasks = _tasks(compiled["finetune-multinode"])
+    tasks = _tasks(compiled[("vertex", "finetune-multinode")][0])
     job = tasks["train-op-custom-job"]
     assert _fed_by(job, "service_account") == "service_account" and _fed_by(job, "network") == "network"
     account, network = "runner@p.iam.gserviceaccount.com", "projects/1/global/networks/v"

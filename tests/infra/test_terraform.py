@@ -8,6 +8,7 @@ import json
 import re
 
 import pytest
+import yaml
 from infra_tools import REPO, resources, run_tool, tool
 
 INFRA = REPO / "infra"
@@ -284,3 +285,39 @@ def test_every_variable_the_workflows_read_is_an_output(terraform, name):
     assert f"vars.{name}" in workflows
     outputs = [body for block in terraform["outputs.tf"]["output"] for body in block.values()]
     assert any(name in o["description"] for o in outputs), f"no output says it is {name}"
+
+
+def test_self_hosted_kfp_runs_as_the_pipeline_account_through_workload_identity(terraform):
+    """With create_gke_cluster, the Kubernetes service account of every run (kubeflow/pipeline-runner)
+    may act as the pipeline account, and nothing else may by that route; infra/kfp/ annotates it."""
+    res = instances(terraform)
+    wi = res[("google_service_account_iam_member", "pipeline_workload_identity")]
+    assert wi["count"] == "${var.create_gke_cluster ? 1 : 0}"
+    assert wi["role"] == "roles/iam.workloadIdentityUser"
+    assert wi["member"] == "serviceAccount:${var.project_id}.svc.id.goog[kubeflow/pipeline-runner]"
+    assert wi["service_account_id"] == '${google_service_account.slmforge["pipeline"].name}'
+    kustomization = yaml.safe_load((INFRA / "kfp" / "kustomization.yaml").read_text(encoding="utf-8"))
+    (target,) = kustomization["replacements"][0]["targets"]
+    assert target["select"] == {"kind": "ServiceAccount", "name": "pipeline-runner"}
+    assert target["fieldPaths"] == ["metadata.annotations.[iam.gke.io/gcp-service-account]"]
+    assert kustomization["namespace"] == "kubeflow"
+
+
+def test_the_kfp_install_is_pinned_to_the_backend_of_the_locked_sdk(terraform):
+    """One KFP release everywhere: the overlay's upstream ref, the cluster-scoped resources in the install
+    commands, and the kfp SDK version in requirements.lock (same major.minor)."""
+    kustomization = yaml.safe_load((INFRA / "kfp" / "kustomization.yaml").read_text(encoding="utf-8"))
+    (upstream,) = kustomization["resources"]
+    ref = upstream.split("?ref=")[1]
+    outputs = {name: body for block in terraform["outputs.tf"]["output"] for name, body in block.items()}
+    install = str(outputs["kfp_install"]["value"])
+    assert f"cluster-scoped-resources?ref={ref}'" in install and "kubectl apply -k kfp/" in install
+    assert "kfp_params_env > kfp/params.env" in install
+    sdk = re.search(r"^kfp==(\d+\.\d+)\.", (REPO / "requirements.lock").read_text(), re.M).group(1)
+    assert ref.rsplit(".", 1)[0] == sdk, (ref, sdk)
+    params = str(outputs["kfp_params_env"]["value"])
+    assert (
+        "defaultPipelineRoot=${google_storage_bucket.pipelines.url}/${local.pipeline_root_prefix}" in params
+    )
+    assert "kfp/params.env" in (REPO / ".gitignore").read_text()
+    assert "--kfp-host http://localhost:8080" in str(outputs["kfp_api"]["value"])

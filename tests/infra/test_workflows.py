@@ -113,11 +113,14 @@ def test_ci_lints_tests_compiles_and_uploads():
     cmds = commands(wf)
     assert ["make", "lint"] in cmds and ["make", "test"] in cmds
     assert cmds.index(["make", "lock-check"]) < cmds.index(["make", "lint"])  # the lock first
-    assert any(c[:2] == [".venv/bin/python", "compile.py"] for c in cmds)
+    assert ["make", "compile"] in cmds  # both targets: Vertex AI Pipelines and KFP on GKE
     uploads = [
         s for s in wf["jobs"]["ci"]["steps"] if s.get("uses", "").startswith("actions/upload-artifact@")
     ]
-    assert uploads and uploads[0]["with"]["path"] == "build/pipelines/*.yaml"
+    assert uploads and uploads[0]["with"]["path"].split() == [
+        "build/pipelines/*.yaml",
+        "build/pipelines/kfp/*.yaml",
+    ]
 
 
 def test_scheduled_runs_drift_and_the_quality_tier():
@@ -143,6 +146,27 @@ def test_pipeline_builds_images_then_compiles_uploads_and_submits():
     assert images["jobs"]["build"]["env"]["IMAGE_TAG"] == "${{ github.sha }}"
     assert "workflow_call" in triggers(images)
     assert any(c[:2] == ["make", "images"] for c in commands(images))
+
+
+def test_pipeline_targets_vertex_or_kfp_by_a_repository_variable():
+    """SLMFORGE_BACKEND=kfp compiles for the kfp target and submits to SLMFORGE_KFP_HOST with an ID token
+    the auth action mints for the deployer account; unset, everything is as for Vertex. The submit step
+    fails with submit (pipefail), not with tee."""
+    wf = load("pipeline.yml")
+    job = wf["jobs"]["submit"]
+    assert job["env"]["BACKEND"] == "${{ vars.SLMFORGE_BACKEND || 'vertex' }}"
+    assert job["env"]["KFP_HOST"] == "${{ vars.SLMFORGE_KFP_HOST }}"
+    cmds = commands(wf)
+    compile_cmd = next(c for c in cmds if c[:2] == [".venv/bin/python", "compile.py"])
+    assert compile_cmd[compile_cmd.index("--target") + 1] == "$BACKEND"
+    steps = {s.get("name", ""): s for s in job["steps"]}
+    token = steps["ID token for the Kubeflow Pipelines API (IAP)"]
+    assert token["if"] == "env.BACKEND == 'kfp'" and token["with"]["token_format"] == "id_token"
+    submit = steps["Submit and wait"]
+    assert submit["env"]["SLMFORGE_KFP_ID_TOKEN"] == "${{ steps.kfp-token.outputs.id_token }}"
+    assert submit["run"].lstrip().startswith("set -o pipefail")
+    assert 'set -- --kfp-host "$KFP_HOST"' in submit["run"]
+    assert steps["Record the run for promote.yml"]["if"] == "env.BACKEND == 'vertex'"
 
 
 def test_promote_runs_after_the_pipeline_in_the_protected_environment():
