@@ -163,6 +163,28 @@ def vertex_runs(project: str, region: str, experiment: str = "", pipeline: str =
 
 
 # -- tables -------------------------------------------------------------------------------------------
+def kfp_runs(client, experiment: str, limit: int = 50) -> list[RunRecord]:
+    """The runs of ``experiment`` on a Kubeflow Pipelines backend (``client``: pipelines/kfp_backend.py
+    ``kfp_client``), newest first: name, state, parameters."""
+    found = client.get_experiment(experiment_name=experiment)
+    listed = client.list_runs(experiment_id=found.experiment_id, page_size=limit, sort_by="created_at desc")
+    records = []
+    for run in listed.runs or []:
+        params = ((run.runtime_config.parameters or {}) if run.runtime_config else {}) or {}
+        started = run.created_at.strftime("%Y-%m-%d %H:%M") if run.created_at else ""
+        records.append(
+            RunRecord(
+                id=run.run_id,
+                name=run.display_name or run.run_id,
+                experiment=experiment,
+                status=str(run.state or ""),
+                started=started,
+                params={k: str(v) for k, v in params.items()},
+            )
+        )
+    return records
+
+
 def _fmt(value: Any) -> str:
     if value is None:
         return "—"
@@ -251,7 +273,7 @@ def _load_runs(
     config, tracking_uri, experiment, vertex, project, region, pipeline, limit, kfp_host="", kfp_audience=""
 ) -> tuple[list, str]:
     if kfp_host:
-        from pipelines.kfp_backend import KfpError, kfp_client, kfp_runs
+        from pipelines.kfp_backend import KfpError, kfp_client
 
         experiment = _vertex_target(config, "", "", experiment)[2]
         if not experiment:

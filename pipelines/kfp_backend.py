@@ -1,6 +1,6 @@
 """Submit a pipeline compiled for the kfp target (``python compile.py --target kfp``) to a Kubeflow
 Pipelines backend — ``submit CONFIG --kfp-host URL`` — follow its run, and read its runs
-(``slmforge runs list|compare --kfp-host URL``), with the real ``kfp.Client``.
+(``slmforge runs list|compare --kfp-host URL``: pipelines/cli_runs.py), with the real ``kfp.Client``.
 
 The same config and the same flattened parameters as the Vertex path (pipelines/parameters.py, narrowed to
 what the template declares); local data files are staged to ``<vertex.pipeline_root>/slmforge-data/`` as
@@ -209,26 +209,3 @@ def run_error(run) -> str:
     if unschedulable(run):
         return scheduling_help(run)
     return "; ".join(f"{task}: {message}" for task, message in _messages(run)) or "no error recorded"
-
-
-def kfp_runs(client, experiment: str, limit: int = 50) -> list:
-    """The runs of ``experiment`` as RunRecords (pipelines/cli_runs.py): name, state, parameters."""
-    from pipelines.cli_runs import RunRecord
-
-    found = client.get_experiment(experiment_name=experiment)
-    listed = client.list_runs(experiment_id=found.experiment_id, page_size=limit, sort_by="created_at desc")
-    records = []
-    for run in listed.runs or []:
-        params = ((run.runtime_config.parameters or {}) if run.runtime_config else {}) or {}
-        started = run.created_at.strftime("%Y-%m-%d %H:%M") if run.created_at else ""
-        records.append(
-            RunRecord(
-                id=run.run_id,
-                name=run.display_name or run.run_id,
-                experiment=experiment,
-                status=str(run.state or ""),
-                started=started,
-                params={k: str(v) for k, v in params.items()},
-            )
-        )
-    return records
