@@ -69,7 +69,8 @@ def data_options(cfg, *, force: bool = False):
 
 
 def prepare_splits(cfg, work: Path) -> tuple[Path, Path]:
-    """Ingest, clean and split the config's data into ``work``: (train table, eval table)."""
+    """Ingest, clean and split the config's data into ``work``, as the pipeline does (the validation slice
+    in validation.parquet): (train table, eval table)."""
     from components.clean.core import clean
     from components.ingest.core import ingest
     from components.split.core import split
@@ -80,7 +81,13 @@ def prepare_splits(cfg, work: Path) -> tuple[Path, Path]:
         cfg.data.train, cfg.data.eval, ingest_opts, work / "ingested.parquet", work / "rejects-ingest.jsonl"
     )
     clean(work / "ingested.parquet", work / "cleaned.parquet", work / "rejects-clean.jsonl", clean_opts)
-    split(work / "cleaned.parquet", work / "train.parquet", work / "eval.parquet", split_opts)
+    split(
+        work / "cleaned.parquet",
+        work / "train.parquet",
+        work / "eval.parquet",
+        split_opts,
+        work / "validation.parquet",
+    )
     return work / "train.parquet", work / "eval.parquet"
 
 

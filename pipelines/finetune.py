@@ -149,6 +149,7 @@ def train_and_register(p: dict, multi_node: bool) -> FinetuneOutputs:
     preflight = preflight_op(train_data=train_rows, **step_inputs("preflight", p))
     train_args = {
         "train_data": train_rows,
+        "validation_data": split.outputs["validation_data"],
         "grad_accum": preflight.outputs["grad_accum"],
         "gradient_checkpointing": preflight.outputs["gradient_checkpointing"],
         **step_inputs("train", p),

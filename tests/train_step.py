@@ -11,6 +11,8 @@ def train_step_inputs(train_data: Any, system_prompt: str, **overrides: Any) -> 
     job's)."""
     inputs = dict(
         train_data=train_data,
+        validation_data=train_data,  # read only when eval_steps > 0
+        eval_steps=0,
         base_model="tiny://travel",
         system_prompt=system_prompt,
         method="full",

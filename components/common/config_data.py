@@ -70,12 +70,25 @@ class SplitConfig(Section):
         description="fields whose every value must appear in train; null = the schema's enum/const values, "
         "[completion] = the whole target is a label, [] = no guarantee",
     )
+    validation_fraction: float = Field(
+        0.05,
+        description="share of the training rows (whole groups, label coverage kept in train) set aside as the "
+        "validation slice that training watches (validation loss); never taken from the eval rows; 0 = none",
+        json_schema_extra=kfp("validation_fraction", "split"),
+    )
 
     @field_validator("eval_fraction")
     @classmethod
     def _fraction(cls, v: float) -> float:
         if not 0 < v <= 0.5:
             raise rule_error("DATA-003", f"eval_fraction={v} is outside (0, 0.5]")
+        return v
+
+    @field_validator("validation_fraction")
+    @classmethod
+    def _validation_fraction(cls, v: float) -> float:
+        if not 0 <= v <= 0.5:
+            raise rule_error("DATA-003", f"validation_fraction={v} is outside [0, 0.5]")
         return v
 
 

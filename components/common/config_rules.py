@@ -32,7 +32,10 @@ RULES: dict[str, tuple[str, str]] = {
     ),
     "DATA-001": ("the data locator is empty", "set data.train to a JSONL path (local or gs://)"),
     "DATA-002": ("local data file not found", "fix the path; relative paths start at the config file"),
-    "DATA-003": ("eval_fraction out of range", "use a fraction in (0, 0.5]"),
+    "DATA-003": (
+        "split fraction out of range",
+        "use data.split.eval_fraction in (0, 0.5] and data.split.validation_fraction in [0, 0.5]",
+    ),
     "DATA-004": (
         "malformed data locator",
         "use PATH, jsonl:/json:/csv:/parquet:PATH (local or gs://), or hf:NAME:SPLIT",
@@ -55,7 +58,10 @@ RULES: dict[str, tuple[str, str]] = {
         "the Vertex registry needs a project and a gs:// staging location",
         "set vertex.project, and vertex.pipeline_root or registry.staging_uri (gs://...)",
     ),
-    "TRAIN-001": ("non-positive training setting", "use a positive number"),
+    "TRAIN-001": (
+        "non-positive training setting",
+        "use a positive number (train.eval_steps: 0 or more)",
+    ),
     "TRAIN-002": (
         "processes_per_node is negative",
         "use 0 (one training process per GPU) or a positive process count",

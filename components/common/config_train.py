@@ -162,6 +162,12 @@ class TrainConfig(Section):
         description="save a resumable checkpoint every N steps (and on SIGTERM); a retry resumes from it",
         json_schema_extra=kfp("checkpoint_steps", "train"),
     )
+    eval_steps: int = Field(
+        100,
+        description="steps between validation-loss passes over the validation slice (data.split."
+        "validation_fraction) and one at the end; 0 = none",
+        json_schema_extra=kfp("eval_steps", "train"),
+    )
     experiment: str = Field(
         "", description="MLflow / Vertex experiment of the training runs; empty = the config name"
     )
@@ -195,6 +201,13 @@ class TrainConfig(Section):
         "auto = liger when installed on a GPU",
         json_schema_extra=kfp("train_kernels", "train.kernels"),
     )
+
+    @field_validator("eval_steps")
+    @classmethod
+    def _not_negative(cls, v: int) -> int:
+        if v < 0:
+            raise rule_error("TRAIN-001", f"eval_steps={v} is negative (0 = no validation passes)")
+        return v
 
     @field_validator("max_steps", "batch_size", "max_length", "learning_rate", "checkpoint_steps", "nodes")
     @classmethod

@@ -65,10 +65,16 @@ def manifest(
             "in": rows_in,
             "rejected": sum(rejected.values()),
             "train": result.train_rows,
+            "validation": result.validation_rows,
             "eval": result.eval_rows,
-            "accounted": rows_in == sum(rejected.values()) + result.train_rows + result.eval_rows,
+            "accounted": rows_in
+            == sum(rejected.values()) + result.train_rows + result.validation_rows + result.eval_rows,
         },
-        "groups": {"train": result.train_groups, "eval": result.eval_groups},
+        "groups": {
+            "train": result.train_groups,
+            "validation": result.validation_groups,
+            "eval": result.eval_groups,
+        },
         "rejected_by_reason": dict(sorted(rejected.items())),
         "sources": sources,
         "split": {**settings, "explicit_eval": result.explicit_eval, "moved_to_train": result.moved_groups},
@@ -100,7 +106,8 @@ def summary_markdown(man: dict[str, Any], result: SplitResult) -> str:
     lines = [
         "# Dataset summary",
         "",
-        f"**{rows['in']} rows read** = {rows['train']} train + {rows['eval']} eval + {rows['rejected']} rejected"
+        f"**{rows['in']} rows read** = {rows['train']} train + {rows['validation']} validation + "
+        f"{rows['eval']} eval + {rows['rejected']} rejected"
         + ("" if rows["accounted"] else " — **accounting mismatch**"),
         "",
         "| source | locator | format | rows in | accepted | rejected |",
@@ -118,6 +125,8 @@ def summary_markdown(man: dict[str, Any], result: SplitResult) -> str:
             else f"eval fraction {man['split'].get('eval_fraction')}, whole groups"
         )
         + f"; {man['groups']['train']} train groups, {man['groups']['eval']} eval groups"
+        + f"; validation slice {man['groups']['validation']} groups ({rows['validation']} rows) carved from "
+        f"train (fraction {man['split'].get('validation_fraction')}), watched while training, never the eval rows"
         + (
             f"; {len(result.moved_groups)} groups kept in train to cover every label value."
             if result.moved_groups
@@ -162,7 +171,12 @@ def write_card(
     hashes: dict[str, str],
 ) -> dict[str, Any]:
     """Write manifest.json, schema.json and dataset_summary.md into ``folder``; return the manifest."""
-    settings = {"seed": options.seed, "eval_fraction": options.eval_fraction, "cover": options.cover}
+    settings = {
+        "seed": options.seed,
+        "eval_fraction": options.eval_fraction,
+        "validation_fraction": options.validation_fraction,
+        "cover": options.cover,
+    }
     man = manifest(
         upstream_events + result.events, result, config_hash=config_hash, hashes=hashes, settings=settings
     )

@@ -7,6 +7,9 @@
   moved to train, and the move is reported (event ``MOVED_TO_TRAIN``).
 * Rows from an explicit eval locator (``source == "eval"``) are the eval set as given; clean has already
   removed training rows that duplicate them or share their group.
+* A validation slice (``validation_fraction`` of the rows, whole groups) is then carved from the training
+  groups by the same seeded, coverage-keeping choice: training watches it (validation loss), so no training
+  decision ever looks at the eval rows the gate judges.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -35,6 +39,7 @@ class SplitOptions(StepOptions):
     # ["completion"] = the whole target is the label (classification); [] = no coverage guarantee.
     cover: list[str] | None = None
     output_schema: dict | None = None
+    validation_fraction: float = 0.05  # of all rows, taken from the training groups; 0 = no slice
 
 
 @dataclass
@@ -43,6 +48,8 @@ class SplitResult:
     eval_rows: int = 0
     train_groups: int = 0
     eval_groups: int = 0
+    validation_rows: int = 0
+    validation_groups: int = 0
     explicit_eval: bool = False
     moved_groups: list[str] = field(default_factory=list)  # eval groups moved to train for coverage
     labels_train: Counter = field(default_factory=Counter)  # "field=value" -> rows
@@ -120,10 +127,28 @@ def choose_eval_groups(sizes: dict[str, int], labels: dict[str, set[str]], eval_
     return set(eval_groups), moved
 
 
+def choose_validation_groups(
+    sizes: dict[str, int], labels: dict[str, set[str]], held: set[str], options: SplitOptions
+) -> set[str]:
+    """The training groups set aside for validation: ``validation_fraction`` of all rows, chosen among the
+    groups not held out for eval as eval groups are (seed + 1), every label keeping a training group."""
+    train_sizes = {g: n for g, n in sizes.items() if g not in held}
+    if options.validation_fraction <= 0 or len(train_sizes) < 2:
+        return set()
+    share = options.validation_fraction * sum(sizes.values()) / sum(train_sizes.values())
+    chosen, _ = choose_eval_groups(train_sizes, labels, min(share, 0.5), options.seed + 1)
+    return chosen
+
+
 def split(
-    in_path: str | Path, train_path: str | Path, eval_path: str | Path, options: SplitOptions
+    in_path: str | Path,
+    train_path: str | Path,
+    eval_path: str | Path,
+    options: SplitOptions,
+    validation_path: str | Path | None = None,
 ) -> SplitResult:
-    """Two streaming passes: collect group sizes and labels, then write each row to its side."""
+    """Two streaming passes: collect group sizes and labels, then write each row to its side. Without a
+    ``validation_path`` no validation slice is carved."""
     vocabulary = schema_enum_values(options.output_schema) if options.output_schema else set()
     # Targets repeat (a few hundred distinct label sets in a million rows): parse each distinct target
     # once, and let groups share one frozenset per distinct label set.
@@ -148,17 +173,29 @@ def split(
         eval_groups, result.moved_groups = choose_eval_groups(
             sizes, labels, options.eval_fraction, options.seed
         )
-    with RowWriter(train_path) as train_w, RowWriter(eval_path) as eval_w:
+    validation_groups = (
+        choose_validation_groups(sizes, labels, eval_groups, options) if validation_path else set()
+    )
+    with ExitStack() as stack:
+        train_w, eval_w = (
+            stack.enter_context(RowWriter(train_path)),
+            stack.enter_context(RowWriter(eval_path)),
+        )
+        validation_w = stack.enter_context(RowWriter(validation_path)) if validation_path else None
         for batch in iter_row_batches(in_path):
             for row in batch:
                 held = row["source"] == "eval" if result.explicit_eval else row["group"] in eval_groups
-                (eval_w if held else train_w).write(row)
-                (result.labels_eval if held else result.labels_train).update(labels_of(row["completion"]))
+                watched = not held and row["group"] in validation_groups  # validation_w exists then
+                (eval_w if held else validation_w if watched else train_w).write(row)
+                if not watched:  # the slice's labels are in train by construction
+                    (result.labels_eval if held else result.labels_train).update(labels_of(row["completion"]))
                 result.lengths[length_bucket(len(row["prompt"]) + len(row["completion"]))] += 1
     result.train_rows, result.eval_rows = train_w.rows, eval_w.rows
+    result.validation_rows = validation_w.rows if validation_w else 0
+    result.validation_groups = len(validation_groups)
     # clean removed training rows sharing a group with explicit eval rows: no group is on both sides
     result.eval_groups = len(eval_groups)
-    result.train_groups = len(sizes) - result.eval_groups
+    result.train_groups = len(sizes) - result.eval_groups - result.validation_groups
     if result.train_rows == 0 or result.eval_rows == 0:
         raise ValueError(
             f"split left {result.train_rows} train and {result.eval_rows} eval rows. Fix: more groups, "
@@ -175,7 +212,9 @@ def _events(result: SplitResult) -> list[dict[str, Any]]:
             "SPLIT_DONE",
             result.train_rows + result.eval_rows,
             f"train {result.train_rows} rows / {result.train_groups} groups, eval {result.eval_rows} rows / "
-            f"{result.eval_groups} groups" + (" (explicit eval locator)" if result.explicit_eval else ""),
+            f"{result.eval_groups} groups"
+            + (" (explicit eval locator)" if result.explicit_eval else "")
+            + f", validation {result.validation_rows} rows / {result.validation_groups} groups (from train)",
         )
     ]
     if result.moved_groups:

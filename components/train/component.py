@@ -9,6 +9,7 @@ from components.train.custom_job import as_custom_job
 @component(TRAINER_IMAGE)
 def train_op(
     train_data: Input[Dataset],
+    validation_data: Input[Dataset],
     base_model: str,
     system_prompt: str,
     method: str,
@@ -33,6 +34,7 @@ def train_op(
     attn_implementation: str,
     kernels: str,
     checkpoint_steps: int,
+    eval_steps: int,
     nodes: int,
     processes_per_node: int,
     experiment: str,
@@ -47,6 +49,8 @@ def train_op(
 
     Args:
         train_data: canonical training rows.
+        validation_data: the split's validation slice (training groups set aside): the validation loss is
+            measured on it every eval_steps; empty = none.
         base_model: tiny://<example>, a hub id, a local folder or a gs:// folder.
         system_prompt: system message rendered before every prompt (same as in evaluation).
         method: full or lora.
@@ -72,6 +76,7 @@ def train_op(
         attn_implementation: auto, sdpa, flex_attention, flash_attention_2 or eager (components/train/speed.py;
             auto = the fastest one installed that is correct for the batch layout).
         kernels: auto, liger or none (Liger's fused kernels; auto = liger when installed on a GPU).
+        eval_steps: steps between validation-loss passes over validation_data (and one at the end); 0 = none.
         checkpoint_steps: save a resumable checkpoint every N steps, and on SIGTERM. Checkpoints live next
             to the model in this step's output location, so a retried (preempted) task resumes from them.
         nodes: machines training together; more than 1 only inside a Vertex custom job with that many
@@ -86,8 +91,9 @@ def train_op(
             train-op/checkpoints) to continue from its newest complete checkpoint; empty = from step 0 (or
             from this task's own checkpoints when it is retried).
         model: weights or adapter, tokenizer and slmforge_model.json.
-        metrics: first/final loss, steps, runtime, parameter counts, tokens/s, padding efficiency.
-        loss_curve: folder with loss_curve.png (loss per step).
+        metrics: first/final loss, final/best validation loss, steps, runtime, parameter counts, tokens/s,
+            padding efficiency.
+        loss_curve: folder with loss_curve.png (training and validation loss per step).
     """
     import os
     import shutil
@@ -121,6 +127,7 @@ def train_op(
         kernels=kernels,
         checkpoint_dir=os.path.join(os.path.dirname(model.path), "checkpoints"),
         checkpoint_steps=checkpoint_steps,
+        eval_steps=eval_steps,
     )
     prepare_checkpoints(
         opts.checkpoint_dir,
@@ -141,6 +148,7 @@ def train_op(
             experiment=experiment,
             tracking_uri=tracking_uri,
             artifact_dir=loss_curve.path,
+            validation_path=validation_data.path,
         ),
     )
     model.metadata.update({"method": method, "base_model": base_model, "framework": "transformers"})

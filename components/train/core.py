@@ -65,6 +65,9 @@ class TrainOptions(StepOptions):
     lora_modules_to_save: list[str] = field(default_factory=list)
     group_by_length: bool = False  # batch rows of similar length: less padding, but less mixed batches
     logging_steps: int = 10
+    # Optimizer steps between validation-loss passes over the validation slice (0 = never); with no slice
+    # given, no evaluation runs.
+    eval_steps: int = 100
     # Folder for resumable checkpoints ("" = none). Must outlive the process to be of use: in the pipeline
     # a folder in the component's output location (gcsfuse on Vertex), so a retried task resumes.
     checkpoint_dir: str = ""
@@ -96,6 +99,8 @@ class TrainOptions(StepOptions):
             raise ValueError(f"attn_implementation={self.attn_implementation!r}: use {', '.join(ATTENTION)}")
         if self.kernels not in KERNELS:
             raise ValueError(f"kernels={self.kernels!r}: use {', '.join(KERNELS)}")
+        if self.eval_steps < 0:
+            raise ValueError(f"eval_steps={self.eval_steps}: use a number of steps >= 1, or 0 for none")
         if self.grad_accum < 1 or self.batch_size % self.grad_accum:
             raise ValueError(f"grad_accum={self.grad_accum} must divide batch_size={self.batch_size}")
         if self.checkpoint_dir:
@@ -207,6 +212,8 @@ class TrainResult:
     trainable_params: int
     total_params: int
     loss_history: list[float]  # every logged loss of the whole run, the ones before a resume included
+    # (global step, validation loss) of every validation pass of the whole run; [] without a slice
+    eval_history: list[tuple[int, float]] = field(default_factory=list)
     resumed_from_step: int = 0  # global step of the checkpoint this attempt resumed from (0 = fresh start)
     world_size: int = 1  # data-parallel processes (components/train/distributed.py)
     tracking: Any = None  # TrackingSummary: run id, tokens, padding efficiency, tokens/s, loss-curve PNG
@@ -224,6 +231,9 @@ class TrainResult:
             "world_size",
         )
         values = {k: float(getattr(self, k)) for k in keys}
+        if self.eval_history:
+            values["final_eval_loss"] = self.eval_history[-1][1]
+            values["best_eval_loss"] = min(v for _, v in self.eval_history)
         if self.tracking is not None:
             values.update(
                 {k: float(getattr(self.tracking, k)) for k in ("tokens_per_s", "padding_efficiency")}
@@ -308,11 +318,15 @@ def build_trainer(
     opts: TrainOptions,
     scratch: str,
     callbacks: Sequence = (),
+    validation_path: str | Path | None = None,
 ):
     """The configured SFTTrainer (and the list its callback fills with logged losses).
 
     Checkpoints go to ``opts.checkpoint_dir`` when set, else nowhere (``scratch`` holds the Trainer's
-    other files). ``callbacks``: extra TrainerCallbacks, e.g. experiment tracking.
+    other files). ``callbacks``: extra TrainerCallbacks, e.g. experiment tracking. ``validation_path``: the
+    split's validation slice; with rows in it and ``opts.eval_steps`` > 0 the Trainer computes the
+    validation loss (completion tokens only, like the training loss) every ``eval_steps`` steps and at the
+    end, logged as ``eval_loss``.
     """
     from datasets import Dataset
     from transformers import set_seed
@@ -328,10 +342,17 @@ def build_trainer(
         attention, why = resolve_attention(opts.attn_implementation, opts.packing, machine)
         print(f"attention: {attention} ({why})", flush=True)
     model, tokenizer, peft_config = _load_model(resolve_base(base_model), opts, device, backend, attention)
-    rows = read_rows(train_path)
-    dataset = Dataset.from_list(
-        [training_example(system_prompt, r["prompt"], r["completion"], r["history"]) for r in rows]
-    )
+
+    def examples(path):
+        rows = read_rows(path)
+        return Dataset.from_list(
+            [training_example(system_prompt, r["prompt"], r["completion"], r["history"]) for r in rows]
+        )
+
+    dataset = examples(train_path)
+    validation = examples(validation_path) if validation_path and opts.eval_steps else None
+    if validation is not None and len(validation) == 0:
+        validation = None
 
     losses: list[float] = []
     guard = NonFiniteGuard()
@@ -352,6 +373,10 @@ def build_trainer(
         gradient_checkpointing=opts.gradient_checkpointing,
         logging_steps=opts.logging_steps,
         logging_first_step=True,
+        eval_strategy="steps" if validation is not None else "no",
+        eval_steps=opts.eval_steps or None,
+        per_device_eval_batch_size=opts.batch_size // opts.grad_accum,
+        prediction_loss_only=True,
         logging_nan_inf_filter=False,  # the default hides a NaN step loss behind the running mean
         save_strategy="steps" if checkpointing else "no",
         save_steps=opts.checkpoint_steps,
@@ -367,11 +392,24 @@ def build_trainer(
         model=model,
         args=args,
         train_dataset=dataset,
+        eval_dataset=validation,
         processing_class=tokenizer,
         peft_config=peft_config,
         callbacks=[*_guard_callbacks(losses, checkpointing, guard), _progress_callback(), *callbacks],
     )
     return trainer, losses
+
+
+def _final_evaluation_callback():
+    """A validation pass at the last step too (``eval_steps`` need not divide ``max_steps``)."""
+    from transformers import TrainerCallback
+
+    class EvaluateAtEnd(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            if args.eval_strategy != "no" and state.global_step >= state.max_steps:
+                control.should_evaluate = True
+
+    return EvaluateAtEnd()
 
 
 class _SigtermFlag:
@@ -398,7 +436,7 @@ def _stop_on_sigterm_callback(flag: _SigtermFlag):
 
 
 # A progress line the local runner's terminal shows while the step runs (pipelines/local.py reads it).
-PROGRESS = "train progress: step {step}/{total} · loss {loss} · ETA {eta}"
+PROGRESS = "train progress: step {step}/{total} · loss {loss}{validation} · ETA {eta}"
 
 
 def _progress_callback():
@@ -408,9 +446,17 @@ def _progress_callback():
         """Print a PROGRESS line at every logging step: steps done, the logged loss and the time left."""
 
         def on_train_begin(self, args, state, control, **kw):
-            self.start, self.first = time.perf_counter(), state.global_step
+            self.start, self.first, self.validation = time.perf_counter(), state.global_step, ""
 
         def on_log(self, args, state, control, logs=None, **kw):
+            if logs and "eval_loss" in logs:  # shown from now on, with the step it was measured at
+                self.validation = (
+                    f" · validation loss {float(logs['eval_loss']):.4f} (step {state.global_step})"
+                )
+                print(
+                    f"train validation: step {state.global_step} · loss {float(logs['eval_loss']):.4f}",
+                    flush=True,
+                )
             if not logs or "loss" not in logs or not state.max_steps:
                 return
             done = state.global_step - self.first
@@ -421,9 +467,10 @@ def _progress_callback():
             )
             eta = f"{int(left // 60)}m{int(left % 60):02d}s"
             loss = f"{float(logs['loss']):.4f}"
-            print(
-                PROGRESS.format(step=state.global_step, total=state.max_steps, loss=loss, eta=eta), flush=True
+            line = PROGRESS.format(
+                step=state.global_step, total=state.max_steps, loss=loss, validation=self.validation, eta=eta
             )
+            print(line, flush=True)
 
     return Progress()
 
@@ -450,13 +497,15 @@ def train(
     experiment: str = "",
     tracking_uri: str = "",
     artifact_dir: str | Path = "",
+    validation_path: str | Path = "",
 ) -> TrainResult:
     """Fine-tune ``base_model`` on the canonical table at ``train_path``; save the result to ``out_dir``.
 
     With ``experiment`` set, params and per-step loss, learning rate, grad norm, tokens/s and padding
     efficiency go to MLflow (``tracking_uri``, else $MLFLOW_TRACKING_URI, else the embedded sqlite store)
     and, on Vertex, to Vertex AI Experiments (components/train/tracking.py); the loss-curve PNG is
-    written to ``artifact_dir``.
+    written to ``artifact_dir``. With ``validation_path`` (the split's validation slice), the validation loss
+    is computed every ``opts.eval_steps`` and at the end, logged beside the training loss and drawn with it.
 
     With ``opts.checkpoint_dir`` set, resumes from its newest complete checkpoint, and raises ``Preempted``
     (status 143, final model not written) when SIGTERM stops training. Raises ``NonFiniteTraining`` at the
@@ -487,7 +536,11 @@ def train(
                 tracking_sinks(experiment, tracking_uri), params, artifact_dir or scratch
             )
             callbacks = [*callbacks, tracker]
-        trainer, _ = build_trainer(train_path, base_model, system_prompt, opts, scratch, callbacks)
+        trainer, _ = build_trainer(
+            train_path, base_model, system_prompt, opts, scratch, callbacks, validation_path or None
+        )
+        if trainer.args.eval_strategy != "no":
+            trainer.add_callback(_final_evaluation_callback())
         trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
         total = sum(p.numel() for p in trainer.model.parameters())
         flag = _SigtermFlag() if opts.checkpoint_dir else None
@@ -508,6 +561,7 @@ def train(
         raise stop
     # The whole run's losses: a resumed trainer state carries the log history of the attempts before it.
     losses = [float(e["loss"]) for e in trainer.state.log_history if "loss" in e]
+    evals = [(int(e["step"]), float(e["eval_loss"])) for e in trainer.state.log_history if "eval_loss" in e]
     if not losses:
         raise RuntimeError("training logged no loss; max_steps must be >= 1")
     if trainer.is_world_process_zero():  # data parallel (components/train/distributed.py): one writer
@@ -527,6 +581,7 @@ def train(
         trainable_params=trainable,
         total_params=total,
         loss_history=losses,
+        eval_history=evals,
         resumed_from_step=resumed_step,
         world_size=trainer.args.world_size,
         tracking=tracker.summary if tracker is not None else None,

@@ -49,6 +49,7 @@ class TrainJob:
     experiment: str = ""
     tracking_uri: str = ""
     artifact_dir: str = ""
+    validation_path: str = ""  # the split's validation slice ("" = none): validation loss while training
 
     def train(self):
         """``core.train`` in this process; raises Preempted (exit 143) on SIGTERM."""
@@ -63,6 +64,7 @@ class TrainJob:
             experiment=self.experiment,
             tracking_uri=self.tracking_uri,
             artifact_dir=self.artifact_dir,
+            validation_path=self.validation_path,
         )
 
     def to_json(self) -> dict:

@@ -43,6 +43,7 @@ class TrackingSummary:
     padding_efficiency: float = 0.0  # non_pad_tokens / tokens; 1.0 = no padding (packing, padding-free)
     tokens_per_s: float = 0.0  # non-pad tokens per second of training, time spent logging excluded
     loss_history: list[tuple[int, float]] = field(default_factory=list)  # (global step, loss)
+    eval_history: list[tuple[int, float]] = field(default_factory=list)  # (global step, validation loss)
     png_path: str = ""  # loss curve, written at train end ("" when no loss was logged)
 
 
@@ -255,9 +256,15 @@ class TokenCounter:
         return int(self._non_pad)
 
 
-def loss_curve_png(history: Sequence[tuple[int, float]], path: str | Path) -> Path:
-    """A PNG of training loss against optimizer step. Uses matplotlib's Agg canvas directly (no pyplot,
-    no global backend switch), so it works headless and in threads."""
+def loss_curve_png(
+    history: Sequence[tuple[int, float]],
+    path: str | Path,
+    eval_history: Sequence[tuple[int, float]] = (),
+) -> Path:
+    """A PNG of training loss (and the validation loss, when measured) against optimizer step, on a log
+    scale when the losses span more than a factor of 10 (a curve that falls fast then flattens). Uses
+    matplotlib's Agg canvas directly (no pyplot, no global backend switch), so it works headless and in
+    threads."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -268,10 +275,16 @@ def loss_curve_png(history: Sequence[tuple[int, float]], path: str | Path) -> Pa
     fig = Figure(figsize=(6, 4), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    ax.plot(steps, losses, marker="o" if len(history) <= 50 else None, markersize=3)
+    ax.plot(steps, losses, marker="o" if len(history) <= 50 else None, markersize=3, label="training")
+    if eval_history:
+        ax.plot(*zip(*eval_history, strict=True), marker="s", markersize=4, label="validation")
+        ax.legend()
+    every = [*losses, *(v for _, v in eval_history)]
+    if min(every) > 0 and max(every) / min(every) > 10:
+        ax.set_yscale("log")
     ax.set_xlabel("step")
-    ax.set_ylabel("training loss")
-    ax.set_title("training loss")
+    ax.set_ylabel("loss (completion tokens)")
+    ax.set_title("training and validation loss" if eval_history else "training loss")
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
     path = Path(path)
@@ -348,6 +361,8 @@ class TrackingCallback(TrainerCallback):
         if not logs or not state.is_world_process_zero:
             return
         metrics = _numeric(logs)
+        if "eval_loss" in metrics:
+            self.summary.eval_history.append((state.global_step, metrics["eval_loss"]))
         if "loss" in metrics:  # a training-step log closes the window (eval and summary logs do not)
             self.summary.loss_history.append((state.global_step, metrics["loss"]))
             seconds = time.perf_counter() - self._window_start
@@ -374,7 +389,9 @@ class TrackingCallback(TrainerCallback):
         self._running = False
         if self.summary.loss_history and state.is_world_process_zero:
             png = loss_curve_png(
-                self.summary.loss_history, Path(self.artifact_dir or args.output_dir) / LOSS_CURVE
+                self.summary.loss_history,
+                Path(self.artifact_dir or args.output_dir) / LOSS_CURVE,
+                self.summary.eval_history,
             )
             self.summary.png_path = str(png)
             for sink in self._started:

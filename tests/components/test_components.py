@@ -69,20 +69,22 @@ def split_outputs(tmp_path, params):
         report=report,
     )
     train, held = artifact(Dataset, tmp_path, "train"), artifact(Dataset, tmp_path, "eval")
+    watched = artifact(Dataset, tmp_path, "validation")
     card, summary, events3 = artifacts(tmp_path, card=Artifact, summary_md=Markdown, ev3=Artifact)
     split_op.python_func(
         **step_args(params, "split", dataset=cleaned, upstream_events=events2, eval_fraction=0.1, seed=13),
         train_data=train,
         eval_data=held,
+        validation_data=watched,
         card=card,
         summary=summary,
         events=events3,
     )
-    return data, cleaned, train, held, card, events3
+    return data, cleaned, train, held, card, events3, watched
 
 
 def test_data_stages_write_counts_provenance_card_and_events(split_outputs, tmp_path):
-    data, cleaned, train, held, _card, events = split_outputs
+    data, cleaned, train, held, _card, events, watched = split_outputs
     assert (
         data.metadata["rows"] == data.metadata["rows_in"] == 3000
         and data.metadata["shape"] == "prompt_completion"
@@ -91,7 +93,10 @@ def test_data_stages_write_counts_provenance_card_and_events(split_outputs, tmp_
     assert data.metadata["slmforge_version"] == __version__ and data.metadata["git_sha"]
     removed = 3000 - cleaned.metadata["rows"]
     assert 0 < removed < 150  # template-generated near-duplicates (see examples/travel/config.yaml)
-    assert train.metadata["rows"] + held.metadata["rows"] == cleaned.metadata["rows"]
+    assert (
+        train.metadata["rows"] + held.metadata["rows"] + watched.metadata["rows"] == cleaned.metadata["rows"]
+    )
+    assert 0 < watched.metadata["rows"] < held.metadata["rows"]  # data.split.validation_fraction 0.05 < 0.1
     assert train.metadata["upstream"] == {"dataset": cleaned.metadata["sha256"]}
     assert cleaned.metadata["upstream"] == {"dataset": data.metadata["sha256"]}
     assert held.metadata["sha256"] != train.metadata["sha256"]
@@ -105,7 +110,7 @@ def test_data_stages_write_counts_provenance_card_and_events(split_outputs, tmp_
 
 
 def test_train_then_evaluate_candidate_and_base(split_outputs, tmp_path, params):
-    _, _, train, held, _, _ = split_outputs
+    _, _, train, held, _, _, watched = split_outputs
     model, train_metrics = artifact(Model, tmp_path, "model"), artifact(Metrics, tmp_path, "train_metrics")
     curve = artifact(Artifact, tmp_path, "loss_curve")
     inputs = train_step_inputs(
@@ -118,6 +123,8 @@ def test_train_then_evaluate_candidate_and_base(split_outputs, tmp_path, params)
         backend="auto",
         grad_accum=2,
         checkpoint_steps=4,
+        validation_data=watched,
+        eval_steps=5,
         experiment="components-test",
         config_hash=SHA,
     )
@@ -130,6 +137,7 @@ def test_train_then_evaluate_candidate_and_base(split_outputs, tmp_path, params)
     assert curve.metadata["mlflow_run_id"]
     assert not (tmp_path / "checkpoints").exists()  # removed once the model is written
     assert train_metrics.metadata["final_loss"] < train_metrics.metadata["first_loss"]
+    assert 0 < train_metrics.metadata["best_eval_loss"] <= train_metrics.metadata["final_eval_loss"]
     assert model.metadata["upstream"] == {"train_data": train.metadata["sha256"]}
     assert model.metadata["method"] == "full" and model.metadata["base_model"] == "tiny://travel"
 

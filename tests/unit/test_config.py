@@ -91,7 +91,7 @@ def test_error_message_names_rule_field_and_fix(raw):
     text = str(err.value)
     assert "[DATA-003] data.split.eval_fraction" in text
     assert "eval_fraction=2.0 is outside (0, 0.5]" in text
-    assert "Fix: use a fraction in (0, 0.5]" in text
+    assert "Fix: use data.split.eval_fraction in (0, 0.5]" in text
 
 
 def test_locators_keep_their_prefix_and_resolve_local_paths(raw):

@@ -133,6 +133,7 @@ def test_card_accounts_for_every_row(tmp_path):
         "in": 23,
         "rejected": 3,
         "train": result.train_rows,
+        "validation": 0,  # run() asks for no slice
         "eval": result.eval_rows,
         "accounted": True,
     }
@@ -146,3 +147,57 @@ def test_card_accounts_for_every_row(tmp_path):
     assert '| `intent="book"` |' in summary and "## Length" in summary
     schema = json.loads((tmp_path / "card" / "schema.json").read_text())
     assert schema["completion_schema"] == SCHEMA and "history" in schema["columns"]
+
+
+def test_the_validation_slice_comes_from_train_and_never_touches_eval(tmp_path, travel_rows, travel_schema):
+    """Whole groups, taken from the training side only (the gate's eval rows are the same with or without
+    a slice), seeded, about validation_fraction of the rows, every label value still in train; the card
+    counts it."""
+    rows = [{k: r[k] for k in ("id", "group", "prompt", "completion")} for r in travel_rows]
+    src = tmp_path / "in.parquet"
+    write_rows(rows, src)
+    options = SplitOptions(eval_fraction=0.1, seed=13, output_schema=travel_schema, validation_fraction=0.05)
+    paths = {name: tmp_path / f"{name}.parquet" for name in ("train", "eval", "validation")}
+    result = split(src, paths["train"], paths["eval"], options, paths["validation"])
+    train, held, watched = (read_rows(paths[n]) for n in ("train", "eval", "validation"))
+    assert len(train) + len(held) + len(watched) == len(rows)
+    assert (result.train_rows, result.eval_rows, result.validation_rows) == (
+        len(train),
+        len(held),
+        len(watched),
+    )
+    groups = {name: {r["group"] for r in part} for name, part in (("t", train), ("e", held), ("v", watched))}
+    assert not groups["v"] & groups["t"] and not groups["v"] & groups["e"] and not groups["t"] & groups["e"]
+    assert result.validation_groups == len(groups["v"]) and abs(len(watched) / len(rows) - 0.05) < 0.01
+
+    no_slice = tmp_path / "no-slice"
+    no_slice.mkdir()
+    options_off = SplitOptions(eval_fraction=0.1, seed=13, output_schema=travel_schema)
+    split(src, no_slice / "train.parquet", no_slice / "eval.parquet", options_off)
+    assert {r["id"] for r in read_rows(no_slice / "eval.parquet")} == {r["id"] for r in held}
+
+    vocabulary = schema_enum_values(travel_schema)
+    in_train = set().union(*(label_values(r["completion"], None, vocabulary) for r in train))
+    in_slice = set().union(*(label_values(r["completion"], None, vocabulary) for r in watched))
+    assert in_slice <= in_train  # coverage kept: the slice holds no label value train lacks
+
+    again = tmp_path / "again"
+    again.mkdir()
+    split(src, again / "t.parquet", again / "e.parquet", options, again / "v.parquet")
+    assert [r["id"] for r in read_rows(again / "v.parquet")] == [r["id"] for r in watched]
+
+    man = write_card(tmp_path / "card", [], result, options, config_hash="h", hashes={})
+    assert man["rows"]["validation"] == len(watched) and man["groups"]["validation"] == len(groups["v"])
+    assert man["split"]["validation_fraction"] == 0.05
+    summary = (tmp_path / "card" / "dataset_summary.md").read_text()
+    assert f"validation slice {len(groups['v'])} groups ({len(watched)} rows) carved from train" in summary
+
+
+def test_no_validation_slice_when_asked_for_none(tmp_path):
+    rows = rows_with_groups(20, 2)
+    src = tmp_path / "in.parquet"
+    write_rows(rows, src)
+    options = SplitOptions(eval_fraction=0.2, seed=1, output_schema=SCHEMA, validation_fraction=0.0)
+    result = split(src, tmp_path / "t.parquet", tmp_path / "e.parquet", options, tmp_path / "v.parquet")
+    assert result.validation_rows == 0 and read_rows(tmp_path / "v.parquet") == []
+    assert result.train_rows + result.eval_rows == len(rows)

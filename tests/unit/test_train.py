@@ -109,3 +109,67 @@ def test_gradient_accumulation_keeps_the_optimizer_batch(canonical_table, tmp_pa
     assert result.steps == 2 and result.tracking.tokens > 0
     with pytest.raises(ValueError, match="grad_accum=3 must divide batch_size=8"):
         TrainOptions(batch_size=8, grad_accum=3).validate()
+
+
+def test_validation_loss_is_measured_on_the_slice_and_drawn_with_the_training_loss(
+    canonical_table, tmp_path, travel_rows, capsys
+):
+    """Every eval_steps and at the last step, the validation loss over the slice: equal to the mean
+    cross-entropy of the model on the slice's completion tokens computed here by hand; logged with its
+    step, shown in the progress lines, reported (final/best) and drawn on the loss curve."""
+    from components.common.tables import write_rows
+    from components.train.tracking import TrackingCallback
+
+    validation = tmp_path / "validation.parquet"
+    write_rows(
+        [{k: r[k] for k in ("id", "group", "prompt", "completion")} for r in travel_rows[400:412]], validation
+    )
+    opts = TrainOptions(
+        method="full", max_steps=25, batch_size=16, learning_rate=3e-3, logging_steps=5, eval_steps=10
+    )
+    tracker = TrackingCallback([], {}, tmp_path / "curve")
+    result = train(
+        canonical_table,
+        "tiny://travel",
+        SYSTEM,
+        opts,
+        tmp_path / "model",
+        [tracker],
+        validation_path=validation,
+    )
+    assert [step for step, _ in result.eval_history] == [10, 20, 25]  # every 10 steps, and the last
+    assert result.metrics()["final_eval_loss"] == result.eval_history[-1][1]
+    assert result.metrics()["best_eval_loss"] == min(v for _, v in result.eval_history)
+    assert result.eval_history[-1][1] < result.eval_history[0][1]
+    assert tracker.summary.eval_history == result.eval_history
+    out = capsys.readouterr().out
+    assert "train validation: step 25 · loss " in out
+    assert (
+        " · validation loss " in [line for line in out.splitlines() if line.startswith("train progress:")][-1]
+    )
+
+    # by hand: the trained model on the slice's examples as the trainer batches them, loss on the
+    # completion tokens only (labels -100 elsewhere), averaged over those tokens
+    trained = TrainOptions(method="full", max_steps=1, eval_steps=10)
+    trainer, _ = build_trainer(
+        canonical_table, str(tmp_path / "model"), SYSTEM, trained, str(tmp_path / "s"), (), validation
+    )
+    batch = trainer.data_collator([trainer.eval_dataset[i] for i in range(len(trainer.eval_dataset))])
+    model = trainer.model.eval()
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).logits
+    shift_logits, shift_labels = (
+        logits[:, :-1].reshape(-1, logits.shape[-1]),
+        batch["labels"][:, 1:].reshape(-1),
+    )
+    manual = torch.nn.functional.cross_entropy(shift_logits.float(), shift_labels, ignore_index=-100)
+    assert trainer.evaluate()["eval_loss"] == pytest.approx(manual.item(), rel=1e-4)
+    assert result.eval_history[-1][1] == pytest.approx(manual.item(), rel=1e-4)
+    assert (tmp_path / "curve" / "loss_curve.png").stat().st_size > 0
+
+
+def test_no_slice_or_eval_steps_zero_means_no_validation_pass(canonical_table, tmp_path):
+    opts = TrainOptions(method="full", max_steps=3, batch_size=8, eval_steps=0)
+    assert train(canonical_table, "tiny://travel", SYSTEM, opts, tmp_path / "m").eval_history == []
+    with pytest.raises(ValueError, match="eval_steps=-1"):
+        TrainOptions(eval_steps=-1).validate()
