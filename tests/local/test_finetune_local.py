@@ -30,6 +30,8 @@ pytestmark = [pytest.mark.local]
 SHORT = (
     "train.max_steps=300",
     "train.checkpoint_steps=100",
+    "data.split.validation_fraction=0.05",  # the slice and the validation loss, wired end to end
+    "train.eval_steps=100",
     "eval.max_examples=48",
     "gates.rules=[{metric: exact_match, not_worse_than: base}]",
 )
@@ -115,6 +117,10 @@ def test_demo_config_end_to_end(tmp_path, monkeypatch):
     cand, base = run.candidate_metrics, run.base_metrics
     split_out = json.loads((run.run_dir / "split-op" / "executor_output.json").read_text())["artifacts"]
     assert split_out["eval_data"]["artifacts"][0]["metadata"]["rows"] > 250
+    assert split_out["validation_data"]["artifacts"][0]["metadata"]["rows"] > 100
+    train_out = json.loads((run.run_dir / "train-op" / "executor_output.json").read_text())["artifacts"]
+    trained = train_out["metrics"]["artifacts"][0]["metadata"]
+    assert 0 < trained["best_eval_loss"] <= trained["final_eval_loss"]
     assert cand["examples"] == base["examples"] == 48
     assert {"constrained/exact_match", "free/exact_match", "schema_validity"} <= set(cand)
     assert base["free/exact_match"] <= 0.01 and base["free/schema_validity"] <= 0.01, base
