@@ -95,7 +95,7 @@ class _LogSink(io.TextIOBase):
             elif self._on_event and (m := re.search(r"Task '([^']+)' finished with status (\w+)", plain)):
                 self._on_event(m.group(1), m.group(2).lower())
             elif self._on_event and (m := re.search(r"train progress: (step .*)$", plain)):
-                self._on_event("train-op", f"progress {m.group(1)}")  # components/train/core.py PROGRESS
+                self._on_event("train-op", f"progress {m.group(1)}")  # components/train/watch.py PROGRESS
         return len(text)
 
     def flush(self) -> None:

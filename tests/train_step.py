@@ -13,6 +13,9 @@ def train_step_inputs(train_data: Any, system_prompt: str, **overrides: Any) -> 
         train_data=train_data,
         validation_data=train_data,  # read only when eval_steps > 0
         eval_steps=0,
+        select="last",
+        select_metric="eval_loss",
+        early_stopping_patience=0,
         base_model="tiny://travel",
         system_prompt=system_prompt,
         method="full",

@@ -440,6 +440,19 @@ class Config(Section):
         return self
 
     @model_validator(mode="after")
+    def _selection_has_a_validation_slice(self) -> Config:
+        t = self.train
+        watching = t.select == "best" or t.early_stopping_patience > 0
+        if watching and (self.data.split.validation_fraction <= 0 or t.eval_steps <= 0):
+            raise rule_error(
+                "TRAIN-005",
+                f"train.select={t.select}, train.early_stopping_patience={t.early_stopping_patience} but "
+                f"data.split.validation_fraction={self.data.split.validation_fraction}, "
+                f"train.eval_steps={t.eval_steps}",
+            )
+        return self
+
+    @model_validator(mode="after")
     def _decoding_fits_task(self) -> Config:
         if self.eval.decoding != "free" and self.task.type == "generation":
             raise rule_error(

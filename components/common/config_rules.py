@@ -91,6 +91,13 @@ RULES: dict[str, tuple[str, str]] = {
         "unknown learning-rate scheduler",
         "use a transformers SchedulerType name (LR_SCHEDULERS in components/common/config_train.py), e.g. cosine",
     ),
+    "TRAIN-005": (
+        "best-checkpoint selection and early stopping watch the validation slice",
+        (
+            "set data.split.validation_fraction > 0 and train.eval_steps > 0, or use train.select: last and "
+            "train.early_stopping_patience: 0"
+        ),
+    ),
     "TRAIN-004": (
         "value out of range",
         "warmup_ratio and weight_decay in [0, 1); max_steps <= 10,000,000, batch_size <= 65,536, max_length <= 1,048,576",

@@ -168,6 +168,23 @@ class TrainConfig(Section):
         "validation_fraction) and one at the end; 0 = none",
         json_schema_extra=kfp("eval_steps", "train"),
     )
+    select: Literal["last", "best"] = Field(
+        "last",
+        description="the model the step writes: the last step's weights, or those of the validation pass with "
+        "the best select_metric (kept beside the checkpoints, so a resumed run keeps its best so far)",
+        json_schema_extra=kfp("select", "train"),
+    )
+    select_metric: Literal["eval_loss"] = Field(
+        "eval_loss",
+        description="what best and early stopping judge: eval_loss, the validation loss (lower is better)",
+        json_schema_extra=kfp("select_metric", "train"),
+    )
+    early_stopping_patience: int = Field(
+        0,
+        ge=0,
+        description="stop training after this many validation passes without a better select_metric; 0 = never",
+        json_schema_extra=kfp("early_stopping_patience", "train"),
+    )
     experiment: str = Field(
         "", description="MLflow / Vertex experiment of the training runs; empty = the config name"
     )

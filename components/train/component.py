@@ -35,6 +35,9 @@ def train_op(
     kernels: str,
     checkpoint_steps: int,
     eval_steps: int,
+    select: str,
+    select_metric: str,
+    early_stopping_patience: int,
     nodes: int,
     processes_per_node: int,
     experiment: str,
@@ -77,6 +80,9 @@ def train_op(
             auto = the fastest one installed that is correct for the batch layout).
         kernels: auto, liger or none (Liger's fused kernels; auto = liger when installed on a GPU).
         eval_steps: steps between validation-loss passes over validation_data (and one at the end); 0 = none.
+        select: last or best: the weights written are the last step's, or the best validation pass's.
+        select_metric: what best and early stopping judge (eval_loss: lower is better).
+        early_stopping_patience: stop after this many validation passes without improvement; 0 = never.
         checkpoint_steps: save a resumable checkpoint every N steps, and on SIGTERM. Checkpoints live next
             to the model in this step's output location, so a retried (preempted) task resumes from them.
         nodes: machines training together; more than 1 only inside a Vertex custom job with that many
@@ -91,8 +97,9 @@ def train_op(
             train-op/checkpoints) to continue from its newest complete checkpoint; empty = from step 0 (or
             from this task's own checkpoints when it is retried).
         model: weights or adapter, tokenizer and slmforge_model.json.
-        metrics: first/final loss, final/best validation loss, steps, runtime, parameter counts, tokens/s,
-            padding efficiency.
+        metrics: first/final loss, final/best validation loss, the step whose weights were written and
+            whether early stopping ended training, steps, runtime, parameter counts, tokens/s, padding
+            efficiency.
         loss_curve: folder with loss_curve.png (training and validation loss per step).
     """
     import os
@@ -128,6 +135,9 @@ def train_op(
         checkpoint_dir=os.path.join(os.path.dirname(model.path), "checkpoints"),
         checkpoint_steps=checkpoint_steps,
         eval_steps=eval_steps,
+        select=select,
+        select_metric=select_metric,
+        early_stopping_patience=early_stopping_patience,
     )
     prepare_checkpoints(
         opts.checkpoint_dir,
@@ -151,7 +161,14 @@ def train_op(
             validation_path=validation_data.path,
         ),
     )
-    model.metadata.update({"method": method, "base_model": base_model, "framework": "transformers"})
+    model.metadata.update(
+        {
+            "method": method,
+            "base_model": base_model,
+            "framework": "transformers",
+            "selected": result.selection,  # which weights these are, and why (train.select)
+        }
+    )
     stamp(
         model.metadata,
         model.path,

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import signal
 import tempfile
 import threading
@@ -44,6 +45,14 @@ from components.common.task import training_example
 from components.train.checkpoints import checkpoint_step, latest_complete, mark_complete, remove_newer
 from components.train.guard import NonFiniteGuard, NonFiniteTraining, guarded_trainer
 from components.train.speed import ATTENTION, KERNELS, Machine, resolve_attention, trainer_speed_args
+from components.train.watch import (
+    BEST,
+    SELECT,
+    SELECT_METRICS,
+    Selection,
+    final_evaluation_callback,
+    progress_callback,
+)
 
 
 @dataclass
@@ -68,6 +77,9 @@ class TrainOptions(StepOptions):
     # Optimizer steps between validation-loss passes over the validation slice (0 = never); with no slice
     # given, no evaluation runs.
     eval_steps: int = 100
+    select: str = "last"  # last | best: the model written is the last step's, or the best validation pass's
+    select_metric: str = "eval_loss"  # what "best" and early stopping judge (lower is better)
+    early_stopping_patience: int = 0  # stop after this many validation passes without improvement; 0 = never
     # Folder for resumable checkpoints ("" = none). Must outlive the process to be of use: in the pipeline
     # a folder in the component's output location (gcsfuse on Vertex), so a retried task resumes.
     checkpoint_dir: str = ""
@@ -101,6 +113,13 @@ class TrainOptions(StepOptions):
             raise ValueError(f"kernels={self.kernels!r}: use {', '.join(KERNELS)}")
         if self.eval_steps < 0:
             raise ValueError(f"eval_steps={self.eval_steps}: use a number of steps >= 1, or 0 for none")
+        if self.select not in SELECT or self.select_metric not in SELECT_METRICS:
+            raise ValueError(
+                f"select={self.select!r}, select_metric={self.select_metric!r}: use select last or best and "
+                f"select_metric {' or '.join(SELECT_METRICS)}"
+            )
+        if self.early_stopping_patience < 0:
+            raise ValueError(f"early_stopping_patience={self.early_stopping_patience}: use 0 (never) or more")
         if self.grad_accum < 1 or self.batch_size % self.grad_accum:
             raise ValueError(f"grad_accum={self.grad_accum} must divide batch_size={self.batch_size}")
         if self.checkpoint_dir:
@@ -215,6 +234,9 @@ class TrainResult:
     # (global step, validation loss) of every validation pass of the whole run; [] without a slice
     eval_history: list[tuple[int, float]] = field(default_factory=list)
     resumed_from_step: int = 0  # global step of the checkpoint this attempt resumed from (0 = fresh start)
+    selected_step: int = 0  # the step whose weights were written (select: last = the last step)
+    selection: str = ""  # why those weights, in words
+    stopped_early: bool = False  # early stopping ended training before max_steps
     world_size: int = 1  # data-parallel processes (components/train/distributed.py)
     tracking: Any = None  # TrackingSummary: run id, tokens, padding efficiency, tokens/s, loss-curve PNG
 
@@ -229,6 +251,8 @@ class TrainResult:
             "total_params",
             "resumed_from_step",
             "world_size",
+            "selected_step",
+            "stopped_early",
         )
         values = {k: float(getattr(self, k)) for k in keys}
         if self.eval_history:
@@ -395,21 +419,9 @@ def build_trainer(
         eval_dataset=validation,
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[*_guard_callbacks(losses, checkpointing, guard), _progress_callback(), *callbacks],
+        callbacks=[*_guard_callbacks(losses, checkpointing, guard), progress_callback(), *callbacks],
     )
     return trainer, losses
-
-
-def _final_evaluation_callback():
-    """A validation pass at the last step too (``eval_steps`` need not divide ``max_steps``)."""
-    from transformers import TrainerCallback
-
-    class EvaluateAtEnd(TrainerCallback):
-        def on_step_end(self, args, state, control, **kw):
-            if args.eval_strategy != "no" and state.global_step >= state.max_steps:
-                control.should_evaluate = True
-
-    return EvaluateAtEnd()
 
 
 class _SigtermFlag:
@@ -433,46 +445,6 @@ def _stop_on_sigterm_callback(flag: _SigtermFlag):
                 control.should_training_stop = True
 
     return StopOnSigterm()
-
-
-# A progress line the local runner's terminal shows while the step runs (pipelines/local.py reads it).
-PROGRESS = "train progress: step {step}/{total} · loss {loss}{validation} · ETA {eta}"
-
-
-def _progress_callback():
-    from transformers import TrainerCallback
-
-    class Progress(TrainerCallback):
-        """Print a PROGRESS line at every logging step: steps done, the logged loss and the time left."""
-
-        def on_train_begin(self, args, state, control, **kw):
-            self.start, self.first, self.validation = time.perf_counter(), state.global_step, ""
-
-        def on_log(self, args, state, control, logs=None, **kw):
-            if logs and "eval_loss" in logs:  # shown from now on, with the step it was measured at
-                self.validation = (
-                    f" · validation loss {float(logs['eval_loss']):.4f} (step {state.global_step})"
-                )
-                print(
-                    f"train validation: step {state.global_step} · loss {float(logs['eval_loss']):.4f}",
-                    flush=True,
-                )
-            if not logs or "loss" not in logs or not state.max_steps:
-                return
-            done = state.global_step - self.first
-            left = (
-                (time.perf_counter() - self.start) / done * (state.max_steps - state.global_step)
-                if done
-                else 0
-            )
-            eta = f"{int(left // 60)}m{int(left % 60):02d}s"
-            loss = f"{float(logs['loss']):.4f}"
-            line = PROGRESS.format(
-                step=state.global_step, total=state.max_steps, loss=loss, validation=self.validation, eta=eta
-            )
-            print(line, flush=True)
-
-    return Progress()
 
 
 def _run(trainer, resume_from: Path | None, flag: _SigtermFlag | None) -> None:
@@ -527,20 +499,26 @@ def train(
         if resume_from:
             print(f"resuming from step {resumed_step} ({resume_from})", flush=True)
     with tempfile.TemporaryDirectory() as scratch:
+        # the best pass's weights live beside the checkpoints (a resumed run keeps them), else in scratch
+        selection = Selection(opts, Path(opts.checkpoint_dir or scratch) / BEST)
         tracker = None
         if experiment:
             from components.train.tracking import TrackingCallback, tracking_sinks
 
             params = {"base_model": base_model, "resumed_from_step": resumed_step, **asdict(opts)}
             tracker = TrackingCallback(
-                tracking_sinks(experiment, tracking_uri), params, artifact_dir or scratch
+                tracking_sinks(experiment, tracking_uri),
+                params,
+                artifact_dir or scratch,
+                stopped_early=lambda: bool(selection.stopped_at),
             )
             callbacks = [*callbacks, tracker]
         trainer, _ = build_trainer(
             train_path, base_model, system_prompt, opts, scratch, callbacks, validation_path or None
         )
         if trainer.args.eval_strategy != "no":
-            trainer.add_callback(_final_evaluation_callback())
+            trainer.add_callback(final_evaluation_callback())
+            trainer.add_callback(selection.callback())
         trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
         total = sum(p.numel() for p in trainer.model.parameters())
         flag = _SigtermFlag() if opts.checkpoint_dir else None
@@ -554,25 +532,40 @@ def train(
                 tracker.end("FAILED")
             raise
         runtime = time.perf_counter() - start
-    if flag and flag.raised and trainer.state.global_step < opts.max_steps:
-        saved = latest_complete(opts.checkpoint_dir)
-        stop = Preempted(trainer.state.global_step, saved)
-        print(stop, flush=True)
-        raise stop
-    # The whole run's losses: a resumed trainer state carries the log history of the attempts before it.
-    losses = [float(e["loss"]) for e in trainer.state.log_history if "loss" in e]
-    evals = [(int(e["step"]), float(e["eval_loss"])) for e in trainer.state.log_history if "eval_loss" in e]
-    if not losses:
-        raise RuntimeError("training logged no loss; max_steps must be >= 1")
-    if trainer.is_world_process_zero():  # data parallel (components/train/distributed.py): one writer
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        trainer.model.save_pretrained(out, safe_serialization=True)
-        trainer.processing_class.save_pretrained(out)
-        # Where and how often checkpoints went says nothing about the model, and a run-specific path would
-        # make the artifact's content hash differ between identical runs.
-        recipe = {k: v for k, v in asdict(opts).items() if k not in _CHECKPOINT_FIELDS}
-        write_model_info(out, kind=opts.method, base_model=base_model, train_options=recipe)
+        if flag and flag.raised and trainer.state.global_step < opts.max_steps:
+            saved = latest_complete(opts.checkpoint_dir)
+            stop = Preempted(trainer.state.global_step, saved)
+            print(stop, flush=True)
+            raise stop
+        # The whole run's losses: a resumed trainer state carries the log history of the attempts before it.
+        losses = [float(e["loss"]) for e in trainer.state.log_history if "loss" in e]
+        evals = [
+            (int(e["step"]), float(e["eval_loss"])) for e in trainer.state.log_history if "eval_loss" in e
+        ]
+        if not losses:
+            raise RuntimeError("training logged no loss; max_steps must be >= 1")
+        selected_step, selection_text = selection.describe(trainer.state.global_step)
+        print(f"model written: {selection_text}", flush=True)
+        if trainer.is_world_process_zero():  # data parallel (components/train/distributed.py): one writer
+            out = Path(out_dir)
+            out.mkdir(parents=True, exist_ok=True)
+            if opts.select == "best" and selection.has_weights:  # the best validation pass's weights
+                for weights in selection.folder.iterdir():
+                    if weights.name != "best.json":
+                        shutil.copy2(weights, out / weights.name)
+            else:
+                trainer.model.save_pretrained(out, safe_serialization=True)
+            trainer.processing_class.save_pretrained(out)
+            # Where and how often checkpoints went says nothing about the model, and a run-specific path would
+            # make the artifact's content hash differ between identical runs.
+            recipe = {k: v for k, v in asdict(opts).items() if k not in _CHECKPOINT_FIELDS}
+            write_model_info(
+                out,
+                kind=opts.method,
+                base_model=base_model,
+                train_options=recipe,
+                selected=selection_text,
+            )
     return TrainResult(
         first_loss=losses[0],
         final_loss=losses[-1],
@@ -583,6 +576,9 @@ def train(
         loss_history=losses,
         eval_history=evals,
         resumed_from_step=resumed_step,
+        selected_step=selected_step,
+        selection=selection_text,
+        stopped_early=bool(selection.stopped_at),
         world_size=trainer.args.world_size,
         tracking=tracker.summary if tracker is not None else None,
     )

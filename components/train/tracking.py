@@ -17,7 +17,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -317,7 +317,8 @@ class TrackingCallback(TrainerCallback):
     ``artifact_dir`` (default: the trainer's output_dir), logged as an artifact, and the runs are ended.
     Only the main process logs; counts are of this process's batches. If ``trainer.train()`` raises,
     call ``end("FAILED")`` (on_train_end is not called then). A run that ends before ``max_steps`` (SIGTERM
-    with checkpointing, or a callback stopping training) ends KILLED, not FINISHED.
+    with checkpointing, or a callback stopping training) ends KILLED, not FINISHED, unless
+    ``stopped_early()`` says early stopping ended it.
     """
 
     def __init__(
@@ -325,7 +326,9 @@ class TrackingCallback(TrainerCallback):
         sinks: Sequence[Sink],
         params: Mapping[str, Any] | Any = (),
         artifact_dir: str | Path = "",
+        stopped_early: Callable[[], bool] = lambda: False,
     ):
+        self.stopped_early = stopped_early
         self.sinks = list(sinks)
         self.params = flatten_params(params)
         self.artifact_dir = artifact_dir
@@ -396,7 +399,7 @@ class TrackingCallback(TrainerCallback):
             self.summary.png_path = str(png)
             for sink in self._started:
                 sink.log_artifact(png)
-        self.end("FINISHED" if state.global_step >= state.max_steps else "KILLED")
+        self.end("FINISHED" if state.global_step >= state.max_steps or self.stopped_early() else "KILLED")
 
     def _fill_summary(self) -> None:
         """Totals so far; closes the open window (the time since the last training-step log)."""

@@ -173,3 +173,86 @@ def test_no_slice_or_eval_steps_zero_means_no_validation_pass(canonical_table, t
     assert train(canonical_table, "tiny://travel", SYSTEM, opts, tmp_path / "m").eval_history == []
     with pytest.raises(ValueError, match="eval_steps=-1"):
         TrainOptions(eval_steps=-1).validate()
+
+
+def test_early_stopping_stops_at_the_right_pass_and_a_resumed_run_keeps_its_best(tmp_path):
+    """A scripted validation-loss history, patience 2: best at the 2nd pass, stop at the 4th (two passes
+    without improvement). An attempt resumed after the 3rd pass (best.json beside the checkpoints) carries
+    the best so far and the count, and stops at the same pass."""
+    from components.train.watch import Selection
+
+    history = [(10, 0.9), (20, 0.5), (30, 0.6), (40, 0.55), (50, 0.1)]
+    opts = TrainOptions(select="last", early_stopping_patience=2)
+    seen = Selection(opts, tmp_path / "one")
+    stops = [seen.observe(step, {"eval_loss": v}, save=None) for step, v in history[:4]]
+    assert stops == [False, False, False, True] and seen.stopped_at == 40
+    assert (seen.best, seen.best_step) == (0.5, 20)
+    assert seen.describe(40) == (40, "last step 40; early stopping at step 40")
+
+    first = Selection(opts, tmp_path / "two")
+    for step, v in history[:3]:
+        assert not first.observe(step, {"eval_loss": v}, save=None)
+    resumed = Selection(opts, tmp_path / "two")  # a new attempt reads best.json
+    assert (resumed.best, resumed.best_step, resumed.bad) == (0.5, 20, 1)
+    assert resumed.observe(40, {"eval_loss": 0.55}, save=None) and resumed.stopped_at == 40
+
+    saved = []
+    best = Selection(TrainOptions(select="best"), tmp_path / "three")
+    for step, v in history:
+        best.observe(step, {"eval_loss": v}, save=lambda folder, step=step: saved.append(step))
+    assert saved == [10, 20, 50] and best.best_step == 50 and best.stopped_at == 0
+    with pytest.raises(ValueError, match="select='middle'"):
+        TrainOptions(select="middle").validate()
+
+
+def test_select_best_writes_the_best_validation_pass_weights(canonical_table, tmp_path, travel_rows):
+    """select: best, checkpointing on: the model written is byte for byte the weights saved at the pass with
+    the lowest validation loss (kept beside the checkpoints), and the step and the reason are recorded."""
+    from components.common.tables import write_rows
+
+    validation = tmp_path / "validation.parquet"
+    write_rows(
+        [{k: r[k] for k in ("id", "group", "prompt", "completion")} for r in travel_rows[400:410]], validation
+    )
+    opts = TrainOptions(
+        method="full",
+        max_steps=20,
+        batch_size=16,
+        learning_rate=3e-3,
+        eval_steps=5,
+        select="best",
+        checkpoint_dir=str(tmp_path / "checkpoints"),
+        checkpoint_steps=10,
+    )
+    result = train(
+        canonical_table, "tiny://travel", SYSTEM, opts, tmp_path / "model", validation_path=validation
+    )
+    best_step, best_value = min(result.eval_history, key=lambda e: (e[1], e[0]))
+    assert result.selected_step == best_step and result.metrics()["selected_step"] == best_step
+    assert result.selection.startswith(f"best eval_loss {best_value:.4f} at step {best_step} of 20")
+    kept = tmp_path / "checkpoints" / "best"
+    assert (tmp_path / "model" / "model.safetensors").read_bytes() == (
+        kept / "model.safetensors"
+    ).read_bytes()
+    assert read_model_info(tmp_path / "model")["selected"] == result.selection
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ("train.select=best",),  # the demo config has no validation slice
+        ("train.early_stopping_patience=3",),
+        ("data.split.validation_fraction=0.05", "train.eval_steps=0", "train.select=best"),
+    ],
+)
+def test_selection_without_a_validation_slice_names_its_rule(overrides):
+    from pathlib import Path
+
+    from components.common.config_load import load_config
+    from components.common.config_rules import ConfigError
+
+    demo = Path(__file__).resolve().parents[2] / "examples" / "travel" / "config.yaml"
+    with pytest.raises(ConfigError, match=r"\[TRAIN-005\].*Fix: set data.split.validation_fraction > 0"):
+        load_config(demo, overrides)
+    watched = ("data.split.validation_fraction=0.05", "train.select=best", "train.early_stopping_patience=3")
+    assert load_config(demo, watched).train.select == "best"
