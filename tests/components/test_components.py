@@ -72,7 +72,15 @@ def split_outputs(tmp_path, params):
     watched = artifact(Dataset, tmp_path, "validation")
     card, summary, events3 = artifacts(tmp_path, card=Artifact, summary_md=Markdown, ev3=Artifact)
     split_op.python_func(
-        **step_args(params, "split", dataset=cleaned, upstream_events=events2, eval_fraction=0.1, seed=13),
+        **step_args(
+            params,
+            "split",
+            dataset=cleaned,
+            upstream_events=events2,
+            eval_fraction=0.1,
+            validation_fraction=0.05,  # the demo config sets none; the slice is tested here
+            seed=13,
+        ),
         train_data=train,
         eval_data=held,
         validation_data=watched,
