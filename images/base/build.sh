@@ -24,11 +24,19 @@ if $DOCKER image inspect "$LOCAL_BASE" >/dev/null 2>&1; then
   echo "$LOCAL_BASE" > "$OUT"
   exit 0
 fi
-command -v debootstrap >/dev/null || {
-  echo "base-image: the default base $DEFAULT cannot be pulled and debootstrap is missing: install it (Debian/Ubuntu: apt-get install debootstrap) or pass a base: make images BASE_IMAGE=..."
-  exit 2
-}
 [ "$(id -u)" = 0 ] || { echo "base-image: debootstrap needs root (run as root, or pass a pullable base: make images BASE_IMAGE=...)"; exit 2; }
+if ! command -v debootstrap >/dev/null; then
+  # as images/engine.sh installs docker.io: Debian's package, where apt can install it
+  command -v apt-get >/dev/null || {
+    echo "base-image: the default base $DEFAULT cannot be pulled and debootstrap is missing: install it or pass a base: make images BASE_IMAGE=..."
+    exit 2
+  }
+  echo "base-image: installing Debian's debootstrap (apt-get)"
+  { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends debootstrap >/dev/null; } || {
+    echo "base-image: apt-get could not install debootstrap: install it or pass a base: make images BASE_IMAGE=..."
+    exit 2
+  }
+fi
 # The Debian mirror this machine's apt uses (deb822 or one-line sources), else Debian's own.
 MIRROR=${MIRROR:-$(sed -n 's/^URIs: *\(http[^ ]*debian\)\/*$/\1/p; s/^deb \(http[^ ]*debian\)\/* bookworm .*/\1/p' \
   /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null | head -1 || true)}
