@@ -1,4 +1,4 @@
-"""Compile every pipeline of a target (pipelines.REGISTRIES) to YAML (no ML stack imported);
+"""Compile every pipeline of a target (pipelines.templates) to YAML (no ML stack imported);
 ``python compile.py [--target vertex|kfp]``."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def compile_all(
 
     from components.images import DEFAULT_REPO, override_images
     from components.version import __version__
-    from pipelines import REGISTRIES
+    from pipelines import TARGETS, templates
 
     if image_tag == "git":
         from components.common.provenance import git_sha
@@ -34,12 +34,12 @@ def compile_all(
         image_tag = git_sha()
         if image_tag == "unknown":
             raise SystemExit("--image-tag git: no git checkout here and $SLMFORGE_GIT_SHA is not set")
-    if target not in REGISTRIES:
-        raise SystemExit(f"--target {target}: use one of {', '.join(REGISTRIES)}")
+    if target not in TARGETS:
+        raise SystemExit(f"--target {target}: use one of {', '.join(TARGETS)}")
     out = Path(out_dir or DEFAULT_OUT[target])
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, pipeline in sorted(REGISTRIES[target].items()):
+    for name, pipeline in sorted(templates(target).items()):
         target = out / f"{name}.yaml"
         with tempfile.TemporaryDirectory() as tmp:
             raw = Path(tmp) / "p.yaml"

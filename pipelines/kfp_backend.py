@@ -69,7 +69,7 @@ def kfp_request(cfg, params: dict[str, Any], template_path: str | Path) -> dict[
     """Everything the run is created with; ``--dry-run`` prints this instead of submitting."""
     import yaml
 
-    from pipelines.vertex import _EXPERIMENT, VertexConfigError, stage_local_data, template_inputs
+    from pipelines.vertex import _EXPERIMENT, VertexConfigError, local_data, stage_local_data, template_inputs
 
     text = Path(template_path).read_bytes()
     spec = next(yaml.safe_load_all(text))
@@ -90,7 +90,7 @@ def kfp_request(cfg, params: dict[str, Any], template_path: str | Path) -> dict[
     if root:
         params, uploads = stage_local_data(params, root)
     else:
-        local = [k for k in ("train_data", "eval_data") if str(params.get(k, "")).startswith(("/", "./"))]
+        local = local_data(params)
         if local:
             raise VertexConfigError(
                 f"[VTX-001] {local[0]} is a file on this machine and vertex.pipeline_root is empty: set it "

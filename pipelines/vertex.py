@@ -114,6 +114,19 @@ DATA_PARAMETERS = ("train_data", "eval_data")
 STAGING_FOLDER = "slmforge-data"  # under vertex.pipeline_root
 
 
+def local_data(params: dict[str, Any]) -> list[str]:
+    """The data parameters whose locator is a file on this machine (not gs://, not the hub)."""
+    from components.ingest.sources import parse_locator
+
+    found = []
+    for key in DATA_PARAMETERS:
+        text = str(params.get(key) or "")
+        loc = parse_locator(text) if text else None
+        if loc is not None and loc.format != "hf_hub" and "://" not in loc.path:
+            found.append(key)
+    return found
+
+
 def stage_local_data(params: dict[str, Any], pipeline_root: str) -> tuple[dict[str, Any], list[dict]]:
     """Point local data locators at gs:// copies that ``upload_staged`` makes: Vertex steps cannot read this
     machine's files. A copy lives at ``<pipeline_root>/slmforge-data/<sha256 prefix>/<name>``, so the same
@@ -123,13 +136,9 @@ def stage_local_data(params: dict[str, Any], pipeline_root: str) -> tuple[dict[s
     from components.ingest.sources import parse_locator
 
     params, uploads = dict(params), []
-    for key in DATA_PARAMETERS:
-        text = str(params.get(key) or "")
-        if not text:
-            continue
+    for key in local_data(params):
+        text = str(params[key])
         loc = parse_locator(text)
-        if loc.format == "hf_hub" or "://" in loc.path:
-            continue
         local = Path(loc.path)
         uri = f"{pipeline_root.rstrip('/')}/{STAGING_FOLDER}/{sha256_path(local)[:16]}/{local.name}"
         params[key] = text[: len(text) - len(loc.path)] + uri

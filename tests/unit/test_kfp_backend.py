@@ -156,6 +156,20 @@ def test_bad_input_is_refused_before_anything_is_sent(tmp_path, bucket, template
             "submit", config, "--kfp-host", kfp.url, "--template", templates / "finetune.yaml", "--dry-run"
         )
         assert dry.exit_code == 0 and '"pipeline_name": "slmforge-finetune"' in dry.output
+        no_root = _cli(
+            "submit",
+            config,
+            "--kfp-host",
+            kfp.url,
+            "--template",
+            templates / "finetune.yaml",
+            "--set",
+            "vertex.pipeline_root=''",
+            "--dry-run",
+        )
+        assert no_root.exit_code == 2 and "train_data is a file on this machine" in " ".join(
+            no_root.output.split()
+        )
         assert kfp.requests == []  # nothing was sent
 
 
