@@ -5,9 +5,13 @@ SLMFORGE_HOME, not timed): ingest, clean and split with the config's settings (`
 prepare_splits``), full fine-tuning with the config's train section (``--steps``/``--batch-size``/``--lr``
 override it), then the evaluation stage's own generation and task scorer (``components.evaluate.core.
 evaluate``: the config's decoding and max_new_tokens) on the held-out groups. Prints the task metrics and
-wall times. Measures; asserts nothing.
+wall times. With a validation slice (``--set data.split.validation_fraction=0.05``) training watches it as
+the train step does (validation loss, task metrics, ``train.select``, early stopping) and the run prints
+which weights were written, the steps trained and the wall time of the validation passes against the
+training time. Measures; asserts nothing.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/example_recipe.py support [--split-seed N] [--steps N]
+        [--set train.select=best --set ...]
 """
 
 from __future__ import annotations
@@ -34,6 +38,13 @@ def main() -> None:
     parser.add_argument("--split-seed", type=int, help="override data.split.seed")
     parser.add_argument("--seed", type=int, help="override train.seed (data order, dropout)")
     parser.add_argument("--keep", type=Path, help="copy the predictions (parquet) here, to read the errors")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override, as slmforge run takes",
+    )
     a = parser.parse_args()
 
     from runinfo import code_version, machine
@@ -48,7 +59,7 @@ def main() -> None:
         from pipelines.cli_data import prepare_splits
         from pipelines.parameters import stage_options
 
-        cfg = load_config(REPO / "examples" / a.example / "config.yaml")
+        cfg = load_config(REPO / "examples" / a.example / "config.yaml", a.set)
         if a.split_seed is not None:
             cfg = cfg.model_copy(
                 update={
@@ -71,7 +82,14 @@ def main() -> None:
             ensure_tiny_model(cfg.model.base)
         train_path, eval_path = prepare_splits(cfg, Path(tmp) / "data")
         prepared = time.perf_counter()
-        result = train(train_path, cfg.model.base, cfg.task.system_prompt, opts, Path(tmp) / "model")
+        result = train(
+            train_path,
+            cfg.model.base,
+            cfg.task.system_prompt,
+            opts,
+            Path(tmp) / "model",
+            validation_path=train_path.parent / "validation.parquet",
+        )
         trained = time.perf_counter()
         task = TaskSpec(cfg.task.type, cfg.task.output_schema, list(cfg.task.labels))
         scored = evaluate(
@@ -93,6 +111,15 @@ def main() -> None:
         f"recipe: {opts.max_steps} steps x batch {opts.batch_size}, lr {opts.learning_rate:g}, "
         f"weight decay {opts.weight_decay:g}, split seed {cfg.data.split.seed}, train seed {opts.seed}, decoding {cfg.eval.decoding}; final loss {result.final_loss:.4f}"
     )
+    if result.eval_history:
+        share = result.validation_s / result.runtime_s
+        print(
+            f"steps trained {result.steps}, weights written: {result.selection}; {len(result.eval_history)} "
+            f"validation passes took {result.validation_s:.1f} s of {result.runtime_s:.1f} s training "
+            f"({share:.1%}); best eval_loss {min(v for _, v in result.eval_history):.4f}"
+        )
+        for name, value in result.task_metrics.items():
+            print(f"  last pass {name:26s} {value:.3f}")
     print(f"held-out rows: {scored.examples}")
     for name in sorted(k for k in scored.metrics if k.count("/") <= 1 and "field_match/" not in k):
         print(f"  {name:22s} {scored.metrics[name]:.3f}")

@@ -203,7 +203,7 @@ DERIVED = (
         str,
         inspect.Parameter.empty,
         "the task's JSON Schema, as JSON text.",
-        _routes(["ingest", "split", "augment", "task", "deploy"], "output_schema"),
+        _routes(["ingest", "split", "augment", "task", "deploy", "train"], "output_schema"),
         ("task.schema", "task.output_schema"),
         # declared key order kept: constrained decoding emits properties in this order (not sorted)
         lambda c: json.dumps(c.task.output_schema),

@@ -31,7 +31,7 @@ from components.common.config_train import (
     PreflightConfig,
     TrainConfig,
 )
-from components.common.task import METRICS
+from components.common.task import METRICS, validation_metrics
 
 
 class EvalConfig(Section):
@@ -39,7 +39,7 @@ class EvalConfig(Section):
         "free",
         description="free; constrained (output held to the schema or the label set; structured and "
         "classification tasks); both (constrained is primary, free reported beside it)",
-        json_schema_extra=kfp("eval_decoding", "decode.decoding", "deploy.decoding"),
+        json_schema_extra=kfp("eval_decoding", "decode.decoding", "deploy.decoding", "train.decoding"),
     )
     max_new_tokens: int = Field(
         128,
@@ -49,6 +49,7 @@ class EvalConfig(Section):
             "decode.max_new_tokens",
             "preflight.max_new_tokens",
             "deploy.max_new_tokens",
+            "train.max_new_tokens",
         ),
     )
     batch_size: int = Field(
@@ -449,6 +450,12 @@ class Config(Section):
                 f"train.select={t.select}, train.early_stopping_patience={t.early_stopping_patience} but "
                 f"data.split.validation_fraction={self.data.split.validation_fraction}, "
                 f"train.eval_steps={t.eval_steps}",
+            )
+        if t.select_metric not in validation_metrics(self.task.type if t.task_eval_rows else ""):
+            raise rule_error(
+                "TRAIN-006",
+                f"train.select_metric={t.select_metric!r}, train.task_eval_rows={t.task_eval_rows}; a "
+                f"{self.task.type} task measures " + ", ".join(validation_metrics(self.task.type)),
             )
         return self
 

@@ -17,12 +17,12 @@ class TaskConfig(Section):
         "structured",
         description="structured: JSON output checked by a schema; classification: one label of task.labels; "
         "generation: free text",
-        json_schema_extra=kfp("task_type", "task", "gate", "augment", "deploy"),
+        json_schema_extra=kfp("task_type", "task", "gate", "augment", "deploy", "train"),
     )
     labels: list[str] = Field(
         default_factory=list,
         description="the label set of a classification task",
-        json_schema_extra=kfp("labels", "ingest", "task", "augment", "deploy", encode="json"),
+        json_schema_extra=kfp("labels", "ingest", "task", "augment", "deploy", "train", encode="json"),
     )
     system_prompt: str = Field(
         "",

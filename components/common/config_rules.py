@@ -98,6 +98,13 @@ RULES: dict[str, tuple[str, str]] = {
             "train.early_stopping_patience: 0"
         ),
     ),
+    "TRAIN-006": (
+        "train.select_metric is not measured during training",
+        (
+            "use eval_loss, or eval_<metric> for a metric the task reports as one number (with "
+            "train.task_eval_rows > 0)"
+        ),
+    ),
     "TRAIN-004": (
         "value out of range",
         "warmup_ratio and weight_decay in [0, 1); max_steps <= 10,000,000, batch_size <= 65,536, max_length <= 1,048,576",

@@ -174,10 +174,19 @@ class TrainConfig(Section):
         "the best select_metric (kept beside the checkpoints, so a resumed run keeps its best so far)",
         json_schema_extra=kfp("select", "train"),
     )
-    select_metric: Literal["eval_loss"] = Field(
+    select_metric: str = Field(
         "eval_loss",
-        description="what best and early stopping judge: eval_loss, the validation loss (lower is better)",
+        description="what best and early stopping judge: eval_loss (the validation loss, lower is better) or "
+        "eval_<metric>, a task metric measured on train.task_eval_rows rows (eval_exact_match, eval_accuracy, "
+        "...; higher is better)",
         json_schema_extra=kfp("select_metric", "train"),
+    )
+    task_eval_rows: int = Field(
+        64,
+        ge=0,
+        description="validation rows generated (greedy, eval.decoding, eval.max_new_tokens) and scored by the "
+        "task's scorer at every validation pass, logged as eval_<metric> beside eval_loss; 0 = loss only",
+        json_schema_extra=kfp("task_eval_rows", "train"),
     )
     early_stopping_patience: int = Field(
         0,

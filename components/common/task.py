@@ -31,6 +31,19 @@ METRICS: dict[str, tuple[str, ...]] = {
     "classification": ("label_validity", "accuracy", "macro_f1", "precision", "recall", "f1"),
     "generation": ("exact_match", "rouge_l", "chrf", "bleu"),
 }
+# Reported only per part (precision/<label>, ...), never as one number.
+PER_PART_ONLY = ("precision", "recall", "f1")
+
+
+def headline_metrics(task_type: str) -> tuple[str, ...]:
+    """The metrics ``task_type`` reports as one number each (what a run can be judged by during training)."""
+    return tuple(m for m in METRICS.get(task_type, ()) if m not in PER_PART_ONLY)
+
+
+def validation_metrics(task_type: str) -> tuple[str, ...]:
+    """What a validation pass during training logs and ``train.select_metric`` can judge: eval_loss, and
+    eval_<metric> for each headline metric of ``task_type`` ("" = no task metrics measured)."""
+    return ("eval_loss", *(f"eval_{m}" for m in headline_metrics(task_type)))
 
 
 def prompt_messages(system_prompt: str, prompt: str, history: str | list = "[]") -> list[dict[str, str]]:

@@ -38,6 +38,12 @@ def train_op(
     select: str,
     select_metric: str,
     early_stopping_patience: int,
+    task_eval_rows: int,
+    task_type: str,
+    output_schema: str,
+    labels: str,
+    max_new_tokens: int,
+    decoding: str,
     nodes: int,
     processes_per_node: int,
     experiment: str,
@@ -81,8 +87,16 @@ def train_op(
         kernels: auto, liger or none (Liger's fused kernels; auto = liger when installed on a GPU).
         eval_steps: steps between validation-loss passes over validation_data (and one at the end); 0 = none.
         select: last or best: the weights written are the last step's, or the best validation pass's.
-        select_metric: what best and early stopping judge (eval_loss: lower is better).
+        select_metric: what best and early stopping judge: eval_loss (lower is better) or eval_<metric>, a
+            task metric of the task_eval_rows sample (higher is better).
         early_stopping_patience: stop after this many validation passes without improvement; 0 = never.
+        task_eval_rows: validation rows generated and scored by the task's scorer at every validation pass
+            (logged as eval_<metric>); 0 = validation loss only.
+        task_type: structured, classification or generation (the scorer of the task metrics).
+        output_schema: the JSON Schema of a structured task, as JSON text ("null" otherwise).
+        labels: the label set of a classification task, as a JSON list.
+        max_new_tokens: generation budget per validation row (eval.max_new_tokens).
+        decoding: free, constrained or both (eval.decoding; both decodes constrained, its primary).
         checkpoint_steps: save a resumable checkpoint every N steps, and on SIGTERM. Checkpoints live next
             to the model in this step's output location, so a retried (preempted) task resumes from them.
         nodes: machines training together; more than 1 only inside a Vertex custom job with that many
@@ -97,9 +111,9 @@ def train_op(
             train-op/checkpoints) to continue from its newest complete checkpoint; empty = from step 0 (or
             from this task's own checkpoints when it is retried).
         model: weights or adapter, tokenizer and slmforge_model.json.
-        metrics: first/final loss, final/best validation loss, the step whose weights were written and
-            whether early stopping ended training, steps, runtime, parameter counts, tokens/s, padding
-            efficiency.
+        metrics: first/final loss, final/best validation loss, the last pass's task metrics (final_eval_<metric>),
+            the wall time of the validation passes, the step whose weights were written and whether early
+            stopping ended training, steps, runtime, parameter counts, tokens/s, padding efficiency.
         loss_curve: folder with loss_curve.png (training and validation loss per step).
     """
     import os
@@ -138,6 +152,12 @@ def train_op(
         select=select,
         select_metric=select_metric,
         early_stopping_patience=early_stopping_patience,
+        task_eval_rows=task_eval_rows,
+        task_type=task_type,
+        output_schema=output_schema,
+        labels=labels,
+        max_new_tokens=max_new_tokens,
+        decoding=decoding,
     )
     prepare_checkpoints(
         opts.checkpoint_dir,

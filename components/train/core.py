@@ -20,7 +20,6 @@ Training stops with ``NonFiniteTraining`` at the first non-finite loss or gradie
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import signal
@@ -40,15 +39,16 @@ from components.common.models import (
     write_model_info,
 )
 from components.common.options import StepOptions
+from components.common.scoring import TaskSpec
 from components.common.tables import read_rows
-from components.common.task import training_example
-from components.train.checkpoints import checkpoint_step, latest_complete, mark_complete, remove_newer
-from components.train.guard import NonFiniteGuard, NonFiniteTraining, guarded_trainer
+from components.common.task import training_example, validation_metrics
+from components.train.checkpoints import checkpoint_step, latest_complete, remove_newer
+from components.train.guard import NonFiniteGuard, guard_callbacks, guarded_trainer
 from components.train.speed import ATTENTION, KERNELS, Machine, resolve_attention, trainer_speed_args
+from components.train.task_eval import TaskProbe, task_keys, with_task_metrics
 from components.train.watch import (
     BEST,
     SELECT,
-    SELECT_METRICS,
     Selection,
     final_evaluation_callback,
     progress_callback,
@@ -58,6 +58,7 @@ from components.train.watch import (
 @dataclass
 class TrainOptions(StepOptions):
     LIST_INPUTS = ("lora_target_modules", "lora_modules_to_save")
+    JSON_INPUTS = ("output_schema", "labels")
 
     method: str = "lora"  # full | lora | qlora (4-bit NF4 base via bitsandbytes; CUDA only)
     max_steps: int = 500  # optimizer steps
@@ -78,8 +79,17 @@ class TrainOptions(StepOptions):
     # given, no evaluation runs.
     eval_steps: int = 100
     select: str = "last"  # last | best: the model written is the last step's, or the best validation pass's
-    select_metric: str = "eval_loss"  # what "best" and early stopping judge (lower is better)
+    # What "best" and early stopping judge: eval_loss (lower is better) or eval_<task metric> (higher is better)
+    select_metric: str = "eval_loss"
     early_stopping_patience: int = 0  # stop after this many validation passes without improvement; 0 = never
+    # Task metrics at every validation pass (components/train/task_eval.py): this many validation rows generated
+    # with the evaluator's decoding and scored by the task's scorer; off (0, or no task_type) = loss only.
+    task_eval_rows: int = 64
+    task_type: str = ""  # the task (config task.*); "" = none known here: no task metrics
+    output_schema: dict | None = None
+    labels: list[str] | None = None
+    max_new_tokens: int = 128  # eval.max_new_tokens
+    decoding: str = "free"  # eval.decoding: free, or constrained (both = constrained, its primary)
     # Folder for resumable checkpoints ("" = none). Must outlive the process to be of use: in the pipeline
     # a folder in the component's output location (gcsfuse on Vertex), so a retried task resumes.
     checkpoint_dir: str = ""
@@ -113,10 +123,12 @@ class TrainOptions(StepOptions):
             raise ValueError(f"kernels={self.kernels!r}: use {', '.join(KERNELS)}")
         if self.eval_steps < 0:
             raise ValueError(f"eval_steps={self.eval_steps}: use a number of steps >= 1, or 0 for none")
-        if self.select not in SELECT or self.select_metric not in SELECT_METRICS:
+        metrics = validation_metrics(self.task_type if self.task_eval_rows else "")
+        if self.select not in SELECT or self.select_metric not in metrics:
             raise ValueError(
                 f"select={self.select!r}, select_metric={self.select_metric!r}: use select last or best and "
-                f"select_metric {' or '.join(SELECT_METRICS)}"
+                f"select_metric {' or '.join(metrics)} (task {self.task_type or 'none'}, task_eval_rows "
+                f"{self.task_eval_rows})"
             )
         if self.early_stopping_patience < 0:
             raise ValueError(f"early_stopping_patience={self.early_stopping_patience}: use 0 (never) or more")
@@ -132,7 +144,17 @@ class TrainOptions(StepOptions):
                 )
 
 
-_CHECKPOINT_FIELDS = ("checkpoint_dir", "checkpoint_steps", "save_total_limit")
+# Where and how often checkpoints went says nothing about the model (and a run-specific path would make the
+# artifact's content hash differ between identical runs); the task's schema and labels are the config's,
+# recorded by its hash, not training settings.
+_NOT_RECIPE = ("checkpoint_dir", "checkpoint_steps", "save_total_limit", "output_schema", "labels")
+
+
+def recipe(opts: TrainOptions) -> dict[str, Any]:
+    """The options that say how the model was trained: tracked as run params and kept in the model info."""
+    return {k: v for k, v in asdict(opts).items() if k not in _NOT_RECIPE}
+
+
 UNSLOTH_ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -233,6 +255,8 @@ class TrainResult:
     loss_history: list[float]  # every logged loss of the whole run, the ones before a resume included
     # (global step, validation loss) of every validation pass of the whole run; [] without a slice
     eval_history: list[tuple[int, float]] = field(default_factory=list)
+    task_metrics: dict[str, float] = field(default_factory=dict)  # the last validation pass's eval_<metric>
+    validation_s: float = 0.0  # wall time of this attempt's validation passes (loss and task metrics)
     resumed_from_step: int = 0  # global step of the checkpoint this attempt resumed from (0 = fresh start)
     selected_step: int = 0  # the step whose weights were written (select: last = the last step)
     selection: str = ""  # why those weights, in words
@@ -258,6 +282,8 @@ class TrainResult:
         if self.eval_history:
             values["final_eval_loss"] = self.eval_history[-1][1]
             values["best_eval_loss"] = min(v for _, v in self.eval_history)
+            values["validation_s"] = self.validation_s
+            values.update({f"final_{k}": v for k, v in self.task_metrics.items()})
         if self.tracking is not None:
             values.update(
                 {k: float(getattr(self.tracking, k)) for k in ("tokens_per_s", "padding_efficiency")}
@@ -296,43 +322,6 @@ def _device_flags() -> dict:
     # CPU: 1 intra-op thread unless the user chose (2 threads ran 14-20x slower under load on 2 cores).
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     return {"bf16": False, "use_cpu": True}
-
-
-def _guard_callbacks(losses: list[float], checkpointing: bool, guard: NonFiniteGuard | None = None) -> list:
-    """Callbacks that record losses, stop at the first non-finite loss or gradient (components/train/
-    guard.py: checked where the Trainer syncs anyway), and mark checkpoints."""
-    from transformers import TrainerCallback
-
-    guard = guard or NonFiniteGuard()
-
-    class RecordAndGuard(TrainerCallback):
-        def on_log(self, args, state, control, logs=None, **kw):
-            guard.check(args.learning_rate)
-            for key in ("loss", "grad_norm"):
-                if logs and key in logs and not math.isfinite(float(logs[key])):
-                    raise NonFiniteTraining(f"{key} {logs[key]}", state.global_step, args.learning_rate)
-            if logs and "loss" in logs:
-                losses.append(float(logs["loss"]))
-
-        def on_train_end(self, args, state, control, **kw):
-            guard.check(args.learning_rate)  # before train() writes the final model
-
-    class MarkComplete(TrainerCallback):
-        def on_step_end(self, args, state, control, **kw):
-            # No checkpoint at max_steps (the Trainer's default): train() writes the final model right
-            # after, and resuming from there would run one step past max_steps (transformers 5.x).
-            if state.global_step >= state.max_steps:
-                control.should_save = False
-
-        def on_save(self, args, state, control, **kw):
-            # Trainer._save_checkpoint has written the whole folder (weights, optimizer, scheduler, RNG,
-            # trainer_state.json) and rotated old ones before on_save runs (transformers 5.x trainer.py,
-            # _maybe_log_save_evaluate), so the marker goes last.
-            guard.check(args.learning_rate)  # a checkpoint written after a bad step is never resumed from
-            if args.should_save:  # the main process; the only one writing trainer_state.json
-                mark_complete(Path(args.output_dir) / f"checkpoint-{state.global_step}", state.global_step)
-
-    return [RecordAndGuard(), *([MarkComplete()] if checkpointing else [])]
 
 
 def build_trainer(
@@ -377,6 +366,18 @@ def build_trainer(
     validation = examples(validation_path) if validation_path and opts.eval_steps else None
     if validation is not None and len(validation) == 0:
         validation = None
+    probe = None  # task metrics at each validation pass (components/train/task_eval.py)
+    if validation is not None and opts.task_type and opts.task_eval_rows:
+        probe = TaskProbe.sample(
+            validation_path,
+            opts.task_eval_rows,
+            opts.seed,
+            tokenizer,
+            system_prompt,
+            task=TaskSpec(opts.task_type, opts.output_schema, list(opts.labels or [])),
+            max_new_tokens=opts.max_new_tokens,
+            decoding=opts.decoding,
+        )
 
     losses: list[float] = []
     guard = NonFiniteGuard()
@@ -412,14 +413,18 @@ def build_trainer(
         disable_tqdm=True,
         **device,
     )
-    trainer = guarded_trainer(SFTTrainer, guard)(
+    trainer = with_task_metrics(guarded_trainer(SFTTrainer, guard), probe, backend)(
         model=model,
         args=args,
         train_dataset=dataset,
         eval_dataset=validation,
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[*_guard_callbacks(losses, checkpointing, guard), progress_callback(), *callbacks],
+        callbacks=[
+            *guard_callbacks(losses, checkpointing, guard),
+            progress_callback(opts.select_metric, task_keys(opts.task_type) if probe else ()),
+            *callbacks,
+        ],
     )
     return trainer, losses
 
@@ -505,7 +510,7 @@ def train(
         if experiment:
             from components.train.tracking import TrackingCallback, tracking_sinks
 
-            params = {"base_model": base_model, "resumed_from_step": resumed_step, **asdict(opts)}
+            params = {"base_model": base_model, "resumed_from_step": resumed_step, **recipe(opts)}
             tracker = TrackingCallback(
                 tracking_sinks(experiment, tracking_uri),
                 params,
@@ -539,9 +544,11 @@ def train(
             raise stop
         # The whole run's losses: a resumed trainer state carries the log history of the attempts before it.
         losses = [float(e["loss"]) for e in trainer.state.log_history if "loss" in e]
-        evals = [
-            (int(e["step"]), float(e["eval_loss"])) for e in trainer.state.log_history if "eval_loss" in e
-        ]
+        passes = [e for e in trainer.state.log_history if "eval_loss" in e]
+        evals = [(int(e["step"]), float(e["eval_loss"])) for e in passes]
+        last_pass = passes[-1] if passes else {}  # its task metrics (components/train/task_eval.py)
+        task_metrics = {k: float(last_pass[k]) for k in task_keys(opts.task_type) if k in last_pass}
+        validation_s = sum(float(e.get("eval_runtime", 0)) for e in passes if int(e["step"]) > resumed_step)
         if not losses:
             raise RuntimeError("training logged no loss; max_steps must be >= 1")
         selected_step, selection_text = selection.describe(trainer.state.global_step)
@@ -556,14 +563,11 @@ def train(
             else:
                 trainer.model.save_pretrained(out, safe_serialization=True)
             trainer.processing_class.save_pretrained(out)
-            # Where and how often checkpoints went says nothing about the model, and a run-specific path would
-            # make the artifact's content hash differ between identical runs.
-            recipe = {k: v for k, v in asdict(opts).items() if k not in _CHECKPOINT_FIELDS}
             write_model_info(
                 out,
                 kind=opts.method,
                 base_model=base_model,
-                train_options=recipe,
+                train_options=recipe(opts),
                 selected=selection_text,
             )
     return TrainResult(
@@ -575,6 +579,8 @@ def train(
         total_params=total,
         loss_history=losses,
         eval_history=evals,
+        task_metrics=task_metrics,
+        validation_s=validation_s,
         resumed_from_step=resumed_step,
         selected_step=selected_step,
         selection=selection_text,

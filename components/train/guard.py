@@ -12,6 +12,7 @@ end of training (so no final model is written). The error names the exact first 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 
@@ -70,3 +71,42 @@ def guarded_trainer(base: type, guard: NonFiniteGuard) -> type:
             return norm
 
     return GuardedTrainer
+
+
+def guard_callbacks(losses: list[float], checkpointing: bool, guard: NonFiniteGuard | None = None) -> list:
+    """Callbacks that record losses, stop at the first non-finite loss or gradient (components/train/
+    guard.py: checked where the Trainer syncs anyway), and mark checkpoints."""
+    from transformers import TrainerCallback
+
+    from components.train.checkpoints import mark_complete
+
+    guard = guard or NonFiniteGuard()
+
+    class RecordAndGuard(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kw):
+            guard.check(args.learning_rate)
+            for key in ("loss", "grad_norm"):
+                if logs and key in logs and not math.isfinite(float(logs[key])):
+                    raise NonFiniteTraining(f"{key} {logs[key]}", state.global_step, args.learning_rate)
+            if logs and "loss" in logs:
+                losses.append(float(logs["loss"]))
+
+        def on_train_end(self, args, state, control, **kw):
+            guard.check(args.learning_rate)  # before train() writes the final model
+
+    class MarkComplete(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            # No checkpoint at max_steps (the Trainer's default): train() writes the final model right
+            # after, and resuming from there would run one step past max_steps (transformers 5.x).
+            if state.global_step >= state.max_steps:
+                control.should_save = False
+
+        def on_save(self, args, state, control, **kw):
+            # Trainer._save_checkpoint has written the whole folder (weights, optimizer, scheduler, RNG,
+            # trainer_state.json) and rotated old ones before on_save runs (transformers 5.x trainer.py,
+            # _maybe_log_save_evaluate), so the marker goes last.
+            guard.check(args.learning_rate)  # a checkpoint written after a bad step is never resumed from
+            if args.should_save:  # the main process; the only one writing trainer_state.json
+                mark_complete(Path(args.output_dir) / f"checkpoint-{state.global_step}", state.global_step)
+
+    return [RecordAndGuard(), *([MarkComplete()] if checkpointing else [])]

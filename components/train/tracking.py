@@ -384,8 +384,8 @@ class TrackingCallback(TrainerCallback):
             sink.log_metrics(metrics, state.global_step)
         if "loss" in metrics:
             self._window_start = time.perf_counter()  # the next window starts after our own logging
-        else:
-            self._window_start += time.perf_counter() - logging_start  # our logging is not training time
+        else:  # neither our logging nor a validation pass (its eval_runtime) is training time
+            self._window_start += time.perf_counter() - logging_start + metrics.get("eval_runtime", 0.0)
 
     def on_train_end(self, args, state, control, **kwargs):
         self._fill_summary()

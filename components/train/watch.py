@@ -1,5 +1,5 @@
-"""What training shows and watches: the live progress line (steps, training and validation loss, ETA), a
-validation pass at the last step too, the best pass so far (``train.select: best`` writes its weights) and
+"""What training shows and watches: the live progress line (steps, training and validation loss, task
+metrics, ETA), a validation pass at the last step too, the best pass so far (``train.select: best`` writes its weights) and
 early stopping (``train.early_stopping_patience``). The best-so-far record lives beside the checkpoints, so
 a resumed attempt carries it on."""
 
@@ -9,8 +9,9 @@ import json
 import time
 from pathlib import Path
 
+from components.train.task_eval import PREFIX, lower_is_better
+
 SELECT = ("last", "best")
-SELECT_METRICS = ("eval_loss",)  # lower is better; task metrics during training are not measured yet
 BEST = "best"  # the best validation pass's weights and best.json, beside the checkpoints
 
 
@@ -52,7 +53,9 @@ class Selection:
         value = metrics.get(self.opts.select_metric)
         if value is None:
             return False
-        if self.best is None or value < self.best:
+        if self.best is None or (
+            value < self.best if lower_is_better(self.opts.select_metric) else value > self.best
+        ):
             self.best, self.best_step, self.bad = float(value), step, 0
             if self.opts.select == "best":
                 save(self.folder)
@@ -108,22 +111,31 @@ class Selection:
 PROGRESS = "train progress: step {step}/{total} · loss {loss}{validation} · ETA {eta}"
 
 
-def progress_callback():
+def progress_callback(select_metric: str = "eval_loss", task_metrics: tuple[str, ...] = ()):
     from transformers import TrainerCallback
 
     class Progress(TrainerCallback):
-        """Print a PROGRESS line at every logging step: steps done, the logged loss and the time left."""
+        """Print a PROGRESS line at every logging step: steps done, the logged loss, the last validation
+        loss (and ``select_metric`` when it is a task metric) and the time left; and a line per validation
+        pass with its loss, its ``task_metrics`` and its wall time."""
 
         def on_train_begin(self, args, state, control, **kw):
             self.start, self.first, self.validation = time.perf_counter(), state.global_step, ""
 
         def on_log(self, args, state, control, logs=None, **kw):
             if logs and "eval_loss" in logs:  # shown from now on, with the step it was measured at
+                task = {  # eval_exact_match -> exact_match (components/train/task_eval.py)
+                    k.removeprefix(f"{PREFIX}_"): float(logs[k]) for k in task_metrics if k in logs
+                }
+                shown = "".join(f" · {k} {v:.3f}" for k, v in task.items())
+                judged = select_metric.removeprefix(f"{PREFIX}_")
+                also = f" · {judged} {task[judged]:.3f}" if judged in task else ""
                 self.validation = (
-                    f" · validation loss {float(logs['eval_loss']):.4f} (step {state.global_step})"
+                    f" · validation loss {float(logs['eval_loss']):.4f}{also} (step {state.global_step})"
                 )
                 print(
-                    f"train validation: step {state.global_step} · loss {float(logs['eval_loss']):.4f}",
+                    f"train validation: step {state.global_step} · loss {float(logs['eval_loss']):.4f}{shown}"
+                    f" · {float(logs.get('eval_runtime', 0)):.1f}s",
                     flush=True,
                 )
             if not logs or "loss" not in logs or not state.max_steps:

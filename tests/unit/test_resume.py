@@ -27,7 +27,8 @@ from components.train.checkpoints import (
     seed_from,
     write_run_key,
 )
-from components.train.core import NonFiniteTraining, TrainOptions, train
+from components.train.core import TrainOptions, train
+from components.train.guard import NonFiniteTraining
 
 SYSTEM = "You turn a travel request into a JSON list of commands."
 REPO = Path(__file__).resolve().parents[2]
@@ -213,10 +214,10 @@ def test_training_stops_at_the_first_non_finite_step(
 def test_a_non_finite_logged_loss_or_grad_norm_stops_training(tmp_path, key):
     from transformers import TrainerControl, TrainerState, TrainingArguments
 
-    from components.train.core import _guard_callbacks
+    from components.train.guard import guard_callbacks
 
     losses: list[float] = []
-    guard = _guard_callbacks(losses, checkpointing=False)[0]
+    guard = guard_callbacks(losses, checkpointing=False)[0]
     args = TrainingArguments(output_dir=str(tmp_path), learning_rate=0.5, report_to=[], use_cpu=True)
     logs = {"loss": 1.5, "grad_norm": 0.3, key: math.inf}
     with pytest.raises(NonFiniteTraining, match=rf"non-finite {key} inf at step 7.*now 0.5") as e:

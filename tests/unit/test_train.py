@@ -117,13 +117,9 @@ def test_validation_loss_is_measured_on_the_slice_and_drawn_with_the_training_lo
     """Every eval_steps and at the last step, the validation loss over the slice: equal to the mean
     cross-entropy of the model on the slice's completion tokens computed here by hand; logged with its
     step, shown in the progress lines, reported (final/best) and drawn on the loss curve."""
-    from components.common.tables import write_rows
     from components.train.tracking import TrackingCallback
 
-    validation = tmp_path / "validation.parquet"
-    write_rows(
-        [{k: r[k] for k in ("id", "group", "prompt", "completion")} for r in travel_rows[400:412]], validation
-    )
+    validation = _slice(travel_rows, tmp_path / "validation.parquet")
     opts = TrainOptions(
         method="full", max_steps=25, batch_size=16, learning_rate=3e-3, logging_steps=5, eval_steps=10
     )
@@ -208,12 +204,7 @@ def test_early_stopping_stops_at_the_right_pass_and_a_resumed_run_keeps_its_best
 def test_select_best_writes_the_best_validation_pass_weights(canonical_table, tmp_path, travel_rows):
     """select: best, checkpointing on: the model written is byte for byte the weights saved at the pass with
     the lowest validation loss (kept beside the checkpoints), and the step and the reason are recorded."""
-    from components.common.tables import write_rows
-
-    validation = tmp_path / "validation.parquet"
-    write_rows(
-        [{k: r[k] for k in ("id", "group", "prompt", "completion")} for r in travel_rows[400:410]], validation
-    )
+    validation = _slice(travel_rows, tmp_path / "validation.parquet", slice(400, 410))
     opts = TrainOptions(
         method="full",
         max_steps=20,
@@ -256,3 +247,150 @@ def test_selection_without_a_validation_slice_names_its_rule(overrides):
         load_config(demo, overrides)
     watched = ("data.split.validation_fraction=0.05", "train.select=best", "train.early_stopping_patience=3")
     assert load_config(demo, watched).train.select == "best"
+
+
+def _slice(travel_rows, path, rows=slice(400, 412)):
+    from components.common.tables import write_rows
+
+    write_rows([{k: r[k] for k in ("id", "group", "prompt", "completion")} for r in travel_rows[rows]], path)
+    return path
+
+
+def _task_opts(**overrides) -> TrainOptions:
+    """A short full fine-tune that measures the travel task's metrics on the slice at every pass."""
+    import json
+    from pathlib import Path
+
+    schema = Path(__file__).resolve().parents[2] / "examples" / "travel" / "schema.json"
+    settings = dict(
+        method="full",
+        max_steps=40,
+        batch_size=16,
+        learning_rate=3e-3,
+        logging_steps=10,
+        eval_steps=20,
+        task_eval_rows=64,
+        task_type="structured",
+        output_schema=json.loads(schema.read_text()),
+        max_new_tokens=96,
+        decoding="constrained",
+    )
+    return TrainOptions(**{**settings, **overrides})
+
+
+def _evaluate_written(tmp_path, validation, opts: TrainOptions):
+    """The evaluate step's scores of the model written to tmp_path/model on ``validation``, decoded as
+    ``opts`` decodes its task metrics."""
+    from components.common.scoring import TaskSpec
+    from components.evaluate.core import evaluate
+
+    return evaluate(
+        str(tmp_path / "model"),
+        validation,
+        SYSTEM,
+        TaskSpec("structured", opts.output_schema),
+        tmp_path / "predictions.parquet",
+        max_new_tokens=opts.max_new_tokens,
+        decoding=opts.decoding,
+    )
+
+
+def test_task_metrics_at_every_validation_pass_are_the_evaluators_and_go_to_mlflow(
+    canonical_table, tmp_path, travel_rows, capsys
+):
+    """Each validation pass generates for the slice's rows (fewer than task_eval_rows: all of them) with the
+    evaluator's constrained decoding and scores them with the task's scorer: the last pass (the weights
+    written, select last) gives exactly what the evaluate step computes on those rows with the written
+    model. The metrics are logged to MLflow (a real sqlite store) at each pass, shown live, reported as
+    final_eval_<metric> with the validation wall time, and the speed window leaves the passes out."""
+    from mlflow import MlflowClient
+
+    validation = _slice(travel_rows, tmp_path / "validation.parquet")
+    opts = _task_opts()
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = train(
+        canonical_table,
+        "tiny://travel",
+        SYSTEM,
+        opts,
+        tmp_path / "model",
+        experiment="task-metrics",
+        tracking_uri=uri,
+        validation_path=validation,
+    )
+    scored = _evaluate_written(tmp_path, validation, opts)
+    expected = {f"eval_{k}": scored.metrics[k] for k in ("exact_match", "schema_validity", "field_match")}
+    assert {k: result.task_metrics[k] for k in expected} == expected
+    assert result.task_metrics["eval_cut_off"] == scored.metrics["cut_off"]
+    assert "eval_accuracy" not in result.task_metrics and "eval_entropy" not in result.task_metrics
+    metrics = result.metrics()
+    assert metrics["final_eval_exact_match"] == scored.metrics["exact_match"]
+    assert 0 < metrics["validation_s"] < metrics["runtime_s"]
+
+    client = MlflowClient(tracking_uri=uri)
+    history = client.get_metric_history(result.tracking.run_id, "eval_schema_validity")
+    assert sorted(m.step for m in history) == [20, 40]
+    assert sorted(history, key=lambda m: m.step)[-1].value == scored.metrics["schema_validity"]
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("train validation: step 40"))
+    assert f"exact_match {scored.metrics['exact_match']:.3f}" in line and "cut_off" in line
+
+
+def test_a_task_metric_as_select_metric_keeps_the_highest_pass(tmp_path):
+    """eval_<task metric>: higher is better (eval_loss: lower); the record carries the metric's name."""
+    import json
+
+    from components.train.watch import Selection
+
+    opts = _task_opts(select="best", select_metric="eval_exact_match", early_stopping_patience=2)
+    saved = []
+    seen = Selection(opts, tmp_path / "best")
+    history = [(10, 0.2), (20, 0.6), (30, 0.5), (40, 0.6)]  # a tie is not better
+    stops = [seen.observe(s, {"eval_exact_match": v}, lambda f, s=s: saved.append(s)) for s, v in history]
+    assert stops == [False, False, False, True] and seen.stopped_at == 40
+    assert saved == [10, 20] and (seen.best, seen.best_step) == (0.6, 20)
+    assert json.loads((tmp_path / "best" / "best.json").read_text())["metric"] == "eval_exact_match"
+    with pytest.raises(ValueError, match=r"select_metric eval_loss \(task none"):
+        TrainOptions(select_metric="eval_exact_match").validate()
+    with pytest.raises(ValueError, match="select_metric='eval_accuracy'"):
+        _task_opts(select_metric="eval_accuracy").validate()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (("train.select_metric=eval_accuracy",), "a structured task measures eval_loss, eval_json_validity"),
+        (("train.select_metric=exact_match",), "train.select_metric='exact_match'"),
+        (("train.select_metric=eval_exact_match", "train.task_eval_rows=0"), "train.task_eval_rows=0"),
+    ],
+)
+def test_a_select_metric_no_pass_measures_names_its_rule(overrides, message):
+    from pathlib import Path
+
+    from components.common.config_load import load_config
+    from components.common.config_rules import ConfigError
+
+    demo = Path(__file__).resolve().parents[2] / "examples" / "travel" / "config.yaml"
+    with pytest.raises(ConfigError, match=r"\[TRAIN-006\]") as error:
+        load_config(demo, overrides)
+    assert message in str(error.value) and "Fix: use eval_loss, or eval_<metric>" in str(error.value)
+    cfg = load_config(demo, ("data.split.validation_fraction=0.05", "train.select_metric=eval_exact_match"))
+    assert cfg.train.select_metric == "eval_exact_match"
+
+
+def test_data_parallel_processes_share_the_task_metric_rows(canonical_table, tmp_path, travel_rows):
+    """Two processes (torchrun, gloo): each generates half the sample, the answers are gathered, and the
+    metrics equal one process's evaluation of the written model on all the rows."""
+    from components.train.distributed import TrainJob, train_on_node
+
+    validation = _slice(travel_rows, tmp_path / "validation.parquet", slice(400, 411))  # odd: unequal halves
+    opts = _task_opts(max_steps=20, batch_size=8, eval_steps=20)
+    model = str(tmp_path / "model")
+    job = TrainJob(
+        str(canonical_table), "tiny://travel", SYSTEM, opts, model, validation_path=str(validation)
+    )
+    result = train_on_node(1, 2, job)
+    assert result.world_size == 2
+    scored = _evaluate_written(tmp_path, validation, opts)
+    assert result.task_metrics["eval_field_match"] == scored.metrics["field_match"]
+    assert result.task_metrics["eval_schema_validity"] == scored.metrics["schema_validity"]
