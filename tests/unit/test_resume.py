@@ -37,15 +37,17 @@ REPO = Path(__file__).resolve().parents[2]
 _TRAIN_SCRIPT = """
 import dataclasses, json, sys
 from components.train.core import TrainOptions, train
-result = train(sys.argv[1], "tiny://travel", sys.argv[2], TrainOptions(**json.loads(sys.argv[3])), sys.argv[4])
+opts, validation = TrainOptions(**json.loads(sys.argv[3])), sys.argv[5]
+result = train(sys.argv[1], "tiny://travel", sys.argv[2], opts, sys.argv[4], validation_path=validation)
 print("RESULT " + json.dumps(dataclasses.asdict(result)), flush=True)
 """
 
 
-def _start(table: Path, opts: dict, out: Path) -> subprocess.Popen:
+def _start(table: Path, opts: dict, out: Path, validation: Path | str = "") -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    args = [str(table), SYSTEM, json.dumps(opts), str(out), str(validation)]
     return subprocess.Popen(
-        [sys.executable, "-u", "-c", _TRAIN_SCRIPT, str(table), SYSTEM, json.dumps(opts), str(out)],
+        [sys.executable, "-u", "-c", _TRAIN_SCRIPT, *args],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
@@ -69,6 +71,28 @@ def _fake_checkpoint(root: Path, step: int, *, complete: bool) -> Path:
     return folder
 
 
+def _sigterm_at(proc: subprocess.Popen, step: int) -> tuple[int, str]:
+    """SIGTERM ``proc`` (a _start'ed run logging every step) once its log shows ``step``; (the step its
+    SIGTERM checkpoint was saved at, its log). It must exit 143 (preempted)."""
+    watchdog = threading.Timer(300, proc.kill)
+    watchdog.start()
+    lines, seen = [], 0
+    for line in proc.stdout:
+        lines.append(line)
+        if _is_step_log(line):
+            seen += 1
+            if seen == step:
+                proc.send_signal(signal.SIGTERM)
+    watchdog.cancel()
+    log = "".join(lines)
+    assert proc.wait() == 143, log
+    saved = [
+        int(line.split("step ")[1].split(",")[0]) for line in lines if line.startswith("SIGTERM: saving")
+    ]
+    assert len(saved) == 1, log
+    return saved[0], log
+
+
 def test_sigterm_then_resume_matches_an_uninterrupted_run(canonical_table, tiny_model, tmp_path):
     opts = {
         "method": "full",
@@ -80,24 +104,7 @@ def test_sigterm_then_resume_matches_an_uninterrupted_run(canonical_table, tiny_
         "checkpoint_steps": 10,
     }
     # Attempt 1: SIGTERM once the log shows step 15.
-    proc = _start(canonical_table, opts, tmp_path / "model")
-    watchdog = threading.Timer(300, proc.kill)
-    watchdog.start()
-    lines, seen = [], 0
-    for line in proc.stdout:
-        lines.append(line)
-        if _is_step_log(line):
-            seen += 1
-            if seen == 15:
-                proc.send_signal(signal.SIGTERM)
-    watchdog.cancel()
-    log = "".join(lines)
-    assert proc.wait() == 143, log
-    saved = [
-        int(line.split("step ")[1].split(",")[0]) for line in lines if line.startswith("SIGTERM: saving")
-    ]
-    assert len(saved) == 1, log
-    stopped_at = saved[0]
+    stopped_at, log = _sigterm_at(_start(canonical_table, opts, tmp_path / "model"), 15)
     assert 15 <= stopped_at < 40 and stopped_at - 15 < opts["checkpoint_steps"], log
     assert f"preempted (SIGTERM) at step {stopped_at}" in log
     checkpoint = tmp_path / "checkpoints" / f"checkpoint-{stopped_at}"
@@ -134,6 +141,58 @@ def test_sigterm_then_resume_matches_an_uninterrupted_run(canonical_table, tiny_
     assert resumed["loss_history"][:stopped_at] == pytest.approx(
         reference.loss_history[:stopped_at], abs=1e-4
     )
+
+
+def test_select_best_survives_a_sigterm_and_resume(canonical_table, tiny_model, tmp_path, travel_rows):
+    """select best on a task metric that stays 0 on this short run (exact match: no pass beats the first,
+    a tie is not better): the best pass is step 5, before the SIGTERM. The resumed attempt carries that
+    best so far from beside the checkpoints and writes the step-5 weights, as the uninterrupted run does
+    (an attempt that forgot it would pick its own first pass)."""
+    from components.common.tables import write_rows
+
+    validation = tmp_path / "validation.parquet"
+    write_rows(
+        [{k: r[k] for k in ("id", "group", "prompt", "completion")} for r in travel_rows[400:408]], validation
+    )
+    schema = json.loads((REPO / "examples" / "travel" / "schema.json").read_text())
+    opts = {
+        "method": "full",
+        "max_steps": 20,
+        "batch_size": 8,
+        "learning_rate": 3e-3,
+        "logging_steps": 1,
+        "eval_steps": 5,
+        "select": "best",
+        "select_metric": "eval_exact_match",
+        "task_type": "structured",
+        "output_schema": schema,
+        "max_new_tokens": 16,
+        "checkpoint_dir": str(tmp_path / "checkpoints"),
+        "checkpoint_steps": 10,
+    }
+    reference = train(
+        canonical_table,
+        "tiny://travel",
+        SYSTEM,
+        TrainOptions(**{**opts, "checkpoint_dir": ""}),
+        tmp_path / "ref",
+        validation_path=validation,
+    )
+    assert reference.selected_step == 5, reference.task_metrics  # the precondition: no later pass is better
+
+    stopped_at, log = _sigterm_at(_start(canonical_table, opts, tmp_path / "model", validation), 8)
+    assert 8 <= stopped_at < 10, log
+    kept = json.loads((tmp_path / "checkpoints" / "best" / "best.json").read_text())
+    assert (kept["metric"], kept["step"]) == ("eval_exact_match", 5)
+    retry = _start(canonical_table, opts, tmp_path / "model", validation)
+    out, _ = retry.communicate(timeout=300)
+    assert retry.returncode == 0, out
+    resumed = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
+    assert resumed["resumed_from_step"] == stopped_at and resumed["steps"] == 20
+    assert resumed["selected_step"] == 5 and resumed["selection"] == reference.selection
+    written = (tmp_path / "model" / "model.safetensors").read_bytes()
+    assert written == (tmp_path / "checkpoints" / "best" / "model.safetensors").read_bytes()
+    assert written == (tmp_path / "ref" / "model.safetensors").read_bytes()  # the same step-5 weights
 
 
 def test_half_written_checkpoints_are_ignored(tmp_path, caplog):
