@@ -25,15 +25,19 @@ help: ## list the targets
 # itself; `uv pip check` names any requirement the lock leaves unmet (a pin removed or edited by hand).
 # uv reads no pip.conf, so the CPU torch wheel's source is given: pip's find-links folder where the
 # machine has one (these machines), else PyTorch's CPU index.
+# --compile-bytecode: the .pyc files are written once, here. uv does not write them by default, and where
+# PYTHONDONTWRITEBYTECODE is set (these machines) Python never does, so every process compiled the ML stack
+# from source again: `from trl import SFTTrainer` took 22 s instead of 10 s, in every pipeline step and test
+# subprocess (benchmarks/RESULTS.md, "Test time").
 UV = $(TOOLS)/uv/bin/uv
 TORCH_SOURCE = $(if $(TORCH_WHEELS),--find-links $(TORCH_WHEELS),--index-url https://download.pytorch.org/whl/cpu)
 $(BIN)/slmforge: pyproject.toml $(LOCK) images/torch.txt $(TOOLS)/uv/.installed
 	rm -rf $(VENV)
 	$(UV) venv -q --seed --python $(PYTHON) $(VENV)
-	$(UV) pip install -q --python $(BIN)/python --no-deps $(TORCH_SOURCE) torch==$(TORCH_VERSION)+cpu
-	$(UV) pip install -q --python $(BIN)/python --no-deps --require-hashes -r $(LOCK) \
+	$(UV) pip install -q --compile-bytecode --python $(BIN)/python --no-deps $(TORCH_SOURCE) torch==$(TORCH_VERSION)+cpu
+	$(UV) pip install -q --compile-bytecode --python $(BIN)/python --no-deps --require-hashes -r $(LOCK) \
 	  || { echo "make setup: $(LOCK) could not be installed as locked (uv names the package above). If it was edited by hand, restore it (git checkout $(LOCK)) or re-resolve it with make lock."; exit 1; }
-	$(UV) pip install -q --python $(BIN)/python --no-deps -e .
+	$(UV) pip install -q --compile-bytecode --python $(BIN)/python --no-deps -e .
 	$(UV) pip check --python $(BIN)/python \
 	  || { echo "make setup: $(LOCK) does not satisfy the requirements above (a pin missing or changed by hand?). Restore it (git checkout $(LOCK)) or re-resolve it with make lock."; exit 1; }
 	@touch $@
